@@ -1,0 +1,152 @@
+// Child processes for the local stack and integration tests: each in its own process group so
+// that stopping it also stops whatever it spawned (wrangler -> workerd), with a SIGKILL backstop.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+
+export interface Service {
+  name: string;
+  child: ChildProcess;
+  /** Everything the process printed so far (stdout and stderr), for diagnostics and log assertions. */
+  output(): string;
+  /** Resolves when a line matching re appears (or rejects on exit/timeout). */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+const live = new Set<Service>();
+
+export function startProcess(
+  name: string,
+  cmd: string,
+  args: string[],
+  opts: { env?: Record<string, string | undefined>; cwd?: string; echo?: boolean } = {},
+): Service {
+  const child = spawn(cmd, args, {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  let buf = "";
+  const waiters = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    const text = d.toString("utf8");
+    buf += text;
+    if (buf.length > 4_000_000) buf = buf.slice(-2_000_000);
+    if (opts.echo) for (const line of text.split(/\n/)) if (line) process.stdout.write(`[${name}] ${line}\n`);
+    for (const w of [...waiters]) w();
+  };
+  child.stdout!.on("data", onData);
+  child.stderr!.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => {
+    child.on("exit", (code, sig) => {
+      live.delete(svc);
+      for (const w of [...waiters]) w();
+      resolve(code ?? (sig ? 128 : null));
+    });
+    child.on("error", () => resolve(127));
+  });
+  const svc: Service = {
+    name,
+    child,
+    exited,
+    output: () => buf,
+    waitFor(re, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        let from = 0;
+        const check = () => {
+          const m = re.exec(buf.slice(from));
+          if (m) {
+            done();
+            resolve(m);
+          } else if (child.exitCode !== null || child.signalCode !== null) {
+            done();
+            reject(
+              new Error(
+                `${name} exited (${child.exitCode ?? child.signalCode}) before ${re}:\n${buf.slice(-3000)}`,
+              ),
+            );
+          }
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(
+            new Error(`${name}: timed out after ${timeoutMs} ms waiting for ${re}:\n${buf.slice(-3000)}`),
+          );
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        from = 0;
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop(signal = "SIGTERM", graceMs = 5000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      killGroup(child, signal);
+      const timer = setTimeout(() => killGroup(child, "SIGKILL"), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      killGroup(child, "SIGKILL"); // grandchildren that ignored the signal
+      return code;
+    },
+  };
+  live.add(svc);
+  return svc;
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    try {
+      child.kill(signal);
+    } catch {}
+  }
+}
+
+/** Synchronous last resort on process exit: no child outlives us. */
+export function killAllNow() {
+  for (const s of live) killGroup(s.child, "SIGKILL");
+}
+
+export async function stopAll() {
+  await Promise.all([...live].map((s) => s.stop()));
+}
+
+/** A port that was free a moment ago (bind to 0, read, close). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitUntil<T>(
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+}

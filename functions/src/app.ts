@@ -1,0 +1,96 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { ConfigError } from "../../shared/config.ts";
+import { ApiError, type ApiErrorCode, errorBody } from "../../shared/errors.ts";
+import { newId } from "../../shared/ids.ts";
+import { loadConfig } from "./config.ts";
+import { createDeps } from "./deps.ts";
+import type { AppEnv } from "./env.ts";
+import { registerHealth } from "./routes/health.ts";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
+
+export function sendError(
+  c: Context<AppEnv>,
+  code: ApiErrorCode,
+  message: string,
+  status: number,
+  details?: unknown,
+) {
+  const requestId = c.get("requestId") ?? "unknown";
+  return c.json(errorBody(code, message, requestId, details), status as 400);
+}
+
+/** Builds the API: one validation hook, one error shape, request ids, routes, /openapi.json. */
+export function createApp() {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        const issues = result.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+        const summary = issues.map((i) => `${i.path || "(body)"}: ${i.message}`).join("; ");
+        return sendError(c as Context<AppEnv>, "E_VALIDATION", `invalid request: ${summary}`, 400, {
+          issues,
+        });
+      }
+    },
+  });
+
+  app.use("*", async (c, next) => {
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : newId("req", 10);
+    c.set("requestId", requestId);
+    c.header("X-Request-ID", requestId);
+    const config = loadConfig(c.env ?? {});
+    const { deps, dispose } = createDeps(config);
+    c.set("deps", deps);
+    try {
+      await next();
+    } finally {
+      const done = dispose();
+      try {
+        c.executionCtx.waitUntil(done);
+      } catch {
+        await done; // no execution context (plain app.fetch in tests)
+      }
+    }
+  });
+
+  registerHealth(app);
+
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "peerproxy API",
+      version: "0.1.0",
+      description: "Peer registration, credentials, x402 purchase and operations for the peerproxy network.",
+    },
+  });
+
+  app.notFound((c) =>
+    sendError(c, "E_NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, 404),
+  );
+
+  app.onError((err, c) => {
+    if (err instanceof ApiError) {
+      for (const [k, v] of Object.entries(err.headers ?? {})) c.header(k, v);
+      return sendError(c, err.code, err.message, err.status, err.details);
+    }
+    if (err instanceof ConfigError) {
+      // Fail closed: a half-configured API answers nothing but this.
+      return sendError(c, "E_CONFIG", err.message, 503, { variables: err.variables });
+    }
+    console.error(
+      JSON.stringify({
+        level: "error",
+        requestId: c.get("requestId"),
+        error: String(err),
+        stack: (err as Error)?.stack,
+      }),
+    );
+    return sendError(c, "E_INTERNAL", "internal error; quote the requestId when reporting it", 500);
+  });
+
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,43 @@
+import { z } from "zod";
+import { parseConfig } from "../../shared/config.ts";
+
+/** Every variable the API reads. Parsed once per isolate; a bad value fails closed naming it. */
+export const configSchema = z
+  .object({
+    ENVIRONMENT: z.enum(["development", "test", "production"]).default("production"),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\/.+/, "must be a postgres:// connection string"),
+    /** Dev only: route the Neon driver through dev/neon-wsproxy.ts, e.g. "127.0.0.1:5433/v1". */
+    NEON_WS_PROXY: z.string().optional(),
+    UPSTASH_REDIS_REST_URL: z.url("must be the Upstash REST URL (https://...)"),
+    UPSTASH_REDIS_REST_TOKEN: z.string().min(1, "is required"),
+  })
+  .superRefine((c, ctx) => {
+    if (c.ENVIRONMENT === "production" && c.NEON_WS_PROXY) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["NEON_WS_PROXY"],
+        message: "is a dev-only stand-in; unset it in production",
+      });
+    }
+    if (c.ENVIRONMENT === "production" && !c.UPSTASH_REDIS_REST_URL.startsWith("https://")) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["UPSTASH_REDIS_REST_URL"],
+        message: "must be https:// in production",
+      });
+    }
+  });
+
+export type Config = z.output<typeof configSchema>;
+
+const cache = new WeakMap<object, Config>();
+
+/** Parses the Worker env once per isolate (env is the same object for every request). */
+export function loadConfig(env: object): Config {
+  let config = cache.get(env);
+  if (!config) {
+    config = parseConfig(configSchema, env as Record<string, unknown>);
+    cache.set(env, config);
+  }
+  return config;
+}

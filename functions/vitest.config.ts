@@ -1,0 +1,28 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+// Worker tests run inside workerd with the real wrangler.toml; bindings point at the throwaway
+// Redis (through the Upstash stand-in) and Postgres (through the Neon proxy) that scripts/test.ts started.
+const need = ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "DATABASE_URL", "NEON_WS_PROXY"] as const;
+const missing = need.filter((k) => !process.env[k]);
+if (missing.length) {
+  throw new Error(`Worker tests need ${missing.join(", ")}: run them through \`npm test\` (scripts/test.ts)`);
+}
+
+export default defineConfig({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: "../wrangler.toml" },
+      miniflare: {
+        bindings: {
+          ENVIRONMENT: "test",
+          ...Object.fromEntries(need.map((k) => [k, process.env[k]!])),
+        },
+      },
+    }),
+  ],
+  test: {
+    include: ["**/*.test.ts"],
+    testTimeout: 30_000,
+  },
+});

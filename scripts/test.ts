@@ -1,0 +1,88 @@
+// `npm test`: lint, generated-file check, typecheck, then every suite against throwaway Redis and
+// Postgres started for this run (unit + integration in Node, Worker tests inside workerd).
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { killAllNow } from "../dev/proc.ts";
+import { runCommand } from "../dev/run.ts";
+import { startStateServices } from "../dev/services.ts";
+
+const root = join(import.meta.dirname, "..");
+const bin = (name: string) => join(root, "node_modules", ".bin", name);
+const only = process.argv.slice(2); // optional vitest filters, e.g. `npm test -- relay`
+
+async function step(name: string, cmd: string, args: string[], env: Record<string, string> = {}, cwd = root) {
+  const t0 = Date.now();
+  console.log(`\n== ${name}`);
+  const code = await runCommand(cmd, args, { cwd, env });
+  const took = ((Date.now() - t0) / 1000).toFixed(1);
+  console.log(`== ${name}: ${code === 0 ? "ok" : `FAILED (exit ${code})`} in ${took} s`);
+  return code === 0;
+}
+
+let failed = 0;
+const require = (ok: boolean) => {
+  if (!ok) failed++;
+  return ok;
+};
+
+if (!only.length) {
+  require(await step("lint (biome)", bin("biome"), ["check", "."]));
+  require(await step("lua scripts generated", process.execPath, ["scripts/gen-lua.ts", "--check"]));
+  require(await step("typecheck (node)", bin("tsc"), ["-p", "tsconfig.json"]));
+  require(await step("typecheck (worker)", bin("tsc"), ["-p", "functions/tsconfig.json"]));
+}
+
+const dir = mkdtempSync(join(tmpdir(), "peerproxy-test-"));
+process.on("exit", killAllNow);
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
+const services = await startStateServices({ dir, databaseUrl: process.env.TEST_DATABASE_URL });
+const env = { ...services.env, PEERPROXY_TEST_TMP: dir };
+let passed = 0;
+let failedTests = 0;
+const count = (file: string) => {
+  try {
+    const r = JSON.parse(readFileSync(file, "utf8"));
+    passed += r.numPassedTests ?? 0;
+    failedTests += r.numFailedTests ?? 0;
+  } catch {}
+};
+try {
+  const nodeReport = join(dir, "node.json");
+  require(
+    await step(
+      "tests (node: unit + integration)",
+      bin("vitest"),
+      ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${nodeReport}`, ...only],
+      env,
+    ),
+  );
+  count(nodeReport);
+  const workerReport = join(dir, "worker.json");
+  require(
+    await step(
+      "tests (worker, inside workerd)",
+      bin("vitest"),
+      [
+        "run",
+        "--config",
+        "vitest.config.ts",
+        "--reporter=default",
+        "--reporter=json",
+        `--outputFile.json=${workerReport}`,
+        ...only,
+      ],
+      env,
+      join(root, "functions"),
+    ),
+  );
+  count(workerReport);
+} finally {
+  await services.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+console.log(`\n${passed} passed, ${failedTests} failed`);
+if (failed) {
+  console.error(`${failed} step(s) failed`);
+  process.exit(1);
+}
