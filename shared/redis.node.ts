@@ -27,6 +27,8 @@ export function tcpRedis(url: string): TcpRedis {
     expire: async (key, seconds) => (await r.expire(key, seconds)) === 1,
     hgetall: (key) => r.hgetall(key),
     hset: (key, fields) => r.hset(key, fields),
+    sadd: (key, ...members) => (members.length ? r.sadd(key, ...members) : Promise.resolve(0)),
+    spop: (key, count) => r.spop(key, count),
     eval: (script, keys, args) => r.eval(script, keys.length, ...keys, ...args),
     evalsha: (sha, keys, args) => r.evalsha(sha, keys.length, ...keys, ...args),
     scriptLoad: async (script) => String(await r.script("LOAD", script)),

@@ -13,6 +13,9 @@ export interface RedisClient {
   expire(key: string, seconds: number): Promise<boolean>;
   hgetall(key: string): Promise<Record<string, string>>;
   hset(key: string, fields: Record<string, string>): Promise<number>;
+  sadd(key: string, ...members: string[]): Promise<number>;
+  /** Removes and returns up to count random members. */
+  spop(key: string, count: number): Promise<string[]>;
   eval(script: string, keys: string[], args: string[]): Promise<unknown>;
   evalsha(sha: string, keys: string[], args: string[]): Promise<unknown>;
   scriptLoad(script: string): Promise<string>;
@@ -48,6 +51,8 @@ export function upstashRedis(url: string, token: string): RedisClient {
       return out;
     },
     hset: (key, fields) => r.hset(key, fields),
+    sadd: (key, ...members) => (members.length ? r.sadd(key, members[0]!, ...members.slice(1)) : Promise.resolve(0)),
+    spop: async (key, count) => ((await r.spop<string[]>(key, count)) ?? []).map(String),
     eval: (script, keys, args) => r.eval(script, keys, args),
     evalsha: (sha, keys, args) => r.evalsha(sha, keys, args),
     scriptLoad: (script) => r.scriptLoad(script),
