@@ -16,6 +16,10 @@ export interface StateEnv {
   UPSTASH_REDIS_REST_TOKEN: string;
   DATABASE_URL: string;
   NEON_WS_PROXY: string;
+  /** Generated per run: the API signs peer JWTs with it and relays verify them. */
+  JWT_SECRET: string;
+  /** Generated per run: gateway/prober -> relay internal port authentication. */
+  RELAY_SHARED_SECRET: string;
 }
 
 export interface StateServices {
@@ -111,6 +115,8 @@ export async function startStateServices(opts: {
         UPSTASH_REDIS_REST_TOKEN: token,
         DATABASE_URL,
         NEON_WS_PROXY: proxy.wsProxy,
+        JWT_SECRET: randomBytes(32).toString("hex"),
+        RELAY_SHARED_SECRET: randomBytes(32).toString("hex"),
       },
       redisPort,
       postgresPort,

@@ -3,7 +3,13 @@ import { defineConfig } from "vitest/config";
 
 // Worker tests run inside workerd with the real wrangler.toml; bindings point at the throwaway
 // Redis (through the Upstash stand-in) and Postgres (through the Neon proxy) that scripts/test.ts started.
-const need = ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "DATABASE_URL", "NEON_WS_PROXY"] as const;
+const need = [
+  "UPSTASH_REDIS_REST_URL",
+  "UPSTASH_REDIS_REST_TOKEN",
+  "DATABASE_URL",
+  "NEON_WS_PROXY",
+  "JWT_SECRET",
+] as const;
 const missing = need.filter((k) => !process.env[k]);
 if (missing.length) {
   throw new Error(`Worker tests need ${missing.join(", ")}: run them through \`npm test\` (scripts/test.ts)`);

@@ -26,7 +26,7 @@ export type DecodeResult =
   | { ok: false; error: "too_short" | "bad_session_length" | "too_large" | "bad_session_id" };
 
 const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
+const fromUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Frames one message. Throws RangeError on an empty or over-long sessionId. */
 export function encodeFrame(type: number, sessionId: string, payload: Uint8Array = new Uint8Array(0)): Uint8Array {

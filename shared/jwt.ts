@@ -30,8 +30,9 @@ function fromB64url(text: string): Uint8Array {
   return out;
 }
 
-const keyCache = new Map<string, Promise<CryptoKey>>();
-function hmacKey(secret: string): Promise<CryptoKey> {
+type HmacKey = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
+const keyCache = new Map<string, Promise<HmacKey>>();
+function hmacKey(secret: string): Promise<HmacKey> {
   let k = keyCache.get(secret);
   if (!k) {
     k = crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);

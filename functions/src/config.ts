@@ -10,6 +10,18 @@ export const configSchema = z
     NEON_WS_PROXY: z.string().optional(),
     UPSTASH_REDIS_REST_URL: z.url("must be the Upstash REST URL (https://...)"),
     UPSTASH_REDIS_REST_TOKEN: z.string().min(1, "is required"),
+    /** HS256 key for peer JWTs; every relay has the same value. */
+    JWT_SECRET: z.string().min(32, "must be at least 32 characters"),
+    /** Per client IP, per minute. */
+    RATE_LIMIT_REGISTER_PER_MINUTE: z.coerce.number().int().positive().default(30),
+    RATE_LIMIT_REFRESH_PER_MINUTE: z.coerce.number().int().positive().default(60),
+    /** Dev only: what the ASN lookup would say for every client (no request.cf locally). */
+    DEV_CLIENT_IP_CLASS: z.enum(["mobile", "residential", "datacenter"]).optional(),
+    /** Dev only: the client's country for relay assignment (ISO-2). */
+    DEV_CLIENT_COUNTRY: z
+      .string()
+      .regex(/^[A-Z]{2}$/, "must be an ISO-2 country code in capitals")
+      .optional(),
   })
   .superRefine((c, ctx) => {
     if (c.ENVIRONMENT === "production" && c.NEON_WS_PROXY) {
@@ -18,6 +30,11 @@ export const configSchema = z
         path: ["NEON_WS_PROXY"],
         message: "is a dev-only stand-in; unset it in production",
       });
+    }
+    for (const devOnly of ["DEV_CLIENT_IP_CLASS", "DEV_CLIENT_COUNTRY"] as const) {
+      if (c.ENVIRONMENT === "production" && c[devOnly]) {
+        ctx.addIssue({ code: "custom", path: [devOnly], message: "is dev-only; unset it in production" });
+      }
     }
     if (c.ENVIRONMENT === "production" && !c.UPSTASH_REDIS_REST_URL.startsWith("https://")) {
       ctx.addIssue({

@@ -8,6 +8,8 @@ export function stateEnv(): StateEnv & { PEERPROXY_TEST_TMP: string } {
     "UPSTASH_REDIS_REST_TOKEN",
     "DATABASE_URL",
     "NEON_WS_PROXY",
+    "JWT_SECRET",
+    "RELAY_SHARED_SECRET",
     "PEERPROXY_TEST_TMP",
   ];
   const missing = need.filter((k) => !process.env[k]);

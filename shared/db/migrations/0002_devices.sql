@@ -29,3 +29,14 @@ CREATE TABLE refresh_tokens (
   created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX refresh_tokens_device ON refresh_tokens (device_id);
+
+-- Per-account overrides of the device limits (NULL = the global setting `device_limits`).
+ALTER TABLE accounts ADD COLUMN max_devices integer CHECK (max_devices >= 0);
+ALTER TABLE accounts ADD COLUMN max_unproven_devices integer CHECK (max_unproven_devices >= 0);
+
+-- Rates and routing are data, not code. Operators change these rows; nothing hardcodes them.
+INSERT INTO settings (key, value) VALUES
+  ('earnings_per_gb', '{"mobile": "0.50", "residential": "0.30", "datacenter": "0.10"}'),
+  ('device_limits', '{"maxDevices": 200000, "maxUnproven": 20000}'),
+  ('relay_regions', '{"default": "us", "regions": {"us": {"relayUrl": "wss://relay-us.peerproxy.dev", "countries": ["US", "CA", "MX"]}, "eu": {"relayUrl": "wss://relay-eu.peerproxy.dev", "countries": ["DE", "FR", "GB", "NL", "ES", "IT", "PL"]}}}')
+ON CONFLICT (key) DO NOTHING;

@@ -1,0 +1,51 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { AppEnv } from "../../env.ts";
+import { refreshIdentity } from "../../services/devices.ts";
+import { fail, limitByIp } from "./common.ts";
+
+const Params = z.object({ deviceId: z.string().regex(/^agent_[0-9a-f]{16}$/, "deviceId must be agent_ + 16 hex") });
+const Body = z.object({ refreshToken: z.string().min(1) }).openapi("PeerRefresh");
+
+const tokenRoute = createRoute({
+  method: "post",
+  path: "/v1/peer/token/{deviceId}/refresh",
+  summary: "New JWT from a refresh token (the refresh token stays valid)",
+  tags: ["peer"],
+  request: { params: Params, body: { content: { "application/json": { schema: Body } }, required: true } },
+  responses: {
+    200: { description: "New JWT", content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string() }) } } },
+    401: { description: "Refresh token unknown, expired or used" },
+    429: { description: "Rate limited" },
+  },
+});
+
+const agentRoute = createRoute({
+  method: "post",
+  path: "/v1/peer/agents/{deviceId}/refresh",
+  summary: "New JWT and a rotated refresh token (the presented one is spent)",
+  tags: ["peer"],
+  request: { params: Params, body: { content: { "application/json": { schema: Body } }, required: true } },
+  responses: {
+    200: {
+      description: "New JWT and refresh token",
+      content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string(), refreshToken: z.string() }) } },
+    },
+    401: { description: "Refresh token unknown, expired or used" },
+    429: { description: "Rate limited" },
+  },
+});
+
+export function registerPeerRefresh(app: OpenAPIHono<AppEnv>) {
+  app.openapi(tokenRoute, async (c) => {
+    await limitByIp(c, "refresh");
+    const r = await refreshIdentity(c.get("deps"), c.req.valid("param").deviceId, c.req.valid("json").refreshToken, false);
+    if (!r.ok) return fail(r);
+    return c.json({ token: r.jwt, jwt: r.jwt }, 200);
+  });
+  app.openapi(agentRoute, async (c) => {
+    await limitByIp(c, "refresh");
+    const r = await refreshIdentity(c.get("deps"), c.req.valid("param").deviceId, c.req.valid("json").refreshToken, true);
+    if (!r.ok) return fail(r);
+    return c.json({ token: r.jwt, jwt: r.jwt, refreshToken: r.refreshToken! }, 200);
+  });
+}

@@ -1,0 +1,224 @@
+import { type IpClass, classifyAsn } from "../../../shared/asn.ts";
+import { type Queryable, withTransaction } from "../../../shared/db/pool.ts";
+import { hashSecret, randomHex } from "../../../shared/ids.ts";
+import { deriveDeviceId, PEER_TOKEN_TTL_SECONDS, type PeerClaims, signJwt } from "../../../shared/jwt.ts";
+import { keys } from "../../../shared/keys.ts";
+import type { Deps } from "../deps.ts";
+import { authenticateApiKey } from "./auth.ts";
+import { getSetting } from "./settings.ts";
+
+export const REFRESH_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000;
+const DEFAULT_LIMITS = { maxDevices: 200_000, maxUnproven: 20_000 };
+
+export interface ClientInfo {
+  ip: string;
+  asn?: number;
+  asOrganization?: string;
+  country?: string;
+}
+
+export interface RegisterInput {
+  apiKey: string;
+  name: string;
+  type: string;
+  connectionMethod?: string;
+  sdkVersion?: string;
+  walletAddress?: string;
+  country?: string;
+  carrier?: string;
+}
+
+export interface Identity {
+  deviceId: string;
+  accountId: string;
+  jwt: string;
+  refreshToken: string;
+  relay: string;
+  ipType: IpClass;
+  earningsPerGB: Record<IpClass, string>;
+  expiresIn: number;
+}
+
+export type Failure = {
+  ok: false;
+  code: "E_UNAUTHORIZED" | "E_DEVICE_LIMIT" | "E_UNPROVEN_LIMIT" | "E_NOT_FOUND";
+  message: string;
+};
+
+interface RelayRegions {
+  default: string;
+  regions: Record<string, { relayUrl: string; countries: string[] }>;
+}
+
+/** The relay for a client: the region whose country list has it, else the default region. */
+export async function assignRelay(db: Queryable, country: string | undefined): Promise<string> {
+  const cfg = await getSetting<RelayRegions>(db, "relay_regions", { default: "", regions: {} });
+  const c = country?.toUpperCase();
+  const match = Object.values(cfg.regions).find((r) => c && r.countries.includes(c));
+  const relay = match ?? cfg.regions[cfg.default];
+  if (!relay) throw new Error("settings.relay_regions has no default region");
+  return relay.relayUrl;
+}
+
+export async function earningsPerGB(db: Queryable): Promise<Record<IpClass, string>> {
+  return getSetting(db, "earnings_per_gb", { mobile: "0", residential: "0", datacenter: "0" });
+}
+
+async function issueJwt(deps: Deps, deviceId: string, accountId: string, gen: number): Promise<string> {
+  const iat = Math.floor(deps.now().getTime() / 1000);
+  const claims: PeerClaims = { sub: deviceId, acct: accountId, kind: "peer", gen, iat, exp: iat + PEER_TOKEN_TTL_SECONDS };
+  return signJwt(claims, deps.config.JWT_SECRET);
+}
+
+async function newRefreshToken(db: Queryable, deviceId: string, nowMs: number): Promise<string> {
+  const token = `prt_${randomHex(32)}`;
+  await db.query("INSERT INTO refresh_tokens (token_hash, device_id, expires_at) VALUES ($1, $2, $3)", [
+    await hashSecret(token),
+    deviceId,
+    new Date(nowMs + REFRESH_TOKEN_TTL_MS).toISOString(),
+  ]);
+  return token;
+}
+
+/**
+ * Devices whose relay saw them serve a byte stop counting as unproven. The relay marks them in a
+ * Redis set; this moves a batch of them into Postgres (the cron calls it too).
+ */
+export async function promoteServedDevices(deps: Pick<Deps, "redis" | "db">, batch = 1000): Promise<number> {
+  const ids = await deps.redis.spop(keys.servedDevices(), batch);
+  if (!ids.length) return 0;
+  const res = await deps.db.query("UPDATE devices SET proven_at = now() WHERE id = ANY($1) AND proven_at IS NULL", [ids]);
+  return res.rowCount ?? 0;
+}
+
+export function classifyClient(deps: Pick<Deps, "config">, client: ClientInfo): IpClass {
+  return deps.config.DEV_CLIENT_IP_CLASS ?? classifyAsn(client.asn, client.asOrganization);
+}
+
+/**
+ * Registers (or re-registers) a device. Same key + name => same deviceId; re-registering bumps the
+ * revocation generation so every older JWT dies. Limits are checked under a per-account row lock.
+ */
+export async function registerDevice(
+  deps: Deps,
+  input: RegisterInput,
+  client: ClientInfo,
+): Promise<({ ok: true } & Identity) | Failure> {
+  const auth = await authenticateApiKey(deps, input.apiKey);
+  if (!auth) return { ok: false, code: "E_UNAUTHORIZED", message: "apiKey is missing, unknown or revoked" };
+  const deviceId = await deriveDeviceId(input.apiKey, input.name);
+  const ipType = classifyClient(deps, client);
+  const nowMs = deps.now().getTime();
+  await promoteServedDevices(deps);
+
+  const out = await withTransaction(deps.db, async (tx): Promise<Failure | { gen: number; refreshToken: string }> => {
+    const acct = await tx.query<{ max_devices: number | null; max_unproven_devices: number | null }>(
+      "SELECT max_devices, max_unproven_devices FROM accounts WHERE id = $1 FOR UPDATE",
+      [auth.accountId],
+    );
+    const existing = await tx.query<{ revocation_gen: number }>(
+      `UPDATE devices SET revocation_gen = revocation_gen + 1, last_registered_at = now(), type = $2,
+         connection_method = $3, sdk_version = $4, wallet_address = COALESCE($5, wallet_address),
+         country_hint = $6, carrier = $7, ip_type = $8
+       WHERE id = $1 AND account_id = $9 RETURNING revocation_gen`,
+      [deviceId, input.type, input.connectionMethod ?? null, input.sdkVersion ?? null, input.walletAddress ?? null,
+        input.country ?? null, input.carrier ?? null, ipType, auth.accountId],
+    );
+    let gen = existing.rows[0]?.revocation_gen;
+    if (gen === undefined) {
+      const global = await getSetting(tx, "device_limits", DEFAULT_LIMITS);
+      const maxDevices = acct.rows[0]?.max_devices ?? global.maxDevices;
+      const maxUnproven = acct.rows[0]?.max_unproven_devices ?? global.maxUnproven;
+      const counts = await tx.query<{ total: string; unproven: string }>(
+        `SELECT count(*) AS total, count(*) FILTER (WHERE proven_at IS NULL AND verified_at IS NULL) AS unproven
+         FROM devices WHERE account_id = $1`,
+        [auth.accountId],
+      );
+      const total = Number(counts.rows[0]?.total ?? 0);
+      const unproven = Number(counts.rows[0]?.unproven ?? 0);
+      if (total >= maxDevices) {
+        return { ok: false, code: "E_DEVICE_LIMIT", message: `account holds ${total} devices; the limit is ${maxDevices}` };
+      }
+      if (unproven >= maxUnproven) {
+        return {
+          ok: false,
+          code: "E_UNPROVEN_LIMIT",
+          message: `account has ${unproven} devices that never served traffic nor passed verification; the limit is ${maxUnproven}. Give every instance a stable name so restarts reuse one device`,
+        };
+      }
+      const inserted = await tx.query<{ revocation_gen: number }>(
+        `INSERT INTO devices (id, account_id, name, type, connection_method, sdk_version, wallet_address,
+           country_hint, carrier, ip_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING revocation_gen`,
+        [deviceId, auth.accountId, input.name, input.type, input.connectionMethod ?? null, input.sdkVersion ?? null,
+          input.walletAddress ?? null, input.country ?? null, input.carrier ?? null, ipType],
+      );
+      gen = inserted.rows[0]!.revocation_gen;
+    }
+    return { gen, refreshToken: await newRefreshToken(tx, deviceId, nowMs) };
+  });
+  if ("ok" in out) return out;
+
+  // Relays compare a token's generation with this key: older tokens stop working from here on.
+  await deps.redis.set(keys.deviceGen(deviceId), String(out.gen));
+  const [jwt, relay, rates] = await Promise.all([
+    issueJwt(deps, deviceId, auth.accountId, out.gen),
+    assignRelay(deps.db, deps.config.DEV_CLIENT_COUNTRY ?? client.country),
+    earningsPerGB(deps.db),
+  ]);
+  return {
+    ok: true,
+    deviceId,
+    accountId: auth.accountId,
+    jwt,
+    refreshToken: out.refreshToken,
+    relay,
+    ipType,
+    earningsPerGB: rates,
+    expiresIn: PEER_TOKEN_TTL_SECONDS,
+  };
+}
+
+/**
+ * Trades a refresh token for a new JWT at the device's current generation. With `rotate` the
+ * presented token is spent (single use, atomically) and a new one returned.
+ */
+export async function refreshIdentity(
+  deps: Deps,
+  deviceId: string,
+  refreshToken: string,
+  rotate: boolean,
+): Promise<({ ok: true; jwt: string; refreshToken?: string }) | Failure> {
+  const tokenHash = await hashSecret(refreshToken);
+  const nowMs = deps.now().getTime();
+  return withTransaction(deps.db, async (tx) => {
+    // FOR UPDATE: two concurrent rotations of one token serialise here; the second finds it used.
+    const found = await tx.query<{ account_id: string; revocation_gen: number }>(
+      `SELECT d.account_id, d.revocation_gen FROM refresh_tokens t JOIN devices d ON d.id = t.device_id
+       WHERE t.token_hash = $1 AND t.device_id = $2 AND t.used_at IS NULL AND t.expires_at > $3
+       FOR UPDATE OF t`,
+      [tokenHash, deviceId, new Date(nowMs).toISOString()],
+    );
+    const row = found.rows[0];
+    if (!row) {
+      const message = "refreshToken is unknown, expired, already used, or not this device's";
+      return { ok: false, code: "E_UNAUTHORIZED", message } as const;
+    }
+    const jwt = await issueJwt(deps, deviceId, row.account_id, row.revocation_gen);
+    if (!rotate) return { ok: true, jwt } as const;
+    await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", [tokenHash]);
+    return { ok: true, jwt, refreshToken: await newRefreshToken(tx, deviceId, nowMs) } as const;
+  });
+}
+
+/** A fresh JWT for a device, for its owner (Android-style GET /v1/peer/token/{deviceId}). */
+export async function tokenForOwner(deps: Deps, apiKey: string | undefined, deviceId: string) {
+  const auth = await authenticateApiKey(deps, apiKey);
+  if (!auth) return { ok: false, code: "E_UNAUTHORIZED", message: "X-API-Key is missing, unknown or revoked" } as Failure;
+  const { rows } = await deps.db.query<{ revocation_gen: number }>(
+    "SELECT revocation_gen FROM devices WHERE id = $1 AND account_id = $2",
+    [deviceId, auth.accountId],
+  );
+  if (!rows[0]) return { ok: false, code: "E_NOT_FOUND", message: `no device ${deviceId} on this account` } as Failure;
+  return { ok: true as const, jwt: await issueJwt(deps, deviceId, auth.accountId, rows[0].revocation_gen) };
+}
