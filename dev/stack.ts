@@ -5,6 +5,10 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createAccountWithKey } from "../shared/accounts.ts";
 import { createPool } from "../shared/db/pool.ts";
+import { keys } from "../shared/keys.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
+import { startProbeTarget } from "../prober/target.ts";
+import { startHttpTarget } from "./targets.ts";
 import { killAllNow, type Service, startProcess, stopAll, waitUntil } from "./proc.ts";
 import { startStateServices } from "./services.ts";
 
@@ -97,11 +101,70 @@ async function main() {
   await cron();
   setInterval(cron, 60_000).unref();
 
+  // Local targets: what demo traffic and probes reach (loopback only).
+  const httpTarget = await startHttpTarget();
+  stopState.push(httpTarget.stop);
+  const httpsTarget = await startProbeTarget();
+  stopState.push(httpsTarget.stop);
+  const caFile = join(localDir, "target-ca.pem");
+  writeFileSync(caFile, httpsTarget.caPem);
+
+  // The relay, as it runs in production: its own process.
+  const relayEnv = {
+    RELAY_ID: "relay_local",
+    RELAY_PORT: String(ports.relay),
+    RELAY_INTERNAL_PORT: String(ports.relayInternal),
+    JWT_SECRET: env.JWT_SECRET,
+    RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+    REDIS_URL: env.REDIS_URL,
+    RELAY_REGION: "local",
+  };
+  const relay = startProcess("relay", process.execPath, ["relay-node/main.ts"], { cwd: root, echo, env: relayEnv });
+  await relay.waitFor(/relay ready/, 30_000);
+  log(`relay ${relayUrl} (internal http://127.0.0.1:${ports.relayInternal})`);
+
+  // Two demo peers: the real SDK CLI, allowed to reach loopback targets (development flag).
+  const redis = tcpRedis(env.REDIS_URL);
+  stopState.push(() => redis.close());
+  const peers: { name: string; deviceId: string; stateFile: string }[] = [];
+  mkdirSync(join(localDir, "peers"), { recursive: true });
+  for (const name of ["demo-peer-1", "demo-peer-2"]) {
+    const stateFile = join(localDir, "peers", `${name}.json`);
+    const peer = startProcess(name, process.execPath, ["peer-node/src/cli.ts"], {
+      cwd: root,
+      echo,
+      env: {
+        API_KEY: demo.apiKey,
+        AGENT_NAME: name,
+        PEER_API_URL: apiUrl,
+        PEER_STATE_FILE: stateFile,
+        PEER_ALLOW_PRIVATE_TARGETS: "true",
+        COUNTRY: "US",
+        VERBOSE: "true",
+      },
+    });
+    const m = await peer.waitFor(/\[REGISTERED\] device=(agent_[0-9a-f]{16})/, 30_000);
+    await peer.waitFor(/\[ACK\]/, 30_000);
+    peers.push({ name, deviceId: m[1]!, stateFile });
+  }
+  await waitUntil(
+    async () => {
+      for (const p of peers) if (!(await redis.hgetall(keys.presence(p.deviceId))).relayId) return false;
+      return true;
+    },
+    15_000,
+    "demo peers online in Redis",
+  );
+  log(`peers ${peers.map((p) => `${p.name}=${p.deviceId}`).join(", ")}`);
+
   const stack: Record<string, unknown> = {
     startedAt: new Date().toISOString(),
     api: { url: apiUrl, health: `${apiUrl}/health`, openapi: `${apiUrl}/openapi.json` },
     redis: { url: env.REDIS_URL, restUrl: env.UPSTASH_REDIS_REST_URL },
     postgres: { url: env.DATABASE_URL.replace(/:[^:@/]+@/, ":***@"), wsProxy: env.NEON_WS_PROXY },
+    relay: { url: relayUrl, internalUrl: `http://127.0.0.1:${ports.relayInternal}`, metrics: `http://127.0.0.1:${ports.relayInternal}/metrics` },
+    peers,
+    targets: { http: httpTarget.url, https: `https://127.0.0.1:${httpsTarget.port}`, caFile },
     demo: { accountId: demo.accountId, apiKey: demo.apiKey },
     secrets: { jwtSecret: "(generated per run)", relaySharedSecret: "(generated per run)" },
   };

@@ -1,0 +1,135 @@
+import type { Queryable } from "../../../shared/db/pool.ts";
+import { keys } from "../../../shared/keys.ts";
+import { runScript } from "../../../shared/lua/script.ts";
+import { poolSnapshot } from "../../../shared/lua/scripts.gen.ts";
+import { delistEndpoint, type EndpointListing, listEndpoint, type SpeedTier } from "../../../shared/pool.ts";
+import type { RedisClient } from "../../../shared/redis.ts";
+
+/** Presence older than this means offline (the relay refreshes every 10 s, TTL 30 s). */
+export const PRESENCE_FRESH_MS = 30_000;
+
+export interface SnapshotEntry {
+  endpointId: string;
+  online: boolean;
+  listed: boolean;
+  presence: Record<string, string>;
+  probe: Record<string, string>;
+  endpoint: Record<string, string>;
+}
+
+function pairs(flat: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!Array.isArray(flat)) return out;
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
+  return out;
+}
+
+/** One atomic read of presence, probe state and listing (shared/lua/pool_snapshot.lua). */
+export async function readPoolSnapshot(redis: Pick<RedisClient, "eval" | "evalsha">, nowMs: number): Promise<SnapshotEntry[]> {
+  const rows = (await runScript(redis, poolSnapshot, [keys.onlineDevices(), keys.poolListed()], [nowMs - PRESENCE_FRESH_MS])) as unknown[][];
+  return rows.map((r) => ({
+    endpointId: String(r[0]),
+    online: Number(r[1]) === 1,
+    listed: Number(r[2]) === 1,
+    presence: pairs(r[3]),
+    probe: pairs(r[4]),
+    endpoint: pairs(r[5]),
+  }));
+}
+
+const TIER_RANK: Record<SpeedTier, number> = { unknown: 0, slow: 1, medium: 2, fast: 3 };
+
+export type ListingDecision =
+  | { action: "list"; listing: EndpointListing; reason: string; flip: boolean }
+  | { action: "delist"; reason: string }
+  | { action: "none" };
+
+function asTier(t: string | undefined): SpeedTier {
+  return t === "fast" || t === "medium" || t === "slow" ? t : "unknown";
+}
+
+/**
+ * The listing rule, in pure code: an online device is for sale when the prober verified it (two
+ * clean passes), the circuit breaker has not paused it, and it is at least `minTier` fast.
+ * Modems have no presence: the cron only pulls them when their probes fail; listing is the admin's.
+ */
+export function decideListing(e: SnapshotEntry, minTier: SpeedTier): ListingDecision {
+  const tier = asTier(e.probe.speedTier);
+  const isModem = e.endpoint.kind === "modem";
+  const delist = (reason: string): ListingDecision => (e.listed ? { action: "delist", reason } : { action: "none" });
+  if (e.probe.paused === "1") return delist(`circuit_breaker${e.probe.pausedReason ? `:${e.probe.pausedReason}` : ""}`);
+  if (isModem) {
+    return e.probe.verified === "0" && Number(e.probe.failStreak ?? 0) >= 3 ? delist("probe_failures") : { action: "none" };
+  }
+  if (!e.online) return delist("offline");
+  if (e.probe.verified !== "1") return delist("unverified");
+  if (TIER_RANK[tier] < TIER_RANK[minTier]) return delist(`too_slow:${tier}`);
+  const p = e.presence;
+  if (!p.relayInternal || !p.country) return delist("presence_incomplete");
+  const ipType = p.ipType === "mobile" || p.ipType === "datacenter" ? p.ipType : "residential";
+  const listing: EndpointListing = {
+    endpointId: e.endpointId,
+    pool: "peer",
+    country: p.country.toLowerCase(),
+    ipType,
+    speedTier: tier,
+    kind: "peer",
+    carrier: p.carrier || undefined,
+    relayInternal: p.relayInternal,
+    deviceId: e.endpointId,
+  };
+  // Re-listing an already listed endpoint refreshes its relay/tier (a device may have moved relays).
+  return { action: "list", listing, reason: "verified", flip: !e.listed };
+}
+
+export interface ListingRun {
+  considered: number;
+  listed: number;
+  delisted: number;
+  flips: { endpointId: string; action: "list" | "delist"; reason: string }[];
+}
+
+/** Applies the listing rule to the whole pool and audits every flip with its reason. */
+export async function reconcileListings(
+  deps: { redis: RedisClient; db: Queryable },
+  nowMs: number,
+  minTier: SpeedTier,
+): Promise<ListingRun> {
+  const snapshot = await readPoolSnapshot(deps.redis, nowMs);
+  const run: ListingRun = { considered: snapshot.length, listed: 0, delisted: 0, flips: [] };
+  const verifiedIds: string[] = [];
+  for (const e of snapshot) {
+    if (e.probe.verified === "1" && e.endpoint.kind !== "modem") verifiedIds.push(e.endpointId);
+    const d = decideListing(e, minTier);
+    if (d.action === "list") {
+      await listEndpoint(deps.redis, d.listing);
+      if (d.flip) {
+        run.listed++;
+        run.flips.push({ endpointId: e.endpointId, action: "list", reason: d.reason });
+      }
+    } else if (d.action === "delist") {
+      await delistEndpoint(deps.redis, e.endpointId);
+      run.delisted++;
+      run.flips.push({ endpointId: e.endpointId, action: "delist", reason: d.reason });
+    }
+  }
+  if (run.flips.length) {
+    await deps.db.query(
+      `INSERT INTO audit_log (actor, action, subject, detail)
+       SELECT 'cron:listing', 'listing.' || a, s, jsonb_build_object('reason', r)
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS t(a, s, r)`,
+      [run.flips.map((f) => f.action), run.flips.map((f) => f.endpointId), run.flips.map((f) => f.reason)],
+    );
+    const listed = run.flips.filter((f) => f.action === "list").map((f) => f.endpointId);
+    const delisted = run.flips.filter((f) => f.action === "delist").map((f) => f.endpointId);
+    await deps.db.query(
+      `UPDATE devices SET listed_for_sale = (id = ANY($1::text[])) WHERE id = ANY($1::text[]) OR id = ANY($2::text[])`,
+      [listed, delisted],
+    );
+  }
+  if (verifiedIds.length) {
+    // Verification ends the unproven state (registration's anti-flood guard).
+    await deps.db.query("UPDATE devices SET verified_at = now() WHERE id = ANY($1::text[]) AND verified_at IS NULL", [verifiedIds]);
+  }
+  return run;
+}
