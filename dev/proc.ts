@@ -42,8 +42,16 @@ export function startProcess(
   const exited = new Promise<number | null>((resolve) => {
     child.on("exit", (code, sig) => {
       live.delete(svc);
-      for (const w of [...waiters]) w();
-      resolve(code ?? (sig ? 128 : null));
+      // 'exit' can come before the last output is read: give the pipes a moment to drain (not
+      // 'close', which a grandchild still holding the pipe could delay indefinitely).
+      const drained = [child.stdout!, child.stderr!].map(
+        (s) => new Promise<void>((r) => (s.readableEnded || s.destroyed ? r() : s.once("close", () => r()))),
+      );
+      const cap = new Promise<void>((r) => setTimeout(r, 1000).unref());
+      void Promise.race([Promise.all(drained), cap]).then(() => {
+        for (const w of [...waiters]) w();
+        resolve(code ?? (sig ? 128 : null));
+      });
     });
     child.on("error", () => resolve(127));
   });

@@ -1,16 +1,22 @@
-// `npm start`: the whole network on one machine. Starts Redis, Postgres and the dev stand-ins,
-// the API in workerd (wrangler dev), the relay, the gateway, demo peers and local targets; seeds
-// a demo account; writes .local/stack.json; prints one `ready` line. Ctrl-C stops everything.
+// `npm start`: the whole network on one machine. Starts Redis, Postgres and the dev stand-ins, a
+// local EVM chain (anvil, chain 8453, dev USDC at the canonical address), the API in workerd
+// (wrangler dev, cron driven every minute), local targets, the relay, the gateway, a tinyproxy
+// "modem" (pool mbl), two demo peers and the prober; seeds demo, operator and house accounts; waits
+// until the demo exits are verified and listed; writes .local/stack.json with a demo credential and
+// copy-paste curl lines; prints one `ready` line. Ctrl-C stops everything.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { startProbeTarget } from "../prober/target.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
 import { createPool } from "../shared/db/pool.ts";
 import { keys } from "../shared/keys.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
-import { startProbeTarget } from "../prober/target.ts";
-import { startHttpTarget } from "./targets.ts";
+import { BASE_CHAIN_ID } from "../shared/x402/networks.ts";
+import { startEvmChain } from "./chains/evm.ts";
+import { startTinyproxy } from "./modem.ts";
 import { killAllNow, type Service, startProcess, stopAll, waitUntil } from "./proc.ts";
 import { startStateServices } from "./services.ts";
+import { startHttpTarget } from "./targets.ts";
 
 const root = join(import.meta.dirname, "..");
 // STACK_DIR lets tests run a second stack beside a developer's own; default .local/ (gitignored).
@@ -34,7 +40,13 @@ async function shutdown(code: number) {
   stopping = true;
   log("stopping...");
   await stopAll();
-  for (const s of stopState.reverse()) await s().catch(() => {});
+  // A pending promise does not keep Node alive: hold the loop open until every stop has settled.
+  const hold = setInterval(() => {}, 1000);
+  for (const s of stopState.reverse()) {
+    if (echo) log(`stopping ${s.name || "service"}`);
+    await s().catch(() => {});
+  }
+  clearInterval(hold);
   log("stopped");
   process.exit(code);
 }
@@ -50,7 +62,12 @@ async function startApi(vars: Record<string, string>): Promise<Service> {
   const api = startProcess("api", join(root, "node_modules/.bin/wrangler"), args, {
     cwd: root,
     echo,
-    env: { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_LOG_PATH: persist, NO_COLOR: "1" },
+    env: {
+      WRANGLER_SEND_METRICS: "false",
+      CLOUDFLARE_CF_FETCH_ENABLED: "false",
+      WRANGLER_LOG_PATH: persist,
+      NO_COLOR: "1",
+    },
   });
   await waitUntil(
     async () => {
@@ -63,17 +80,50 @@ async function startApi(vars: Record<string, string>): Promise<Service> {
   return api;
 }
 
+/** One JSON call to the local API with an X-API-Key; a refusal stops the launcher with its body. */
+async function apiCall<T>(
+  base: string,
+  method: string,
+  path: string,
+  apiKey: string,
+  body: unknown,
+): Promise<T> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { "content-type": "application/json", "x-api-key": apiKey },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${text}`);
+  return JSON.parse(text) as T;
+}
+
 async function main() {
   mkdirSync(localDir, { recursive: true });
   const t0 = Date.now();
-  const state = await startStateServices({ dir: join(localDir, "state"), databaseUrl: process.env.DATABASE_URL });
+  const state = await startStateServices({
+    dir: join(localDir, "state"),
+    databaseUrl: process.env.DATABASE_URL,
+  });
   stopState.push(state.stop);
   const env = state.env;
   log(`redis ${env.REDIS_URL}, postgres ready, stand-ins up`);
 
-  // Seed: the demo supplier/customer account and the relay region pointing at the local relay.
+  // The local chain comes first: the API checks its x402 rails (RPC, token, recipient) at startup.
+  const chain = await startEvmChain({ echo });
+  stopState.push(chain.stop);
+  log(`chain ${chain.rpcUrl} (id ${BASE_CHAIN_ID}, USDC ${chain.usdc})`);
+
+  // Seed: the demo account (supplies the demo peers and buys with a pool key), an operator (registers
+  // the modem) and the house account x402 purchases mint under; the relay region is the local relay.
   const pool = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
   const demo = await createAccountWithKey(pool, { name: "demo", kind: "customer", id: "acct_demo" });
+  const operator = await createAccountWithKey(pool, {
+    name: "operator",
+    kind: "operator",
+    id: "acct_operator",
+  });
+  const house = await createAccountWithKey(pool, { name: "x402", kind: "house", id: "acct_house" });
   const relayUrl = `ws://127.0.0.1:${ports.relay}`;
   await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
     JSON.stringify({ default: "local", regions: { local: { relayUrl, countries: [] } } }),
@@ -89,6 +139,15 @@ async function main() {
     JWT_SECRET: env.JWT_SECRET,
     DEV_CLIENT_IP_CLASS: "residential",
     DEV_CLIENT_COUNTRY: "US",
+    X402_BASE_RPC_URL: chain.rpcUrl,
+    X402_BASE_PAY_TO: chain.payTo.address,
+    // anvil mines one block per transaction; one confirmation is final there.
+    X402_CONFIRMATIONS: "1",
+    X402_HOUSE_ACCOUNT_ID: house.accountId,
+    X402_GAS_WALLET_KEY: chain.keys.gasWallet,
+    GATEWAY_PUBLIC_HOST: "127.0.0.1",
+    GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
+    GATEWAY_SOCKS_PORT: String(ports.gatewaySocks),
   };
   await startApi(apiVars);
   const apiUrl = `http://127.0.0.1:${ports.api}`;
@@ -109,19 +168,49 @@ async function main() {
   const caFile = join(localDir, "target-ca.pem");
   writeFileSync(caFile, httpsTarget.caPem);
 
-  // The relay, as it runs in production: its own process.
-  const relayEnv = {
-    RELAY_ID: "relay_local",
-    RELAY_PORT: String(ports.relay),
-    RELAY_INTERNAL_PORT: String(ports.relayInternal),
-    JWT_SECRET: env.JWT_SECRET,
-    RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
-    REDIS_URL: env.REDIS_URL,
-    RELAY_REGION: "local",
-  };
-  const relay = startProcess("relay", process.execPath, ["relay-node/main.ts"], { cwd: root, echo, env: relayEnv });
+  // The relay and the gateway, as they run in production: their own processes.
+  const relay = startProcess("relay", process.execPath, ["relay-node/main.ts"], {
+    cwd: root,
+    echo,
+    env: {
+      RELAY_ID: "relay_local",
+      RELAY_PORT: String(ports.relay),
+      RELAY_INTERNAL_PORT: String(ports.relayInternal),
+      JWT_SECRET: env.JWT_SECRET,
+      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+      REDIS_URL: env.REDIS_URL,
+      RELAY_REGION: "local",
+    },
+  });
+  const gateway = startProcess("gateway", process.execPath, ["gateway-node/main.ts"], {
+    cwd: root,
+    echo,
+    env: {
+      GATEWAY_ID: "gw_local",
+      GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
+      GATEWAY_SOCKS_PORT: String(ports.gatewaySocks),
+      GATEWAY_ADMIN_PORT: String(ports.gatewayAdmin),
+      REDIS_URL: env.REDIS_URL,
+      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+      // Development only: the demo targets are on loopback.
+      GATEWAY_ALLOW_PRIVATE_TARGETS: "1",
+    },
+  });
   await relay.waitFor(/relay ready/, 30_000);
   log(`relay ${relayUrl} (internal http://127.0.0.1:${ports.relayInternal})`);
+  await gateway.waitFor(/gateway ready/, 30_000);
+  log(`gateway http://127.0.0.1:${ports.gatewayHttp} socks5://127.0.0.1:${ports.gatewaySocks}`);
+
+  // A production-modem stand-in (Debian's tinyproxy), registered by the operator as pool mbl.
+  const modem = await startTinyproxy();
+  stopState.push(modem.stop);
+  const modemExit = await apiCall<{ id: string }>(apiUrl, "POST", "/v1/admin/modem-exits", operator.apiKey, {
+    host: "127.0.0.1",
+    port: modem.port,
+    country: "us",
+    carrier: "local",
+  });
+  log(`modem ${modemExit.id} on 127.0.0.1:${modem.port}`);
 
   // Two demo peers: the real SDK CLI, allowed to reach loopback targets (development flag).
   const redis = tcpRedis(env.REDIS_URL);
@@ -157,19 +246,112 @@ async function main() {
   );
   log(`peers ${peers.map((p) => `${p.name}=${p.deviceId}`).join(", ")}`);
 
+  // The demo customer's pool key: any tier, so the username picks peer or mbl.
+  const credential = await apiCall<{ id: string; username: string; secret: string }>(
+    apiUrl,
+    "POST",
+    "/v1/reseller/pool-keys",
+    demo.apiKey,
+    { name: "demo", tier: "any", capBytes: 10 * 1024 ** 3 },
+  );
+
+  // The fleet watchdog's own key (the operator's, so demo usage stays the demo's own).
+  const watchdogKey = await apiCall<{ username: string; secret: string }>(
+    apiUrl,
+    "POST",
+    "/v1/reseller/pool-keys",
+    operator.apiKey,
+    { name: "fleet watchdog", tier: "any", capBytes: 10 * 1024 ** 3 },
+  );
+
+  // The prober grades every exit through the same path customers take, against the HTTPS target;
+  // its watchdog buys through the gateway like a customer every minute and records alerts.
+  const prober = startProcess("prober", process.execPath, ["prober/main.ts"], {
+    cwd: root,
+    echo,
+    env: {
+      REDIS_URL: env.REDIS_URL,
+      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+      DATABASE_URL: env.DATABASE_URL,
+      NEON_WS_PROXY: env.NEON_WS_PROXY,
+      PROBE_TARGET_HOST: "127.0.0.1",
+      PROBE_TARGET_PORT: String(httpsTarget.port),
+      PROBE_TARGET_CA: caFile,
+      WATCHDOG_PROXY_URL: `http://127.0.0.1:${ports.gatewayHttp}`,
+      WATCHDOG_USERNAME: watchdogKey.username.replace(/-any-any$/, ""),
+      WATCHDOG_PASSWORD: watchdogKey.secret,
+    },
+  });
+  await prober.waitFor(/prober ready/, 30_000);
+
+  // Demo exits are admitted after two clean probes; then the cron lists them. Run it now rather
+  // than at the next minute so `ready` means the curl lines below work.
+  const exits = [...peers.map((p) => p.deviceId), modemExit.id];
+  await waitUntil(
+    async () => {
+      for (const id of exits) if ((await redis.hgetall(keys.probe(id))).verified !== "1") return false;
+      return true;
+    },
+    60_000,
+    "the prober to verify the demo exits",
+  );
+  await waitUntil(
+    async () => {
+      await cron();
+      for (const id of exits) if ((await redis.raw.sismember(keys.poolListed(), id)) !== 1) return false;
+      return true;
+    },
+    30_000,
+    "the cron to list the demo exits",
+  );
+  log(`exits verified and listed: ${exits.join(", ")}`);
+
+  const gatewayHttp = `127.0.0.1:${ports.gatewayHttp}`;
+  const gatewaySocks = `127.0.0.1:${ports.gatewaySocks}`;
+  const userPeer = `${credential.username.replace(/-any-any$/, "")}-peer-us`;
+  const userMbl = `${credential.username.replace(/-any-any$/, "")}-mbl-us`;
   const stack: Record<string, unknown> = {
     startedAt: new Date().toISOString(),
     api: { url: apiUrl, health: `${apiUrl}/health`, openapi: `${apiUrl}/openapi.json` },
     redis: { url: env.REDIS_URL, restUrl: env.UPSTASH_REDIS_REST_URL },
     postgres: { url: env.DATABASE_URL.replace(/:[^:@/]+@/, ":***@"), wsProxy: env.NEON_WS_PROXY },
-    relay: { url: relayUrl, internalUrl: `http://127.0.0.1:${ports.relayInternal}`, metrics: `http://127.0.0.1:${ports.relayInternal}/metrics` },
+    relay: {
+      url: relayUrl,
+      internalUrl: `http://127.0.0.1:${ports.relayInternal}`,
+      metrics: `http://127.0.0.1:${ports.relayInternal}/metrics`,
+    },
     peers,
     targets: { http: httpTarget.url, https: `https://127.0.0.1:${httpsTarget.port}`, caFile },
-    demo: { accountId: demo.accountId, apiKey: demo.apiKey },
+    demo: {
+      accountId: demo.accountId,
+      apiKey: demo.apiKey,
+      credential: { id: credential.id, username: credential.username, password: credential.secret },
+      curl: `curl -x http://${userPeer}:${credential.secret}@${gatewayHttp} ${httpTarget.url}/`,
+      curlHttps: `curl --cacert ${caFile} -x http://${userMbl}:${credential.secret}@${gatewayHttp} https://127.0.0.1:${httpsTarget.port}/bytes/1024 -o /dev/null -w '%{http_code} %{size_download}\\n'`,
+      curlSocks: `curl --socks5-hostname ${userPeer}:${credential.secret}@${gatewaySocks} ${httpTarget.url}/`,
+    },
+    gateway: {
+      http: `http://${gatewayHttp}`,
+      socks5: `socks5://${gatewaySocks}`,
+      metrics: `http://127.0.0.1:${ports.gatewayAdmin}/metrics`,
+    },
+    modem: { id: modemExit.id, proxy: `http://127.0.0.1:${modem.port}`, pool: "mbl", country: "us" },
+    operator: { accountId: operator.accountId, apiKey: operator.apiKey, alerts: `${apiUrl}/v1/admin/alerts` },
+    chain: {
+      rpcUrl: chain.rpcUrl,
+      chainId: BASE_CHAIN_ID,
+      usdc: chain.usdc,
+      payTo: chain.payTo.address,
+      // Dev-only keys generated for this run; `npm run demo:agent` plays the agent with them.
+      agent: { address: chain.agent.address, privateKey: chain.keys.agent },
+    },
+    x402: { pricing: `${apiUrl}/v1/x402/pool/pricing`, houseAccountId: house.accountId },
     secrets: { jwtSecret: "(generated per run)", relaySharedSecret: "(generated per run)" },
   };
   writeFileSync(join(localDir, "stack.json"), `${JSON.stringify(stack, null, 2)}\n`);
-  console.log(`ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: api ${apiUrl} (see .local/stack.json; Ctrl-C stops everything)`);
+  console.log(
+    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: api ${apiUrl} (see .local/stack.json; Ctrl-C stops everything)`,
+  );
 }
 
 main().catch(async (err) => {

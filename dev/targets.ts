@@ -6,7 +6,9 @@ import type { AddressInfo } from "node:net";
 const CHUNK = Buffer.alloc(64 * 1024, "peerproxy-demo-");
 const MAX_BYTES = 256 * 1024 * 1024;
 
-export async function startHttpTarget(port = 0): Promise<{ url: string; port: number; stop(): Promise<void> }> {
+export async function startHttpTarget(
+  port = 0,
+): Promise<{ url: string; port: number; stop(): Promise<void> }> {
   const server = createServer((req, res) => {
     if (req.url === "/" || req.url === "") {
       res.writeHead(200, { "content-type": "text/plain" }).end("hello from the peerproxy local target\n");

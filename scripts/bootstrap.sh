@@ -11,8 +11,14 @@ elif [ package-lock.json -nt node_modules/.package-lock.json ]; then
   need_npm=1
 fi
 if [ "$need_npm" = 1 ]; then
-  echo "bootstrap: installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  echo "bootstrap: installing npm packages from package-lock.json"
+  # `npm ci` refuses a lockfile that lacks other platforms' optional binaries (biome, anvil,
+  # litesvm ship one package per OS); registry mirrors that carry only linux-x64 produce exactly
+  # such a lockfile. `npm install` installs the same locked versions and tolerates it.
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>/dev/null; then
+    echo "bootstrap: npm ci refused the lockfile; installing the locked versions with npm install"
+    npm install --no-audit --no-fund --loglevel=error
+  fi
 fi
 
 # Debian packages: command -> package
@@ -20,6 +26,8 @@ declare -A APT=(
   [redis-server]=redis-server
   [tinyproxy]=tinyproxy
   [curl]=curl
+  [chromium]=chromium
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!APT[@]}"; do

@@ -9,7 +9,11 @@ export async function createAccountWithKey(
   const accountId = input.id ?? newId("acct", 8);
   const apiKey = `psx_${randomHex(24)}`;
   const apiKeyId = newId("key", 8);
-  await db.query("INSERT INTO accounts (id, name, kind) VALUES ($1, $2, $3)", [accountId, input.name, input.kind ?? "customer"]);
+  await db.query("INSERT INTO accounts (id, name, kind) VALUES ($1, $2, $3)", [
+    accountId,
+    input.name,
+    input.kind ?? "customer",
+  ]);
   await db.query("INSERT INTO api_keys (id, account_id, key_hash, hint) VALUES ($1, $2, $3, $4)", [
     apiKeyId,
     accountId,

@@ -11,6 +11,16 @@ export const API_ERRORS = {
   E_CONFLICT: 409,
   E_IDEMPOTENCY_MISMATCH: 409,
   E_PAYMENT_REQUIRED: 402,
+  /** x402: the payment was checked on-chain and does not pay for this (final; details.reason says why). */
+  E_PAYMENT_INVALID: 402,
+  /** x402: this payment already bought something (another product, or re-emission needs proof). */
+  E_PAYMENT_USED: 409,
+  /** x402: the payment is not final yet; nothing was consumed, retry with the same proof. */
+  E_PAYMENT_PENDING: 503,
+  /** x402 dedicated port: no modem is free for that order now; a presented payment was not consumed. */
+  E_NO_FREE_MODEM: 503,
+  /** x402 dedicated port: this modem cannot rotate on demand (its operator configured no rotation webhook). */
+  E_ROTATION_UNAVAILABLE: 501,
   E_RATE_LIMITED: 429,
   E_INTERNAL: 500,
   E_CONFIG: 503,

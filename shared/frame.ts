@@ -29,9 +29,14 @@ const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Frames one message. Throws RangeError on an empty or over-long sessionId. */
-export function encodeFrame(type: number, sessionId: string, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+export function encodeFrame(
+  type: number,
+  sessionId: string,
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array {
   const sid = utf8.encode(sessionId);
-  if (sid.length < 1 || sid.length > 255) throw new RangeError(`sessionId must be 1..255 UTF-8 bytes, got ${sid.length}`);
+  if (sid.length < 1 || sid.length > 255)
+    throw new RangeError(`sessionId must be 1..255 UTF-8 bytes, got ${sid.length}`);
   const out = new Uint8Array(2 + sid.length + payload.length);
   out[0] = type;
   out[1] = sid.length;
@@ -69,7 +74,11 @@ export function windowCredit(frame: Frame): number | undefined {
 }
 
 /** Splits a payload into data frames whose total size stays under maxFrame (default 64 KiB). */
-export function* dataFrames(sessionId: string, payload: Uint8Array, maxFrame = 64 * 1024): Generator<Uint8Array> {
+export function* dataFrames(
+  sessionId: string,
+  payload: Uint8Array,
+  maxFrame = 64 * 1024,
+): Generator<Uint8Array> {
   const room = maxFrame - 2 - utf8.encode(sessionId).length;
   if (payload.length === 0) return;
   for (let off = 0; off < payload.length; off += room) {

@@ -11,6 +11,10 @@ export interface PeerClaims {
   gen: number;
   iat: number;
   exp: number;
+  /** IP class the API decided from the connecting IP's ASN (never the device's claim) */
+  ipType?: string;
+  /** ISO-2 country the API saw the device connect from (server-side geo), when known */
+  geo?: string;
 }
 
 export const PEER_TOKEN_TTL_SECONDS = 3600;
@@ -35,7 +39,10 @@ const keyCache = new Map<string, Promise<HmacKey>>();
 function hmacKey(secret: string): Promise<HmacKey> {
   let k = keyCache.get(secret);
   if (!k) {
-    k = crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+    k = crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+      "sign",
+      "verify",
+    ]);
     keyCache.set(secret, k);
   }
   return k;
@@ -49,10 +56,16 @@ export async function signJwt(claims: object, secret: string): Promise<string> {
   return `${body}.${b64url(sig)}`;
 }
 
-export type VerifyResult<T> = { ok: true; claims: T } | { ok: false; reason: "malformed" | "signature" | "expired" };
+export type VerifyResult<T> =
+  | { ok: true; claims: T }
+  | { ok: false; reason: "malformed" | "signature" | "expired" };
 
 /** Checks shape, HS256 signature and expiry. Revocation generation is the caller's check (it needs Redis). */
-export async function verifyJwt<T extends { exp: number }>(token: string, secret: string, nowSec: number): Promise<VerifyResult<T>> {
+export async function verifyJwt<T extends { exp: number }>(
+  token: string,
+  secret: string,
+  nowSec: number,
+): Promise<VerifyResult<T>> {
   const parts = token.split(".");
   if (parts.length !== 3 || parts[0] !== HEADER) return { ok: false, reason: "malformed" };
   let sig: Uint8Array;

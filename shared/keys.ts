@@ -29,4 +29,49 @@ export const keys = {
   servedDevices: () => "devices:served",
   /** hash deviceId -> region: operator setting that a device belongs to another region (relay_redirect) */
   deviceRegionOverride: () => "ops:device_region",
+
+  // credentials cache (API writes, gateway reads; docs/internal.md "Credentials cache")
+  /** hash: accountLabel, accountId, enabled, capBytes, expiresAt, tier, maxConnections, suspendedReason */
+  credential: (keyId: string) => `cred:{${keyId}}`,
+  /** string: keyId, for the SHA-256 hex of the key's pak_ secret */
+  credentialSecret: (secretHash: string) => `credsecret:{${secretHash}}`,
+  /** integer: bytes used, both directions (the gateway is the only writer) */
+  credentialUsed: (keyId: string) => `credused:{${keyId}}`,
+  /** list of keyIds the gateway suspended at their cap, drained by the usage cron */
+  credentialSuspendedEvents: () => "events:cred_suspended",
+  // endpoint pool and selection (gateway; key names also built inside shared/lua/select_endpoint.lua,
+  // list_endpoint.lua and release_hold.lua: change them together)
+  /** hash: pool, country, ipType, carrier, city, speedTier, kind (peer|modem), relayInternal, deviceId,
+   *  host, port, maxConns, maxCusts, listed (1|0), conns, custs (live counts) */
+  endpoint: (endpointId: string) => `ep:{${endpointId}}`,
+  /** hash keyId -> live holds on that endpoint (distinct keys = concurrent customers) */
+  endpointCustomers: (endpointId: string) => `ep:{${endpointId}}:cust`,
+  /** string: the keyId renting this endpoint as a dedicated port; while it exists the endpoint is in
+   *  no shared index and selects for that key only (outlives delist/relist of ep:{id}) */
+  endpointReservation: (endpointId: string) => `ep:{${endpointId}}:reserved`,
+  /** zset endpointId scored by load in [0,1); pool/country/ipType are each also indexed under "any" */
+  poolIndex: (pool: string, country: string, ipType: string) => `pool:idx:${pool}:${country}:${ipType}`,
+  /** set of listed endpoint ids */
+  poolListed: () => "pool:listed",
+  /** zset "holdId|endpointId|keyId" scored by lease expiry (ms): a tunnel's hold on an endpoint */
+  poolHolds: () => "pool:holds",
+  /** zset holdId scored by lease expiry (ms): a credential's live connections */
+  credentialConns: (keyId: string) => `conns:cred:{${keyId}}`,
+  /** hash: ep, idx, rotateAt (ms, 0 = never): a sticky session's pinned endpoint */
+  session: (keyId: string, sid: string) => `psess:{${keyId}}:${sid}`,
+  /** hash tunnelId -> "<outstanding bytes>:<expiry ms>": byte budgets leased to live tunnels */
+  credentialLeases: (keyId: string) => `credlease:{${keyId}}`,
+  /** list (newest first) of JSON exit failures seen by gateways, for the prober's circuit breaker */
+  tunnelFailures: () => "cb:tunnel_failures",
+  // probe state (prober writes; cron and gateway read): see docs/internal.md "Probe state"
+  /** hash: verified, passStreak, failStreak, speedTier, lastProbeAt, lastResult, tlsHandshakeMs,
+   *  throughputKBps, paused, pausedReason (built inside shared/lua/pool_snapshot.lua too) */
+  probe: (endpointId: string) => `probe:{${endpointId}}`,
+  /** zset endpointId scored by next probe time (ms) */
+  probeDue: () => "probe:due",
+
+  // x402 (API only)
+  /** string, PX ~15 s: a request is redeeming this payment right now; others retry instead of
+   *  queueing on Postgres (the UNIQUE consumption key still decides, this only sheds load) */
+  x402Redeeming: (consumptionKey: string) => `x402:redeeming:{${consumptionKey}}`,
 } as const;

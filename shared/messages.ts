@@ -14,7 +14,10 @@ export function parseControl(text: string): { type: string; payload: Record<stri
   if (!msg || typeof msg !== "object" || Array.isArray(msg)) return undefined;
   const { type, payload, ...flat } = msg as Record<string, unknown>;
   if (typeof type !== "string") return undefined;
-  const body = payload && typeof payload === "object" && !Array.isArray(payload) ? (payload as Record<string, unknown>) : {};
+  const body =
+    payload && typeof payload === "object" && !Array.isArray(payload)
+      ? (payload as Record<string, unknown>)
+      : {};
   return { type, payload: { ...flat, ...body } };
 }
 
@@ -22,7 +25,13 @@ export function control(type: string, payload: Record<string, unknown> = {}): st
   return JSON.stringify({ type, payload });
 }
 
-export const TUNNEL_FAILURE_REASONS = ["connection_refused", "dns_failed", "timeout", "blocked_target", "unknown"] as const;
+export const TUNNEL_FAILURE_REASONS = [
+  "connection_refused",
+  "dns_failed",
+  "timeout",
+  "blocked_target",
+  "unknown",
+] as const;
 export type TunnelFailureReason = (typeof TUNNEL_FAILURE_REASONS)[number];
 
 export const deviceInfoSchema = z.object({

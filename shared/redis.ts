@@ -51,7 +51,8 @@ export function upstashRedis(url: string, token: string): RedisClient {
       return out;
     },
     hset: (key, fields) => r.hset(key, fields),
-    sadd: (key, ...members) => (members.length ? r.sadd(key, members[0]!, ...members.slice(1)) : Promise.resolve(0)),
+    sadd: (key, ...members) =>
+      members.length ? r.sadd(key, members[0]!, ...members.slice(1)) : Promise.resolve(0),
     spop: async (key, count) => ((await r.spop<string[]>(key, count)) ?? []).map(String),
     eval: (script, keys, args) => r.eval(script, keys, args),
     evalsha: (sha, keys, args) => r.evalsha(sha, keys, args),

@@ -1,23 +1,13 @@
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Api, startApi } from "./helpers/api.ts";
+import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
 
 // The API as it really runs locally: wrangler dev (workerd) in front of the run's Redis and Postgres.
 const e = stateEnv();
 let api: Api;
 beforeAll(async () => {
-  api = await startApi(
-    {
-      ENVIRONMENT: "development",
-      DATABASE_URL: e.DATABASE_URL,
-      NEON_WS_PROXY: e.NEON_WS_PROXY,
-      UPSTASH_REDIS_REST_URL: e.UPSTASH_REDIS_REST_URL,
-      UPSTASH_REDIS_REST_TOKEN: e.UPSTASH_REDIS_REST_TOKEN,
-      JWT_SECRET: e.JWT_SECRET,
-    },
-    { tmp: e.PEERPROXY_TEST_TMP },
-  );
+  api = await startApi(stateVars(e), { tmp: e.PEERPROXY_TEST_TMP });
 });
 afterAll(() => api?.stop());
 

@@ -1,9 +1,14 @@
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { freePort, startProcess } from "../dev/proc.ts";
+import { freePort, startProcess, waitUntil } from "../dev/proc.ts";
+import { keys } from "../shared/keys.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "./helpers/env.ts";
+
+const run = promisify(execFile);
 
 const root = join(import.meta.dirname, "..");
 
@@ -12,8 +17,14 @@ function processesMentioning(text: string): string[] {
   return out.split("\n").filter((l) => l.includes(text) && !l.includes("ps -eo"));
 }
 
+/** Runs one of stack.json's copy-paste curl lines (as a user would paste it into a shell). */
+async function curlLine(line: string, extra = ""): Promise<string> {
+  const { stdout } = await run("bash", ["-c", `${line} -sS ${extra}`], { timeout: 30_000 });
+  return stdout;
+}
+
 describe("npm start (dev/stack.ts)", () => {
-  it("comes up, writes stack.json with a healthy API, and SIGINT leaves no child process behind", async () => {
+  it("comes up with every service, its curl lines and the agent demo work, and SIGINT leaves no child process behind", async () => {
     const dir = mkdtempSync(join(stateEnv().PEERPROXY_TEST_TMP, "stack-"));
     chmodSync(dir, 0o755); // embedded Postgres runs as the postgres user when we are root
     const ports = {
@@ -24,11 +35,15 @@ describe("npm start (dev/stack.ts)", () => {
       GATEWAY_SOCKS_PORT: await freePort(),
       GATEWAY_ADMIN_PORT: await freePort(),
     };
-    const env: Record<string, string> = { STACK_DIR: dir };
+    // The watchdog's first run comes one interval after start: short here, a minute by default.
+    const env: Record<string, string> = { STACK_DIR: dir, WATCHDOG_INTERVAL_MS: "2000" };
     for (const [k, v] of Object.entries(ports)) env[k] = String(v);
-    const stack = startProcess("stack", process.execPath, ["dev/stack.ts"], { cwd: root, env: { ...env, DATABASE_URL: undefined } });
+    const stack = startProcess("stack", process.execPath, ["dev/stack.ts"], {
+      cwd: root,
+      env: { ...env, DATABASE_URL: undefined },
+    });
     try {
-      await stack.waitFor(/^ready in/m, 120_000);
+      await stack.waitFor(/^ready in/m, 150_000);
       const info = JSON.parse(readFileSync(join(dir, "stack.json"), "utf8"));
       expect(info.api.url).toBe(`http://127.0.0.1:${ports.API_PORT}`);
       expect(info.demo.apiKey).toMatch(/^psx_/);
@@ -36,6 +51,80 @@ describe("npm start (dev/stack.ts)", () => {
       expect(health.status).toBe(200);
       expect(await health.json()).toMatchObject({ checks: { redis: { ok: true }, postgres: { ok: true } } });
       expect(processesMentioning(dir).length).toBeGreaterThan(0);
+
+      // The demo exits were verified by the prober and listed by the cron before `ready`.
+      const redis = tcpRedis(info.redis.url);
+      try {
+        for (const id of [...info.peers.map((p: { deviceId: string }) => p.deviceId), info.modem.id])
+          expect(await redis.raw.sismember(keys.poolListed(), id), id).toBe(1);
+
+        // The copy-paste lines: HTTP forward and SOCKS5 via a demo peer, CONNECT+TLS via the modem.
+        expect(await curlLine(info.demo.curl)).toContain("hello from the peerproxy local target");
+        expect(await curlLine(info.demo.curlSocks)).toContain("hello from the peerproxy local target");
+        expect((await curlLine(info.demo.curlHttps)).trim()).toBe("200 1024");
+
+        // 4 MiB through a demo peer: the relay's per-device counters grow by at least that, and the
+        // credential's used bytes grow by what was transferred within 1% (headers and framing).
+        const peerBytes = async () => {
+          let total = 0;
+          for (const p of info.peers) {
+            const h = await redis.hgetall(keys.deviceBytes(p.deviceId));
+            total += Number(h.up ?? 0) + Number(h.down ?? 0);
+          }
+          return total;
+        };
+        const used = async () => {
+          const res = await fetch(`${info.api.url}/v1/reseller/pool-keys/${info.demo.credential.id}`, {
+            headers: { "x-api-key": info.demo.apiKey },
+          });
+          return Number(((await res.json()) as { usedBytes: number }).usedBytes);
+        };
+        const size = 4 * 1024 * 1024;
+        const [bytesBefore, usedBefore] = [await peerBytes(), await used()];
+        const line = info.demo.curl.replace(/\/$/, `/bytes/${size}`);
+        expect((await curlLine(line, "-o /dev/null -w '%{size_download}'")).trim()).toBe(String(size));
+        // Both counters are flushed at most 5 s apart.
+        const deadline = Date.now() + 12_000;
+        while (
+          Date.now() < deadline &&
+          ((await used()) - usedBefore < size || (await peerBytes()) - bytesBefore < size)
+        )
+          await new Promise((r) => setTimeout(r, 250));
+        const grew = (await used()) - usedBefore;
+        console.log(
+          `[stack] 4 MiB via a demo peer: credential +${grew} B, relay device counters +${(await peerBytes()) - bytesBefore} B`,
+        );
+        expect(grew).toBeGreaterThanOrEqual(size);
+        expect(grew).toBeLessThanOrEqual(size * 1.01);
+        expect((await peerBytes()) - bytesBefore).toBeGreaterThanOrEqual(size);
+      } finally {
+        await redis.close();
+      }
+
+      // The fleet watchdog checked both demo groups through the gateway; nothing is alerting.
+      const watchdog = await waitUntil(
+        async () => {
+          const res = await fetch(info.operator.alerts, { headers: { "x-api-key": info.operator.apiKey } });
+          const body = (await res.json()) as {
+            alerts: { resolvedAt: string | null }[];
+            checks: { pool: string; country: string | null; ok: boolean }[];
+          };
+          const ok = (pool: string) => body.checks.some((c) => c.pool === pool && c.ok);
+          return ok("peer") && ok("mbl") && ok("self") ? body : undefined;
+        },
+        20_000,
+        "the watchdog's first checks",
+      );
+      expect(watchdog.alerts.filter((a) => a.resolvedAt === null)).toEqual([]);
+
+      // The agent: 402 -> pay on the local chain -> retry -> credential -> curl -> credit.
+      const agent = await run(process.execPath, ["scripts/demo-agent.ts"], {
+        cwd: root,
+        env: { ...process.env, STACK_DIR: dir },
+        timeout: 60_000,
+      });
+      expect(agent.stdout).toMatch(/\[5\] credit: used \d+ of 100000000 bytes/);
+      expect(agent.stdout).toContain("demo:agent ok");
     } finally {
       // Ctrl-C delivers SIGINT to the launcher; it must stop everything it started.
       stack.child.kill("SIGINT");
@@ -44,5 +133,5 @@ describe("npm start (dev/stack.ts)", () => {
     expect(stack.output()).toContain("stopped");
     expect(processesMentioning(dir)).toEqual([]);
     expect(existsSync(join(dir, "stack.json"))).toBe(true);
-  });
+  }, 240_000);
 });

@@ -6,7 +6,25 @@ import { newId } from "../../shared/ids.ts";
 import { loadConfig } from "./config.ts";
 import { createDeps } from "./deps.ts";
 import type { AppEnv } from "./env.ts";
+import { registerAdminAlerts } from "./routes/admin/alerts.ts";
+import { registerModemExits } from "./routes/admin/modem-exits.ts";
 import { registerHealth } from "./routes/health.ts";
+import { registerPeerAndroid } from "./routes/peer/android.ts";
+import { registerPeerRefresh } from "./routes/peer/refresh.ts";
+import { registerPeerRegister } from "./routes/peer/register.ts";
+import { registerPoolKey } from "./routes/reseller/pool-key.ts";
+import { registerPoolKeyRegenerate } from "./routes/reseller/pool-key-regenerate.ts";
+import { registerPoolKeyTopup } from "./routes/reseller/pool-key-topup.ts";
+import { registerPoolKeyUsage } from "./routes/reseller/pool-key-usage.ts";
+import { registerPoolKeys } from "./routes/reseller/pool-keys.ts";
+import { registerStock } from "./routes/stock.ts";
+import { registerX402Discovery } from "./routes/x402/discovery.ts";
+import { registerX402Manage } from "./routes/x402/manage.ts";
+import { registerX402Pool } from "./routes/x402/pool.ts";
+import { registerX402Pricing } from "./routes/x402/pricing.ts";
+import { registerX402Proxy } from "./routes/x402/proxy.ts";
+import { registerX402ProxyManage } from "./routes/x402/proxy-manage.ts";
+import { registerX402ProxyPricing } from "./routes/x402/proxy-pricing.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
@@ -56,6 +74,24 @@ export function createApp() {
   });
 
   registerHealth(app);
+  registerPeerRegister(app);
+  registerPeerRefresh(app);
+  registerPeerAndroid(app);
+  registerStock(app);
+  registerPoolKeys(app);
+  registerPoolKey(app);
+  registerPoolKeyTopup(app);
+  registerPoolKeyRegenerate(app);
+  registerPoolKeyUsage(app);
+  registerModemExits(app);
+  registerAdminAlerts(app);
+  registerX402Pricing(app);
+  registerX402Pool(app);
+  registerX402Manage(app);
+  registerX402ProxyPricing(app);
+  registerX402Proxy(app);
+  registerX402ProxyManage(app);
+  registerX402Discovery(app);
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

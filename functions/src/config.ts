@@ -22,6 +22,29 @@ export const configSchema = z
       .string()
       .regex(/^[A-Z]{2}$/, "must be an ISO-2 country code in capitals")
       .optional(),
+    // x402 purchase. All optional: without them the purchase routes answer 503 (fail closed) and the
+    // rest of the API is unaffected. Values are checked by the x402 readiness check, not here, so a
+    // typo in a payment variable cannot take down unrelated routes.
+    X402_BASE_RPC_URL: z.string().optional(),
+    X402_BASE_PAY_TO: z.string().optional(),
+    X402_BASE_USDC: z.string().default("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+    X402_BASE_CHAIN_ID: z.coerce.number().int().positive().default(8453),
+    /** Blocks including the payment's own; 3 is ~6 s on Base. */
+    X402_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(3),
+    X402_SOLANA_RPC_URL: z.string().optional(),
+    X402_SOLANA_PAY_TO: z.string().optional(),
+    X402_SOLANA_USDC_MINT: z.string().default("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"),
+    /** The `house` account x402 credentials are minted under (its name becomes the username label). */
+    X402_HOUSE_ACCOUNT_ID: z.string().optional(),
+    /** Secret: private key of the wallet that pays gas to settle EIP-3009 authorizations. */
+    X402_GAS_WALLET_KEY: z.string().optional(),
+    /** `off` refuses bare tx hashes (front-runnable, docs/adr/0002): only bound or EIP-3009 proofs buy. */
+    X402_BARE_HASH: z.enum(["on", "off"]).default("on"),
+    X402_RATE_LIMIT_PURCHASE_PER_MINUTE: z.coerce.number().int().positive().default(10),
+    /** Where agents connect; shown in the purchase response's proxy block. */
+    GATEWAY_PUBLIC_HOST: z.string().default("localhost"),
+    GATEWAY_HTTP_PORT: z.coerce.number().int().min(1).max(65535).default(7000),
+    GATEWAY_SOCKS_PORT: z.coerce.number().int().min(1).max(65535).default(7001),
   })
   .superRefine((c, ctx) => {
     if (c.ENVIRONMENT === "production" && c.NEON_WS_PROXY) {

@@ -40,15 +40,22 @@ async function online(id: string, country: string, now = Date.now()) {
     ipType: "residential",
     country: country.toUpperCase(),
   });
-  await redis.eval("return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])", [keys.onlineDevices()], [String(now), id]);
+  await redis.eval(
+    "return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])",
+    [keys.onlineDevices()],
+    [String(now), id],
+  );
 }
 
 async function probe(id: string, fields: Record<string, string>) {
   await redis.hset(keys.probe(id), fields);
 }
 
-const zcard = async (key: string) => Number(await redis.eval("return redis.call('ZCARD', KEYS[1])", [key], []));
-const isListed = async (id: string) => Number(await redis.eval("return redis.call('SISMEMBER', KEYS[1], ARGV[1])", [keys.poolListed()], [id])) === 1;
+const zcard = async (key: string) =>
+  Number(await redis.eval("return redis.call('ZCARD', KEYS[1])", [key], []));
+const isListed = async (id: string) =>
+  Number(await redis.eval("return redis.call('SISMEMBER', KEYS[1], ARGV[1])", [keys.poolListed()], [id])) ===
+  1;
 
 async function auditFor(id: string) {
   const { rows } = await pool.query<{ action: string; detail: { reason: string } }>(
@@ -98,15 +105,26 @@ describe("auto-listing", () => {
     await redis.del(keys.presence(gone));
     await reconcileListings({ redis, db: pool }, Date.now(), "slow");
     expect(await zcard(keys.poolIndex("peer", c, "any"))).toBe(0);
-    expect(await auditFor(paused)).toEqual(["listing.list:verified", "listing.delist:circuit_breaker:tls_dropped_after_hello"]);
+    expect(await auditFor(paused)).toEqual([
+      "listing.list:verified",
+      "listing.delist:circuit_breaker:tls_dropped_after_hello",
+    ]);
     expect(await auditFor(demoted)).toEqual(["listing.list:verified", "listing.delist:unverified"]);
     expect(await auditFor(gone)).toEqual(["listing.list:verified", "listing.delist:offline"]);
   });
 
   it("decideListing keeps modems it cannot see in presence, pulling them only on probe failures", () => {
-    const modem = { endpointId: "modem_1", online: false, listed: true, presence: {}, endpoint: { kind: "modem", pool: "mbl" } };
+    const modem = {
+      endpointId: "modem_1",
+      online: false,
+      listed: true,
+      presence: {},
+      endpoint: { kind: "modem", pool: "mbl" },
+    };
     expect(decideListing({ ...modem, probe: {} }, "slow")).toEqual({ action: "none" });
-    expect(decideListing({ ...modem, probe: { verified: "0", failStreak: "3" } }, "slow")).toMatchObject({ action: "delist" });
+    expect(decideListing({ ...modem, probe: { verified: "0", failStreak: "3" } }, "slow")).toMatchObject({
+      action: "delist",
+    });
   });
 });
 
@@ -146,12 +164,16 @@ describe("rollup and stock", () => {
     const res = await SELF.fetch("http://api.test/v1/gateway/pool/stock");
     expect(res.status).toBe(200);
     const text = await res.text();
-    const body = JSON.parse(text) as { updatedAt: string; pools: Record<string, { routable: number; countries: Record<string, object> }> };
+    const body = JSON.parse(text) as {
+      updatedAt: string;
+      pools: Record<string, { routable: number; countries: Record<string, object> }>;
+    };
     expect(Object.keys(body).sort()).toEqual(["pools", "updatedAt"]);
     expect(Object.keys(body.pools).sort()).toEqual(["mbl", "peer"]);
     expect(body.pools.peer!.countries[c]).toEqual({ routable: 1, online: 1 });
     for (const p of Object.values(body.pools)) {
-      for (const counts of Object.values(p.countries)) expect(Object.keys(counts).sort()).toEqual(["online", "routable"]);
+      for (const counts of Object.values(p.countries))
+        expect(Object.keys(counts).sort()).toEqual(["online", "routable"]);
     }
     expect(text).not.toMatch(/\d+\.\d+\.\d+\.\d+|127\.0\.0\.1|http:|agent_|relay/);
   });

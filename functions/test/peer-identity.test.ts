@@ -34,10 +34,26 @@ function post(path: string, body: unknown, headers: Record<string, string> = {})
   });
 }
 
-type Ident = { deviceId: string; token: string; jwt: string; refreshToken: string; relay: string; ipType: string; earningsPerGB: Record<string, string> };
+type Ident = {
+  deviceId: string;
+  token: string;
+  jwt: string;
+  refreshToken: string;
+  relay: string;
+  ipType: string;
+  earningsPerGB: Record<string, string>;
+};
 
-async function register(t: { apiKey: string; ip: string }, name: string, extra: Record<string, unknown> = {}) {
-  return post("/v1/peer/agents/register", { name, apiKey: t.apiKey, type: "custom", sdkVersion: "test/1", ...extra }, { "cf-connecting-ip": t.ip });
+async function register(
+  t: { apiKey: string; ip: string },
+  name: string,
+  extra: Record<string, unknown> = {},
+) {
+  return post(
+    "/v1/peer/agents/register",
+    { name, apiKey: t.apiKey, type: "custom", sdkVersion: "test/1", ...extra },
+    { "cf-connecting-ip": t.ip },
+  );
 }
 
 describe("POST /v1/peer/agents/register", () => {
@@ -58,7 +74,10 @@ describe("POST /v1/peer/agents/register", () => {
     expect(body.relay).toMatch(/^wss?:\/\//);
     expect(body.earningsPerGB).toHaveProperty("mobile");
     expect(body.ipType).toMatch(/^(mobile|residential|datacenter)$/);
-    const stored = await pool.query<{ token_hash: string }>("SELECT token_hash FROM refresh_tokens WHERE device_id = $1", [body.deviceId]);
+    const stored = await pool.query<{ token_hash: string }>(
+      "SELECT token_hash FROM refresh_tokens WHERE device_id = $1",
+      [body.deviceId],
+    );
     expect(stored.rows[0]!.token_hash).not.toContain(body.refreshToken.slice(4, 20));
   });
 
@@ -69,19 +88,32 @@ describe("POST /v1/peer/agents/register", () => {
     expect(second.deviceId).toBe(first.deviceId);
     const rows = await pool.query("SELECT id FROM devices WHERE account_id = $1", [t.accountId]);
     expect(rows.rowCount).toBe(1);
-    const claims1 = (await verifyJwt<PeerClaims>(first.jwt, e.JWT_SECRET!, 0)) as { ok: true; claims: PeerClaims };
-    const claims2 = (await verifyJwt<PeerClaims>(second.jwt, e.JWT_SECRET!, 0)) as { ok: true; claims: PeerClaims };
+    const claims1 = (await verifyJwt<PeerClaims>(first.jwt, e.JWT_SECRET!, 0)) as {
+      ok: true;
+      claims: PeerClaims;
+    };
+    const claims2 = (await verifyJwt<PeerClaims>(second.jwt, e.JWT_SECRET!, 0)) as {
+      ok: true;
+      claims: PeerClaims;
+    };
     expect(claims2.claims.gen).toBe(claims1.claims.gen + 1);
     expect(Number(await redis.get(keys.deviceGen(first.deviceId)))).toBe(claims2.claims.gen);
   });
 
   it("ignores the device's claimed type: ipType comes from the server side", async () => {
     const t = await tenant();
-    const body = (await (await register(t, "liar", { type: "mobile", connectionMethod: "mobile" })).json()) as Ident;
-    const row = await pool.query<{ ip_type: string }>("SELECT ip_type FROM devices WHERE id = $1", [body.deviceId]);
+    const body = (await (
+      await register(t, "liar", { type: "mobile", connectionMethod: "mobile" })
+    ).json()) as Ident;
+    const row = await pool.query<{ ip_type: string }>("SELECT ip_type FROM devices WHERE id = $1", [
+      body.deviceId,
+    ]);
     expect(row.rows[0]!.ip_type).toBe(body.ipType);
     // No request.cf in the test runtime and no dev override: unknown networks are residential.
     expect(body.ipType).toBe("residential");
+    // The relay takes the class from the token, so the device cannot pick it there either.
+    const v = await verifyJwt<PeerClaims>(body.jwt, e.JWT_SECRET!, 0);
+    expect(v.ok && v.claims.ipType).toBe("residential");
   });
 
   it("an empty walletAddress is a 400 that names the field", async () => {
@@ -123,7 +155,10 @@ describe("POST /v1/peer/agents/register", () => {
     // The relay marks a device that served a byte; the next registration sees it.
     await redis.sadd(keys.servedDevices(), a.deviceId);
     expect((await register(t, "u3")).status).toBe(200);
-    const proven = await pool.query<{ proven_at: string | null }>("SELECT proven_at FROM devices WHERE id = $1", [a.deviceId]);
+    const proven = await pool.query<{ proven_at: string | null }>(
+      "SELECT proven_at FROM devices WHERE id = $1",
+      [a.deviceId],
+    );
     expect(proven.rows[0]!.proven_at).not.toBeNull();
   });
 
@@ -159,12 +194,16 @@ describe("refresh", () => {
     const t = await tenant();
     const id = (await (await register(t, "r2")).json()) as Ident;
     const path = `/v1/peer/agents/${id.deviceId}/refresh`;
-    const first = (await (await post(path, { refreshToken: id.refreshToken }, { "cf-connecting-ip": t.ip })).json()) as Ident;
+    const first = (await (
+      await post(path, { refreshToken: id.refreshToken }, { "cf-connecting-ip": t.ip })
+    ).json()) as Ident;
     expect(first.refreshToken).toMatch(/^prt_/);
     expect(first.refreshToken).not.toBe(id.refreshToken);
     const reuse = await post(path, { refreshToken: id.refreshToken }, { "cf-connecting-ip": t.ip });
     expect(reuse.status).toBe(401);
-    expect((await post(path, { refreshToken: first.refreshToken }, { "cf-connecting-ip": t.ip })).status).toBe(200);
+    expect(
+      (await post(path, { refreshToken: first.refreshToken }, { "cf-connecting-ip": t.ip })).status,
+    ).toBe(200);
   });
 
   it("concurrent rotations of one refresh token succeed exactly once", async () => {
@@ -172,7 +211,9 @@ describe("refresh", () => {
     const id = (await (await register(t, "r3")).json()) as Ident;
     const path = `/v1/peer/agents/${id.deviceId}/refresh`;
     const results = await Promise.all(
-      Array.from({ length: 5 }, () => post(path, { refreshToken: id.refreshToken }, { "cf-connecting-ip": t.ip })),
+      Array.from({ length: 5 }, () =>
+        post(path, { refreshToken: id.refreshToken }, { "cf-connecting-ip": t.ip }),
+      ),
     );
     expect(results.map((r) => r.status).sort()).toEqual([200, 401, 401, 401, 401]);
   });
@@ -181,7 +222,11 @@ describe("refresh", () => {
     const t = await tenant();
     const a = (await (await register(t, "ra")).json()) as Ident;
     const b = (await (await register(t, "rb")).json()) as Ident;
-    const res = await post(`/v1/peer/token/${b.deviceId}/refresh`, { refreshToken: a.refreshToken }, { "cf-connecting-ip": t.ip });
+    const res = await post(
+      `/v1/peer/token/${b.deviceId}/refresh`,
+      { refreshToken: a.refreshToken },
+      { "cf-connecting-ip": t.ip },
+    );
     expect(res.status).toBe(401);
   });
 });
@@ -189,7 +234,11 @@ describe("refresh", () => {
 describe("Android-style routes", () => {
   it("POST /v1/peer/register with X-API-Key returns {device:{deviceId}, token, relay}; GET token works for the owner only", async () => {
     const t = await tenant();
-    const res = await post("/v1/peer/register", { deviceName: "pixel-7" }, { "x-api-key": t.apiKey, "cf-connecting-ip": t.ip });
+    const res = await post(
+      "/v1/peer/register",
+      { deviceName: "pixel-7" },
+      { "x-api-key": t.apiKey, "cf-connecting-ip": t.ip },
+    );
     expect(res.status).toBe(200);
     const body = (await res.json()) as { device: { deviceId: string }; token: string; relay: string };
     expect(body.device.deviceId).toBe(await deriveDeviceId(t.apiKey, "pixel-7"));

@@ -3,8 +3,9 @@
 -- KEYS[1]  zset of online devices scored by last presence refresh, ms (presence:online)
 -- KEYS[2]  set of listed endpoint ids (pool:listed)
 -- ARGV[1]  presence freshness bound, ms: members scored below it are offline
--- returns  array of {endpointId, online (1|0), listed (1|0), presence fields[], probe fields[], endpoint fields[]}
---          for every endpoint that is online or listed; field arrays are flat [name, value, ...]
+-- returns  array of {endpointId, online (1|0), listed (1|0), presence fields[], probe fields[], endpoint fields[],
+--          renting keyId or "" (ep:{id}:reserved)} for every endpoint that is online or listed; field
+--          arrays are flat [name, value, ...]
 local online = redis.call("ZRANGEBYSCORE", KEYS[1], ARGV[1], "+inf")
 local listed = redis.call("SMEMBERS", KEYS[2])
 local seen = {}
@@ -28,6 +29,7 @@ for _, id in ipairs(ids) do
     presence,
     redis.call("HGETALL", "probe:{" .. id .. "}"),
     redis.call("HGETALL", "ep:{" .. id .. "}"),
+    redis.call("GET", "ep:{" .. id .. "}:reserved") or "",
   }
 end
 return out

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stateEnv } from "../../test/helpers/env.ts";
 import { tcpRedis } from "../redis.node.ts";
+import { expandIncludes } from "./include.ts";
 import { runScript } from "./script.ts";
 import { allScripts } from "./scripts.gen.ts";
 
@@ -15,8 +16,24 @@ describe("Lua scripts", () => {
     const files = readdirSync(import.meta.dirname).filter((f) => f.endsWith(".lua"));
     expect(allScripts.map((s) => s.name).sort()).toEqual(files.sort());
     for (const s of allScripts) {
-      expect(s.source).toBe(readFileSync(join(import.meta.dirname, s.name), "utf8"));
+      const read = (f: string) => readFileSync(join(import.meta.dirname, f), "utf8");
+      expect(s.source).toBe(expandIncludes(s.name, read(s.name), read));
     }
+  });
+
+  it("an include is inlined once, where it stands; a library that includes another is refused", () => {
+    const libs: Record<string, string> = {
+      "lib/a.lua": "local function a() end\n",
+      "lib/b.lua": "--@include lib/a.lua\n",
+    };
+    const read = (f: string) => libs[f] ?? "";
+    expect(expandIncludes("x.lua", "-- x\n--@include lib/a.lua\nreturn 1\n", read)).toBe(
+      "-- x\nlocal function a() end\nreturn 1\n",
+    );
+    expect(() => expandIncludes("x.lua", "--@include lib/b.lua\n", read)).toThrow(/may not include/);
+    const select = allScripts.find((s) => s.name === "select_endpoint.lua")!;
+    expect(select.source).not.toContain("--@include");
+    expect(select.source.match(/local function reindex/g)).toHaveLength(1);
   });
 
   it("every script starts with a header naming KEYS, ARGV and the return value", () => {

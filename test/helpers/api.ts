@@ -1,6 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, type Service, startProcess, waitUntil } from "../../dev/proc.ts";
+import type { StateEnv } from "../../dev/services.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 
@@ -10,8 +11,37 @@ export interface Api {
   stop(): Promise<void>;
 }
 
-/** The real API: `wrangler dev` (workerd) on a free port with the given vars. */
+/** The vars that point the API at this run's Redis and Postgres, with its JWT secret. */
+export function stateVars(e: StateEnv): Record<string, string> {
+  return {
+    ENVIRONMENT: "development",
+    DATABASE_URL: e.DATABASE_URL,
+    NEON_WS_PROXY: e.NEON_WS_PROXY,
+    UPSTASH_REDIS_REST_URL: e.UPSTASH_REDIS_REST_URL,
+    UPSTASH_REDIS_REST_TOKEN: e.UPSTASH_REDIS_REST_TOKEN,
+    JWT_SECRET: e.JWT_SECRET,
+  };
+}
+
+/**
+ * The real API: `wrangler dev` (workerd) on a free port with the given vars. Test files run in
+ * parallel, so another process may take the port between freePort() and workerd's bind: that one
+ * failure is retried on a new port.
+ */
 export async function startApi(
+  vars: Record<string, string>,
+  opts: { tmp: string; echo?: boolean },
+): Promise<Api> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startApiOnce(vars, opts);
+    } catch (err) {
+      if (attempt >= 3 || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startApiOnce(
   vars: Record<string, string>,
   opts: { tmp: string; echo?: boolean },
 ): Promise<Api> {
@@ -50,8 +80,8 @@ export async function startApi(
     },
     60_000,
     `wrangler dev on ${port}`,
-  ).catch((err) => {
-    void service.stop();
+  ).catch(async (err) => {
+    await service.stop();
     throw err;
   });
   return { url, service, stop: async () => void (await service.stop()) };

@@ -18,7 +18,12 @@ const route = createRoute({
   path: "/v1/gateway/pool/stock",
   summary: "Live inventory: counts per pool and country (never an address)",
   tags: ["gateway"],
-  responses: { 200: { description: "Counts from the materialized rollup", content: { "application/json": { schema: Stock } } } },
+  responses: {
+    200: {
+      description: "Counts from the materialized rollup",
+      content: { "application/json": { schema: Stock } },
+    },
+  },
 });
 
 export function registerStock(app: OpenAPIHono<AppEnv>) {

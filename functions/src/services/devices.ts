@@ -1,4 +1,4 @@
-import { type IpClass, classifyAsn } from "../../../shared/asn.ts";
+import { classifyAsn, type IpClass } from "../../../shared/asn.ts";
 import { type Queryable, withTransaction } from "../../../shared/db/pool.ts";
 import { hashSecret, randomHex } from "../../../shared/ids.ts";
 import { deriveDeviceId, PEER_TOKEN_TTL_SECONDS, type PeerClaims, signJwt } from "../../../shared/jwt.ts";
@@ -64,9 +64,32 @@ export async function earningsPerGB(db: Queryable): Promise<Record<IpClass, stri
   return getSetting(db, "earnings_per_gb", { mobile: "0", residential: "0", datacenter: "0" });
 }
 
-async function issueJwt(deps: Deps, deviceId: string, accountId: string, gen: number): Promise<string> {
+/** The client's country as the edge saw it (the dev override in local runs), upper-case ISO-2. */
+function clientCountry(deps: Pick<Deps, "config">, client: ClientInfo): string | undefined {
+  const c = (deps.config.DEV_CLIENT_COUNTRY ?? client.country)?.toUpperCase();
+  return c && /^[A-Z]{2}$/.test(c) ? c : undefined;
+}
+
+/** Signs a peer JWT; class and country come from the connecting IP, so a device cannot pick them. */
+async function issueJwt(
+  deps: Deps,
+  deviceId: string,
+  accountId: string,
+  gen: number,
+  client: ClientInfo,
+): Promise<string> {
   const iat = Math.floor(deps.now().getTime() / 1000);
-  const claims: PeerClaims = { sub: deviceId, acct: accountId, kind: "peer", gen, iat, exp: iat + PEER_TOKEN_TTL_SECONDS };
+  const claims: PeerClaims = {
+    sub: deviceId,
+    acct: accountId,
+    kind: "peer",
+    gen,
+    iat,
+    exp: iat + PEER_TOKEN_TTL_SECONDS,
+    ipType: classifyClient(deps, client),
+  };
+  const geo = clientCountry(deps, client);
+  if (geo) claims.geo = geo;
   return signJwt(claims, deps.config.JWT_SECRET);
 }
 
@@ -87,7 +110,10 @@ async function newRefreshToken(db: Queryable, deviceId: string, nowMs: number): 
 export async function promoteServedDevices(deps: Pick<Deps, "redis" | "db">, batch = 1000): Promise<number> {
   const ids = await deps.redis.spop(keys.servedDevices(), batch);
   if (!ids.length) return 0;
-  const res = await deps.db.query("UPDATE devices SET proven_at = now() WHERE id = ANY($1) AND proven_at IS NULL", [ids]);
+  const res = await deps.db.query(
+    "UPDATE devices SET proven_at = now() WHERE id = ANY($1) AND proven_at IS NULL",
+    [ids],
+  );
   return res.rowCount ?? 0;
 }
 
@@ -111,59 +137,85 @@ export async function registerDevice(
   const nowMs = deps.now().getTime();
   await promoteServedDevices(deps);
 
-  const out = await withTransaction(deps.db, async (tx): Promise<Failure | { gen: number; refreshToken: string }> => {
-    const acct = await tx.query<{ max_devices: number | null; max_unproven_devices: number | null }>(
-      "SELECT max_devices, max_unproven_devices FROM accounts WHERE id = $1 FOR UPDATE",
-      [auth.accountId],
-    );
-    const existing = await tx.query<{ revocation_gen: number }>(
-      `UPDATE devices SET revocation_gen = revocation_gen + 1, last_registered_at = now(), type = $2,
+  const out = await withTransaction(
+    deps.db,
+    async (tx): Promise<Failure | { gen: number; refreshToken: string }> => {
+      const acct = await tx.query<{ max_devices: number | null; max_unproven_devices: number | null }>(
+        "SELECT max_devices, max_unproven_devices FROM accounts WHERE id = $1 FOR UPDATE",
+        [auth.accountId],
+      );
+      const existing = await tx.query<{ revocation_gen: number }>(
+        `UPDATE devices SET revocation_gen = revocation_gen + 1, last_registered_at = now(), type = $2,
          connection_method = $3, sdk_version = $4, wallet_address = COALESCE($5, wallet_address),
          country_hint = $6, carrier = $7, ip_type = $8
        WHERE id = $1 AND account_id = $9 RETURNING revocation_gen`,
-      [deviceId, input.type, input.connectionMethod ?? null, input.sdkVersion ?? null, input.walletAddress ?? null,
-        input.country ?? null, input.carrier ?? null, ipType, auth.accountId],
-    );
-    let gen = existing.rows[0]?.revocation_gen;
-    if (gen === undefined) {
-      const global = await getSetting(tx, "device_limits", DEFAULT_LIMITS);
-      const maxDevices = acct.rows[0]?.max_devices ?? global.maxDevices;
-      const maxUnproven = acct.rows[0]?.max_unproven_devices ?? global.maxUnproven;
-      const counts = await tx.query<{ total: string; unproven: string }>(
-        `SELECT count(*) AS total, count(*) FILTER (WHERE proven_at IS NULL AND verified_at IS NULL) AS unproven
-         FROM devices WHERE account_id = $1`,
-        [auth.accountId],
+        [
+          deviceId,
+          input.type,
+          input.connectionMethod ?? null,
+          input.sdkVersion ?? null,
+          input.walletAddress ?? null,
+          input.country ?? null,
+          input.carrier ?? null,
+          ipType,
+          auth.accountId,
+        ],
       );
-      const total = Number(counts.rows[0]?.total ?? 0);
-      const unproven = Number(counts.rows[0]?.unproven ?? 0);
-      if (total >= maxDevices) {
-        return { ok: false, code: "E_DEVICE_LIMIT", message: `account holds ${total} devices; the limit is ${maxDevices}` };
-      }
-      if (unproven >= maxUnproven) {
-        return {
-          ok: false,
-          code: "E_UNPROVEN_LIMIT",
-          message: `account has ${unproven} devices that never served traffic nor passed verification; the limit is ${maxUnproven}. Give every instance a stable name so restarts reuse one device`,
-        };
-      }
-      const inserted = await tx.query<{ revocation_gen: number }>(
-        `INSERT INTO devices (id, account_id, name, type, connection_method, sdk_version, wallet_address,
+      let gen = existing.rows[0]?.revocation_gen;
+      if (gen === undefined) {
+        const global = await getSetting(tx, "device_limits", DEFAULT_LIMITS);
+        const maxDevices = acct.rows[0]?.max_devices ?? global.maxDevices;
+        const maxUnproven = acct.rows[0]?.max_unproven_devices ?? global.maxUnproven;
+        const counts = await tx.query<{ total: string; unproven: string }>(
+          `SELECT count(*) AS total, count(*) FILTER (WHERE proven_at IS NULL AND verified_at IS NULL) AS unproven
+         FROM devices WHERE account_id = $1`,
+          [auth.accountId],
+        );
+        const total = Number(counts.rows[0]?.total ?? 0);
+        const unproven = Number(counts.rows[0]?.unproven ?? 0);
+        if (total >= maxDevices) {
+          return {
+            ok: false,
+            code: "E_DEVICE_LIMIT",
+            message: `account holds ${total} devices; the limit is ${maxDevices}`,
+          };
+        }
+        if (unproven >= maxUnproven) {
+          return {
+            ok: false,
+            code: "E_UNPROVEN_LIMIT",
+            message: `account has ${unproven} devices that never served traffic nor passed verification; the limit is ${maxUnproven}. Give every instance a stable name so restarts reuse one device`,
+          };
+        }
+        const inserted = await tx.query<{ revocation_gen: number }>(
+          `INSERT INTO devices (id, account_id, name, type, connection_method, sdk_version, wallet_address,
            country_hint, carrier, ip_type)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING revocation_gen`,
-        [deviceId, auth.accountId, input.name, input.type, input.connectionMethod ?? null, input.sdkVersion ?? null,
-          input.walletAddress ?? null, input.country ?? null, input.carrier ?? null, ipType],
-      );
-      gen = inserted.rows[0]!.revocation_gen;
-    }
-    return { gen, refreshToken: await newRefreshToken(tx, deviceId, nowMs) };
-  });
+          [
+            deviceId,
+            auth.accountId,
+            input.name,
+            input.type,
+            input.connectionMethod ?? null,
+            input.sdkVersion ?? null,
+            input.walletAddress ?? null,
+            input.country ?? null,
+            input.carrier ?? null,
+            ipType,
+          ],
+        );
+        gen = inserted.rows[0]!.revocation_gen;
+      }
+      return { gen, refreshToken: await newRefreshToken(tx, deviceId, nowMs) };
+    },
+  );
   if ("ok" in out) return out;
 
   // Relays compare a token's generation with this key: older tokens stop working from here on.
   await deps.redis.set(keys.deviceGen(deviceId), String(out.gen));
   const [jwt, relay, rates] = await Promise.all([
-    issueJwt(deps, deviceId, auth.accountId, out.gen),
-    assignRelay(deps.db, deps.config.DEV_CLIENT_COUNTRY ?? client.country),
+    issueJwt(deps, deviceId, auth.accountId, out.gen, client),
+    assignRelay(deps.db, clientCountry(deps, client)),
     earningsPerGB(deps.db),
   ]);
   return {
@@ -188,7 +240,8 @@ export async function refreshIdentity(
   deviceId: string,
   refreshToken: string,
   rotate: boolean,
-): Promise<({ ok: true; jwt: string; refreshToken?: string }) | Failure> {
+  client: ClientInfo,
+): Promise<{ ok: true; jwt: string; refreshToken?: string } | Failure> {
   const tokenHash = await hashSecret(refreshToken);
   const nowMs = deps.now().getTime();
   return withTransaction(deps.db, async (tx) => {
@@ -204,7 +257,7 @@ export async function refreshIdentity(
       const message = "refreshToken is unknown, expired, already used, or not this device's";
       return { ok: false, code: "E_UNAUTHORIZED", message } as const;
     }
-    const jwt = await issueJwt(deps, deviceId, row.account_id, row.revocation_gen);
+    const jwt = await issueJwt(deps, deviceId, row.account_id, row.revocation_gen, client);
     if (!rotate) return { ok: true, jwt } as const;
     await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", [tokenHash]);
     return { ok: true, jwt, refreshToken: await newRefreshToken(tx, deviceId, nowMs) } as const;
@@ -212,13 +265,27 @@ export async function refreshIdentity(
 }
 
 /** A fresh JWT for a device, for its owner (Android-style GET /v1/peer/token/{deviceId}). */
-export async function tokenForOwner(deps: Deps, apiKey: string | undefined, deviceId: string) {
+export async function tokenForOwner(
+  deps: Deps,
+  apiKey: string | undefined,
+  deviceId: string,
+  client: ClientInfo,
+) {
   const auth = await authenticateApiKey(deps, apiKey);
-  if (!auth) return { ok: false, code: "E_UNAUTHORIZED", message: "X-API-Key is missing, unknown or revoked" } as Failure;
+  if (!auth)
+    return {
+      ok: false,
+      code: "E_UNAUTHORIZED",
+      message: "X-API-Key is missing, unknown or revoked",
+    } as Failure;
   const { rows } = await deps.db.query<{ revocation_gen: number }>(
     "SELECT revocation_gen FROM devices WHERE id = $1 AND account_id = $2",
     [deviceId, auth.accountId],
   );
-  if (!rows[0]) return { ok: false, code: "E_NOT_FOUND", message: `no device ${deviceId} on this account` } as Failure;
-  return { ok: true as const, jwt: await issueJwt(deps, deviceId, auth.accountId, rows[0].revocation_gen) };
+  if (!rows[0])
+    return { ok: false, code: "E_NOT_FOUND", message: `no device ${deviceId} on this account` } as Failure;
+  return {
+    ok: true as const,
+    jwt: await issueJwt(deps, deviceId, auth.accountId, rows[0].revocation_gen, client),
+  };
 }

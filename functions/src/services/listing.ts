@@ -15,6 +15,8 @@ export interface SnapshotEntry {
   presence: Record<string, string>;
   probe: Record<string, string>;
   endpoint: Record<string, string>;
+  /** the key renting the endpoint as a dedicated port (ep:{id}:reserved); absent when shared */
+  reservedFor?: string;
 }
 
 function pairs(flat: unknown): Record<string, string> {
@@ -25,8 +27,16 @@ function pairs(flat: unknown): Record<string, string> {
 }
 
 /** One atomic read of presence, probe state and listing (shared/lua/pool_snapshot.lua). */
-export async function readPoolSnapshot(redis: Pick<RedisClient, "eval" | "evalsha">, nowMs: number): Promise<SnapshotEntry[]> {
-  const rows = (await runScript(redis, poolSnapshot, [keys.onlineDevices(), keys.poolListed()], [nowMs - PRESENCE_FRESH_MS])) as unknown[][];
+export async function readPoolSnapshot(
+  redis: Pick<RedisClient, "eval" | "evalsha">,
+  nowMs: number,
+): Promise<SnapshotEntry[]> {
+  const rows = (await runScript(
+    redis,
+    poolSnapshot,
+    [keys.onlineDevices(), keys.poolListed()],
+    [nowMs - PRESENCE_FRESH_MS],
+  )) as unknown[][];
   return rows.map((r) => ({
     endpointId: String(r[0]),
     online: Number(r[1]) === 1,
@@ -34,6 +44,7 @@ export async function readPoolSnapshot(redis: Pick<RedisClient, "eval" | "evalsh
     presence: pairs(r[3]),
     probe: pairs(r[4]),
     endpoint: pairs(r[5]),
+    ...(r[6] ? { reservedFor: String(r[6]) } : {}),
   }));
 }
 
@@ -56,10 +67,14 @@ function asTier(t: string | undefined): SpeedTier {
 export function decideListing(e: SnapshotEntry, minTier: SpeedTier): ListingDecision {
   const tier = asTier(e.probe.speedTier);
   const isModem = e.endpoint.kind === "modem";
-  const delist = (reason: string): ListingDecision => (e.listed ? { action: "delist", reason } : { action: "none" });
-  if (e.probe.paused === "1") return delist(`circuit_breaker${e.probe.pausedReason ? `:${e.probe.pausedReason}` : ""}`);
+  const delist = (reason: string): ListingDecision =>
+    e.listed ? { action: "delist", reason } : { action: "none" };
+  if (e.probe.paused === "1")
+    return delist(`circuit_breaker${e.probe.pausedReason ? `:${e.probe.pausedReason}` : ""}`);
   if (isModem) {
-    return e.probe.verified === "0" && Number(e.probe.failStreak ?? 0) >= 3 ? delist("probe_failures") : { action: "none" };
+    return e.probe.verified === "0" && Number(e.probe.failStreak ?? 0) >= 3
+      ? delist("probe_failures")
+      : { action: "none" };
   }
   if (!e.online) return delist("offline");
   if (e.probe.verified !== "1") return delist("unverified");
@@ -129,7 +144,10 @@ export async function reconcileListings(
   }
   if (verifiedIds.length) {
     // Verification ends the unproven state (registration's anti-flood guard).
-    await deps.db.query("UPDATE devices SET verified_at = now() WHERE id = ANY($1::text[]) AND verified_at IS NULL", [verifiedIds]);
+    await deps.db.query(
+      "UPDATE devices SET verified_at = now() WHERE id = ANY($1::text[]) AND verified_at IS NULL",
+      [verifiedIds],
+    );
   }
   return run;
 }

@@ -22,7 +22,15 @@ export function computeRollup(snapshot: SnapshotEntry[], registered: Map<string,
     const k = `${pool}:${country}`;
     let r = rows.get(k);
     if (!r) {
-      r = { pool, country, registered: 0, online: 0, verified: 0, listed: 0, tiers: { fast: 0, medium: 0, slow: 0, unknown: 0 } };
+      r = {
+        pool,
+        country,
+        registered: 0,
+        online: 0,
+        verified: 0,
+        listed: 0,
+        tiers: { fast: 0, medium: 0, slow: 0, unknown: 0 },
+      };
       rows.set(k, r);
     }
     return r;
@@ -30,19 +38,26 @@ export function computeRollup(snapshot: SnapshotEntry[], registered: Map<string,
   for (const e of snapshot) {
     const isModem = e.endpoint.kind === "modem";
     const pool = isModem || e.endpoint.pool === "mbl" ? "mbl" : "peer";
-    const country = ((isModem ? e.endpoint.country : e.presence.country) ?? e.endpoint.country ?? "").toLowerCase();
+    const country = (
+      (isModem ? e.endpoint.country : e.presence.country) ??
+      e.endpoint.country ??
+      ""
+    ).toLowerCase();
     if (!country) continue;
     const r = row(pool, country);
     if (e.online || isModem) r.online++;
     if (e.probe.verified === "1") r.verified++;
-    if (e.listed) {
+    // A rented (dedicated) modem routes its renter only: it is not stock anyone else can buy.
+    if (e.listed && !e.reservedFor) {
       r.listed++;
       const t = e.endpoint.speedTier;
       r.tiers[t === "fast" || t === "medium" || t === "slow" ? t : "unknown"]++;
     }
   }
   for (const [country, n] of registered) row("peer", country).registered = n;
-  return [...rows.values()].sort((a, b) => a.pool.localeCompare(b.pool) || a.country.localeCompare(b.country));
+  return [...rows.values()].sort(
+    (a, b) => a.pool.localeCompare(b.pool) || a.country.localeCompare(b.country),
+  );
 }
 
 /** Recomputes the rollup and replaces the table in one transaction (readers never see half of it). */
@@ -57,9 +72,21 @@ export async function refreshRollup(deps: { redis: RedisClient; db: Pool }, now:
   await withTransaction(deps.db, async (tx) => {
     await tx.query("DELETE FROM pool_rollup");
     await tx.query(
-    `INSERT INTO pool_rollup (pool, country, registered, online, verified, listed, tier_fast, tier_medium, tier_slow, tier_unknown, computed_at)
+      `INSERT INTO pool_rollup (pool, country, registered, online, verified, listed, tier_fast, tier_medium, tier_slow, tier_unknown, computed_at)
      SELECT *, $11::timestamptz FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::int[], $8::int[], $9::int[], $10::int[])`,
-    [col("pool"), col("country"), col("registered"), col("online"), col("verified"), col("listed"), tier("fast"), tier("medium"), tier("slow"), tier("unknown"), now.toISOString()],
+      [
+        col("pool"),
+        col("country"),
+        col("registered"),
+        col("online"),
+        col("verified"),
+        col("listed"),
+        tier("fast"),
+        tier("medium"),
+        tier("slow"),
+        tier("unknown"),
+        now.toISOString(),
+      ],
     );
   });
   return rows;

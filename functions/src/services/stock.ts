@@ -4,10 +4,17 @@ type PoolName = "mbl" | "peer";
 
 /** Counts per pool and country from the rollup. Exit addresses are not in the rollup at all. */
 export async function readStock(db: Queryable) {
-  const { rows } = await db.query<{ pool: PoolName; country: string; listed: number; online: number; computed_at: string }>(
-    "SELECT pool, country, listed, online, computed_at FROM pool_rollup ORDER BY pool, country",
-  );
-  const pools: Record<PoolName, { routable: number; countries: Record<string, { routable: number; online: number }> }> = {
+  const { rows } = await db.query<{
+    pool: PoolName;
+    country: string;
+    listed: number;
+    online: number;
+    computed_at: string;
+  }>("SELECT pool, country, listed, online, computed_at FROM pool_rollup ORDER BY pool, country");
+  const pools: Record<
+    PoolName,
+    { routable: number; countries: Record<string, { routable: number; online: number }> }
+  > = {
     mbl: { routable: 0, countries: {} },
     peer: { routable: 0, countries: {} },
   };

@@ -9,18 +9,31 @@ const Body = z
   .object({
     name: z.string().min(1).max(64).optional(),
     deviceName: z.string().min(1).max(64).optional(),
-    deviceId: z.string().min(1).max(64).optional().openapi({ description: "Client-side id, used as the name if no name" }),
+    deviceId: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: "Client-side id, used as the name if no name" }),
     type: z.string().max(32).default("android"),
     sdkVersion: z.string().max(32).optional(),
     walletAddress: walletAddress.optional(),
-    country: z.string().regex(/^[A-Za-z]{2}$/, "country must be ISO-2").optional(),
+    country: z
+      .string()
+      .regex(/^[A-Za-z]{2}$/, "country must be ISO-2")
+      .optional(),
     carrier: z.string().max(64).optional(),
     connectionMethod: z.string().max(32).optional(),
   })
-  .refine((b) => b.name ?? b.deviceName ?? b.deviceId, { message: "one of name, deviceName or deviceId is required", path: ["name"] })
+  .refine((b) => b.name ?? b.deviceName ?? b.deviceId, {
+    message: "one of name, deviceName or deviceId is required",
+    path: ["name"],
+  })
   .openapi("PeerRegisterAndroid");
 
-const Headers = z.object({ "x-api-key": z.string().min(1, "X-API-Key header is required").openapi({ description: "psx_ key" }) });
+const Headers = z.object({
+  "x-api-key": z.string().min(1, "X-API-Key header is required").openapi({ description: "psx_ key" }),
+});
 
 const registerRoute = createRoute({
   method: "post",
@@ -87,7 +100,12 @@ export function registerPeerAndroid(app: OpenAPIHono<AppEnv>) {
   });
   app.openapi(tokenRoute, async (c) => {
     await limitByIp(c, "refresh");
-    const r = await tokenForOwner(c.get("deps"), c.req.valid("header")["x-api-key"], c.req.valid("param").deviceId);
+    const r = await tokenForOwner(
+      c.get("deps"),
+      c.req.valid("header")["x-api-key"],
+      c.req.valid("param").deviceId,
+      clientInfo(c),
+    );
     if (!r.ok) return fail(r);
     return c.json({ token: r.jwt }, 200);
   });

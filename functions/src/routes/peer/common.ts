@@ -18,12 +18,19 @@ export function clientInfo(c: Context<AppEnv>): ClientInfo {
 /** Per client IP limit for identity routes; throws 429 with Retry-After. */
 export async function limitByIp(c: Context<AppEnv>, scope: "register" | "refresh") {
   const deps = c.get("deps");
-  const limit = scope === "register" ? deps.config.RATE_LIMIT_REGISTER_PER_MINUTE : deps.config.RATE_LIMIT_REFRESH_PER_MINUTE;
+  const limit =
+    scope === "register"
+      ? deps.config.RATE_LIMIT_REGISTER_PER_MINUTE
+      : deps.config.RATE_LIMIT_REFRESH_PER_MINUTE;
   const decision = await hitRateLimit(deps.redis, scope, clientInfo(c).ip, limit, 60_000);
   if (!decision.allowed) {
-    throw new ApiError("E_RATE_LIMITED", `too many ${scope} requests from this address: at most ${limit} per minute`, {
-      headers: { "Retry-After": String(decision.retryAfterSeconds) },
-    });
+    throw new ApiError(
+      "E_RATE_LIMITED",
+      `too many ${scope} requests from this address: at most ${limit} per minute`,
+      {
+        headers: { "Retry-After": String(decision.retryAfterSeconds) },
+      },
+    );
   }
 }
 

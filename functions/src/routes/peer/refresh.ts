@@ -1,9 +1,11 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import { refreshIdentity } from "../../services/devices.ts";
-import { fail, limitByIp } from "./common.ts";
+import { clientInfo, fail, limitByIp } from "./common.ts";
 
-const Params = z.object({ deviceId: z.string().regex(/^agent_[0-9a-f]{16}$/, "deviceId must be agent_ + 16 hex") });
+const Params = z.object({
+  deviceId: z.string().regex(/^agent_[0-9a-f]{16}$/, "deviceId must be agent_ + 16 hex"),
+});
 const Body = z.object({ refreshToken: z.string().min(1) }).openapi("PeerRefresh");
 
 const tokenRoute = createRoute({
@@ -13,7 +15,10 @@ const tokenRoute = createRoute({
   tags: ["peer"],
   request: { params: Params, body: { content: { "application/json": { schema: Body } }, required: true } },
   responses: {
-    200: { description: "New JWT", content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string() }) } } },
+    200: {
+      description: "New JWT",
+      content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string() }) } },
+    },
     401: { description: "Refresh token unknown, expired or used" },
     429: { description: "Rate limited" },
   },
@@ -28,7 +33,11 @@ const agentRoute = createRoute({
   responses: {
     200: {
       description: "New JWT and refresh token",
-      content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string(), refreshToken: z.string() }) } },
+      content: {
+        "application/json": {
+          schema: z.object({ token: z.string(), jwt: z.string(), refreshToken: z.string() }),
+        },
+      },
     },
     401: { description: "Refresh token unknown, expired or used" },
     429: { description: "Rate limited" },
@@ -38,13 +47,25 @@ const agentRoute = createRoute({
 export function registerPeerRefresh(app: OpenAPIHono<AppEnv>) {
   app.openapi(tokenRoute, async (c) => {
     await limitByIp(c, "refresh");
-    const r = await refreshIdentity(c.get("deps"), c.req.valid("param").deviceId, c.req.valid("json").refreshToken, false);
+    const r = await refreshIdentity(
+      c.get("deps"),
+      c.req.valid("param").deviceId,
+      c.req.valid("json").refreshToken,
+      false,
+      clientInfo(c),
+    );
     if (!r.ok) return fail(r);
     return c.json({ token: r.jwt, jwt: r.jwt }, 200);
   });
   app.openapi(agentRoute, async (c) => {
     await limitByIp(c, "refresh");
-    const r = await refreshIdentity(c.get("deps"), c.req.valid("param").deviceId, c.req.valid("json").refreshToken, true);
+    const r = await refreshIdentity(
+      c.get("deps"),
+      c.req.valid("param").deviceId,
+      c.req.valid("json").refreshToken,
+      true,
+      clientInfo(c),
+    );
     if (!r.ok) return fail(r);
     return c.json({ token: r.jwt, jwt: r.jwt, refreshToken: r.refreshToken! }, 200);
   });

@@ -8,18 +8,35 @@ const SOLANA = /^[1-9A-HJ-NP-Za-km-z]{32,44}$/;
 
 export const walletAddress = z
   .string()
-  .refine((w) => w.length > 0, "walletAddress must not be empty: omit it or give an EVM (0x...) or Solana address")
-  .refine((w) => w.length === 0 || EVM.test(w) || SOLANA.test(w), "walletAddress must be an EVM (0x + 40 hex) or Solana (base58) address");
+  .refine(
+    (w) => w.length > 0,
+    "walletAddress must not be empty: omit it or give an EVM (0x...) or Solana address",
+  )
+  .refine(
+    (w) => w.length === 0 || EVM.test(w) || SOLANA.test(w),
+    "walletAddress must be an EVM (0x + 40 hex) or Solana (base58) address",
+  );
 
 export const RegisterBody = z
   .object({
-    name: z.string().min(1).max(64).openapi({ description: "Stable per instance: same apiKey + name = same device" }),
-    apiKey: z.string().startsWith("psx_", "apiKey must start with psx_").openapi({ description: "Account API key" }),
+    name: z
+      .string()
+      .min(1)
+      .max(64)
+      .openapi({ description: "Stable per instance: same apiKey + name = same device" }),
+    apiKey: z
+      .string()
+      .startsWith("psx_", "apiKey must start with psx_")
+      .openapi({ description: "Account API key" }),
     type: z.string().min(1).max(32).default("custom"),
     connectionMethod: z.string().max(32).optional(),
     sdkVersion: z.string().max(32).optional(),
     walletAddress: walletAddress.optional(),
-    country: z.string().regex(/^[A-Za-z]{2}$/, "country must be ISO-2").optional().openapi({ description: "Hint only" }),
+    country: z
+      .string()
+      .regex(/^[A-Za-z]{2}$/, "country must be ISO-2")
+      .optional()
+      .openapi({ description: "Hint only" }),
     carrier: z.string().max(64).optional(),
   })
   .openapi("PeerRegister");
@@ -31,7 +48,9 @@ export const Identity = z
     jwt: z.string().openapi({ description: "Same JWT as token; expires in 1 h" }),
     refreshToken: z.string().openapi({ description: "Opaque, 7 days; persist it in the peer state file" }),
     relay: z.string().openapi({ description: "ws/wss URL chosen server-side" }),
-    earningsPerGB: z.record(z.string(), z.string()).openapi({ description: "Live USD rates by IP class (decimal strings)" }),
+    earningsPerGB: z
+      .record(z.string(), z.string())
+      .openapi({ description: "Live USD rates by IP class (decimal strings)" }),
     ipType: z.enum(["mobile", "residential", "datacenter"]),
     expiresIn: z.number(),
   })

@@ -1,0 +1,45 @@
+import { createAccountWithKey } from "../../../shared/accounts.ts";
+import type { Queryable } from "../../../shared/db/pool.ts";
+import { keys } from "../../../shared/keys.ts";
+import type { RedisClient } from "../../../shared/redis.ts";
+
+export interface Tenant {
+  accountId: string;
+  apiKey: string;
+  apiKeyId: string;
+  /** removes the account, its keys, credentials (and their Redis mirror) and idempotency records */
+  cleanup(): Promise<void>;
+}
+
+/** A fresh account with one `psx_` API key, straight in Postgres; each test makes its own. */
+export async function createTenant(
+  db: Queryable,
+  redis: Pick<RedisClient, "del">,
+  opts: { name?: string; kind?: "customer" | "supplier" | "house" | "operator" } = {},
+): Promise<Tenant> {
+  const t = await createAccountWithKey(db, {
+    name: opts.name ?? `t-${crypto.randomUUID().slice(0, 12)}`,
+    kind: opts.kind ?? "customer",
+  });
+  return {
+    ...t,
+    async cleanup() {
+      const { rows } = await db.query<{ id: string; secret_hash: string; retired_secret_hashes: string[] }>(
+        "SELECT id, secret_hash, retired_secret_hashes FROM credentials WHERE account_id = $1",
+        [t.accountId],
+      );
+      const redisKeys = rows.flatMap((r) => [
+        keys.credential(r.id),
+        keys.credentialUsed(r.id),
+        keys.credentialSecret(r.secret_hash),
+        ...r.retired_secret_hashes.map(keys.credentialSecret),
+      ]);
+      if (redisKeys.length) await redis.del(...redisKeys);
+      // audit_log is append-only by design: its rows stay (they carry no foreign keys).
+      await db.query("DELETE FROM idempotency_keys WHERE account_id = $1", [t.accountId]);
+      await db.query("DELETE FROM credentials WHERE account_id = $1", [t.accountId]);
+      await db.query("DELETE FROM api_keys WHERE account_id = $1", [t.accountId]);
+      await db.query("DELETE FROM accounts WHERE id = $1", [t.accountId]);
+    },
+  };
+}

@@ -1,0 +1,101 @@
+/**
+ * The gateway process: HTTP proxy (CONNECT + absolute-URI forwarding), SOCKS5, and an admin port
+ * with /health and /metrics. startGateway is what main.ts, the local stack and tests call.
+ */
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
+import type { RedisClient } from "../shared/redis.ts";
+import type { GatewayConfig } from "./config.ts";
+import { handleConnect } from "./http-connect.ts";
+import { handleForward } from "./http-forward.ts";
+import { newMetrics, renderMetrics } from "./metrics.ts";
+import { handleSocks } from "./socks5.ts";
+import type { GatewayContext } from "./tunnel.ts";
+
+export interface GatewayDeps {
+  redis: RedisClient;
+  /** injectable clock (ms) */
+  now?: () => number;
+}
+
+export interface Gateway {
+  httpPort: number;
+  socksPort: number;
+  adminPort: number;
+  ctx: GatewayContext;
+  /** Stops accepting, lets live tunnels finish for up to GATEWAY_DRAIN_MS, then closes the rest. */
+  close(): Promise<void>;
+}
+
+function listen(server: HttpServer | NetServer, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
+  const ctx: GatewayContext = {
+    config,
+    redis: deps.redis,
+    now: deps.now ?? Date.now,
+    metrics: newMetrics(),
+    tunnels: new Set(),
+    draining: false,
+  };
+
+  const proxy = createHttpServer({ requestTimeout: 0, headersTimeout: 20_000, keepAliveTimeout: 30_000 });
+  proxy.on(
+    "connect",
+    (req, socket, head) => void handleConnect(ctx, req, socket as import("node:net").Socket, head),
+  );
+  proxy.on("request", (req, res) => void handleForward(ctx, req, res));
+  proxy.on("clientError", (_err, socket) => {
+    if (!socket.destroyed) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+  });
+
+  const socks = createNetServer((socket) => void handleSocks(ctx, socket));
+
+  const admin = createHttpServer((req, res) => {
+    if (req.url === "/health") {
+      const body = JSON.stringify({ ok: !ctx.draining, draining: ctx.draining, tunnels: ctx.tunnels.size });
+      res.writeHead(ctx.draining ? 503 : 200, { "Content-Type": "application/json" }).end(body);
+    } else if (req.url === "/metrics") {
+      res
+        .writeHead(200, { "Content-Type": "text/plain; version=0.0.4" })
+        .end(renderMetrics(ctx.metrics, ctx.tunnels.size, ctx.draining));
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+
+  const host = config.GATEWAY_HOST;
+  const httpPort = await listen(proxy, config.GATEWAY_HTTP_PORT, host);
+  const socksPort = await listen(socks, config.GATEWAY_SOCKS_PORT, host);
+  const adminPort = await listen(admin, config.GATEWAY_ADMIN_PORT, host);
+
+  let closing: Promise<void> | undefined;
+  return {
+    httpPort,
+    socksPort,
+    adminPort,
+    ctx,
+    close() {
+      closing ??= (async () => {
+        ctx.draining = true;
+        const stopped = Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => socks.close(r))]);
+        proxy.closeIdleConnections();
+        const deadline = Date.now() + config.GATEWAY_DRAIN_MS;
+        while (ctx.tunnels.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        await Promise.all([...ctx.tunnels].map((t) => t.close()));
+        proxy.closeAllConnections();
+        await stopped;
+        await new Promise((r) => admin.close(r));
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,208 @@
+// One end-to-end path through a real relay (relay-node, in-process) and its protocol test peer:
+// customer curl -> gateway -> relay internal POST /tunnel -> WebSocket peer -> loopback target.
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitUntil } from "../dev/proc.ts";
+import { connectPeer, type TestPeer } from "../relay-node/testing/peer.ts";
+import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
+import { keys } from "../shared/keys.ts";
+import { delistEndpoint } from "../shared/pool.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
+import { stateEnv } from "../test/helpers/env.ts";
+import { loadGatewayConfig } from "./config.ts";
+import { type Gateway, startGateway } from "./gateway.ts";
+import { curl, listPeer, makeCredential, startTargets, type Targets, testGatewayEnv } from "./testing.ts";
+
+const COUNTRY = "qr";
+const redis = tcpRedis(stateEnv().REDIS_URL);
+let relay: TestRelay;
+let peer: TestPeer;
+let targets: Targets;
+let gw: Gateway;
+let deviceId: string;
+
+beforeAll(async () => {
+  [relay, targets] = await Promise.all([startTestRelay({ COUNTER_FLUSH_MS: "500" }), startTargets()]);
+  deviceId = relay.newDeviceId();
+  peer = await connectPeer({ url: relay.relay.wsUrl, token: await relay.token(deviceId) });
+  await peer.waitFor("connected");
+  peer.sendControl("heartbeat");
+  await peer.waitFor("heartbeat_ack");
+  await listPeer(redis, { deviceId, country: COUNTRY, relayInternal: relay.relay.internalUrl });
+  gw = await startGateway(
+    loadGatewayConfig(
+      testGatewayEnv({ RELAY_SHARED_SECRET: relay.sharedSecret, GATEWAY_STALL_REPORT_MS: "600" }),
+    ),
+    { redis },
+  );
+});
+
+afterAll(async () => {
+  await gw?.close();
+  await delistEndpoint(redis, deviceId);
+  peer?.close();
+  await relay?.close();
+  await targets?.stop();
+  await redis.del(keys.deviceBytes(deviceId));
+  await redis.close();
+});
+
+describe("gateway through a real relay and peer", () => {
+  it("curl via HTTP CONNECT and SOCKS5 reaches the target through the peer; the relay counts the device's bytes and the credential is billed within 1%", async () => {
+    const cred = await makeCredential(redis);
+    const size = 512 * 1024;
+    const url = `http://127.0.0.1:${targets.httpPort}/bytes/${size}`;
+    const viaHttp = await curl([
+      "-x",
+      `http://${cred.username(`peer-${COUNTRY}`)}:${cred.secret}@127.0.0.1:${gw.httpPort}`,
+      "-p",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code} %{size_download}",
+      url,
+    ]);
+    expect(viaHttp.stderr).toBe("");
+    expect(viaHttp.stdout).toBe(`200 ${size}`);
+    const viaSocks = await curl([
+      "--socks5-hostname",
+      `127.0.0.1:${gw.socksPort}`,
+      "--proxy-user",
+      `${cred.username(`peer-${COUNTRY}`)}:${cred.secret}`,
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code} %{size_download}",
+      url,
+    ]);
+    expect(viaSocks.stdout).toBe(`200 ${size}`);
+
+    await waitUntil(async () => gw.ctx.tunnels.size === 0, 10_000, "tunnels closed");
+    const billed = Number(await redis.get(keys.credentialUsed(cred.keyId)));
+    expect(billed).toBeGreaterThanOrEqual(2 * size);
+    expect(billed).toBeLessThanOrEqual(2 * size * 1.01);
+    const device = await waitUntil(
+      async () => {
+        const h = await redis.hgetall(keys.deviceBytes(deviceId));
+        return Number(h.up ?? 0) >= 2 * size ? h : undefined;
+      },
+      10_000,
+      "relay device counter",
+    );
+    console.log(`billed ${billed} bytes; relay counted up=${device.up} down=${device.down}`);
+  });
+});
+
+/** Reports the gateway pushed for the circuit breaker about one endpoint (the list is shared). */
+async function reportsFor(endpointId: string): Promise<string[]> {
+  const all = await redis.raw.lrange(keys.tunnelFailures(), 0, -1);
+  return all
+    .map((raw) => JSON.parse(raw) as { endpointId: string; reason: string })
+    .filter((r) => r.endpointId === endpointId)
+    .map((r) => r.reason);
+}
+
+/** Opens a CONNECT tunnel through the gateway by hand and returns the raw socket after the 200. */
+async function connectThrough(user: string, pass: string, target: string): Promise<Socket> {
+  const sock = connect(gw.httpPort, "127.0.0.1");
+  const auth = Buffer.from(`${user}:${pass}`).toString("base64");
+  sock.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
+  const head = await new Promise<string>((resolve, reject) => {
+    let buf = "";
+    const onData = (d: Buffer) => {
+      buf += d.toString("latin1");
+      if (buf.includes("\r\n\r\n")) {
+        sock.off("data", onData);
+        resolve(buf);
+      }
+    };
+    sock.on("data", onData);
+    sock.once("error", reject);
+  });
+  expect(head).toMatch(/^HTTP\/1\.1 200/);
+  return sock;
+}
+
+describe("mid-stream failures are reported for the circuit breaker", () => {
+  const country = "qt";
+  let device: string;
+  let faulty: TestPeer;
+  let silent: Server;
+  const held: Socket[] = [];
+
+  beforeAll(async () => {
+    device = relay.newDeviceId();
+    faulty = await connectPeer({ url: relay.relay.wsUrl, token: await relay.token(device) });
+    await faulty.waitFor("connected");
+    await listPeer(redis, { deviceId: device, country, relayInternal: relay.relay.internalUrl });
+    // A target that accepts and never answers: what "accepts tunnels but drops bytes" looks like.
+    silent = createServer((s) => {
+      held.push(s);
+      s.on("error", () => {});
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+  });
+
+  afterAll(async () => {
+    for (const s of held) s.destroy();
+    await new Promise((r) => silent.close(r));
+    await delistEndpoint(redis, device);
+    faulty.close();
+    await redis.del(keys.deviceBytes(device));
+  });
+
+  it("customer bytes the exit never answers: reported once as mid_stream_stalled, the tunnel left open", async () => {
+    const cred = await makeCredential(redis);
+    const port = (silent.address() as { port: number }).port;
+    const sock = await connectThrough(cred.username(`peer-${country}`), cred.secret, `127.0.0.1:${port}`);
+    const t0 = Date.now();
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await waitUntil(
+      async () => (await reportsFor(device)).includes("mid_stream_stalled"),
+      5_000,
+      "stall report",
+    );
+    console.log(`stall reported ${Date.now() - t0} ms after the unanswered request (threshold 600 ms)`);
+    sock.write("more bytes\r\n");
+    await new Promise((r) => setTimeout(r, 900));
+    expect((await reportsFor(device)).filter((r) => r === "mid_stream_stalled")).toHaveLength(1);
+    expect(sock.destroyed).toBe(false);
+    sock.destroy();
+    await waitUntil(async () => gw.ctx.tunnels.size === 0, 5_000, "tunnel closed");
+  });
+
+  it("the peer vanishing mid-download: the tunnel is cut and the drop is reported for the breaker", async () => {
+    const cred = await makeCredential(redis);
+    const sock = await connectThrough(
+      cred.username(`peer-${country}`),
+      cred.secret,
+      `127.0.0.1:${targets.httpPort}`,
+    );
+    let received = 0;
+    sock.on("data", (d: Buffer) => {
+      received += d.length;
+    });
+    const ended = new Promise<void>((r) => sock.once("close", () => r()));
+    sock.on("error", () => {});
+    // A large body, read slowly enough that the peer is still mid-stream when it dies.
+    sock.pause();
+    sock.write(`GET /bytes/${64 * 1024 * 1024} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await new Promise((r) => setTimeout(r, 300));
+    faulty.ws.terminate();
+    sock.resume();
+    await ended;
+    expect(received).toBeLessThan(64 * 1024 * 1024);
+    const reasons = await waitUntil(
+      async () => {
+        const r = await reportsFor(device);
+        return r.includes("mid_stream_peer_gone") ? r : undefined;
+      },
+      5_000,
+      "peer-drop report",
+    ).catch(async (err) => {
+      console.log("reports", await reportsFor(device), "received", received, gw.ctx.metrics);
+      throw err;
+    });
+    expect(reasons.filter((x) => x === "mid_stream_peer_gone")).toHaveLength(1);
+  });
+});

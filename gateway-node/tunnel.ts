@@ -1,0 +1,321 @@
+/**
+ * One customer tunnel: lease bytes, pick an endpoint atomically, open its exit, then splice the
+ * customer socket to the exit with metering. Both sockets close together, and the hold and the
+ * byte lease are given back exactly once however the tunnel ends.
+ */
+import { isIP, Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { keys } from "../shared/keys.ts";
+import { runScript } from "../shared/lua/script.ts";
+import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
+import { type Hold, releaseHold, renewHold, type SelectedEndpoint, selectEndpoint } from "../shared/pool.ts";
+import type { RedisClient } from "../shared/redis.ts";
+import type { Principal } from "./auth.ts";
+import type { GatewayConfig } from "./config.ts";
+import { GatewayError } from "./errors.ts";
+import { openExit, type Target } from "./exits.ts";
+import { TunnelMeter } from "./metering.ts";
+import type { Metrics } from "./metrics.ts";
+
+export interface GatewayContext {
+  config: GatewayConfig;
+  redis: RedisClient;
+  now: () => number;
+  metrics: Metrics;
+  tunnels: Set<Tunnel>;
+  draining: boolean;
+}
+
+const MAX_EXIT_ATTEMPTS = 3;
+
+export class Tunnel {
+  readonly id = `t_${crypto.randomUUID().replaceAll("-", "").slice(0, 20)}`;
+  readonly principal: Principal;
+  readonly endpoint: SelectedEndpoint;
+  readonly hold: Hold;
+  readonly meter: TunnelMeter;
+  readonly exit: Socket;
+  readonly head: Buffer;
+  private readonly ctx: GatewayContext;
+  private client: Duplex | undefined;
+  private renewTimer: NodeJS.Timeout;
+  private closing: Promise<void> | undefined;
+  private bytesToExit = 0;
+  private bytesFromExit = 0;
+  private stallTimer: NodeJS.Timeout | undefined;
+  private stallReported = false;
+
+  constructor(
+    ctx: GatewayContext,
+    p: {
+      principal: Principal;
+      endpoint: SelectedEndpoint;
+      hold: Hold;
+      meter: TunnelMeter;
+      exit: Socket;
+      head: Buffer;
+    },
+  ) {
+    this.ctx = ctx;
+    this.principal = p.principal;
+    this.endpoint = p.endpoint;
+    this.hold = p.hold;
+    this.meter = p.meter;
+    this.exit = p.exit;
+    this.head = p.head;
+    ctx.tunnels.add(this);
+    ctx.metrics.tunnelsOpened++;
+    this.exit.on("error", (err: NodeJS.ErrnoException) => {
+      // The exit died under a live customer: the prober's circuit breaker wants to know.
+      if (!this.closing) void reportFailure(ctx, this.endpoint, `mid_stream_${err.code ?? "error"}`);
+      void this.close();
+    });
+    this.exit.on("close", () => {
+      // Bytes went out and nothing ever came back: the failure a broken peer shows at the TLS
+      // handshake inside the tunnel. A target that answers and then closes is not reported.
+      if (!this.closing && this.bytesToExit > 0 && this.bytesFromExit === 0)
+        void reportFailure(ctx, this.endpoint, "closed_without_reply");
+      void this.close();
+    });
+    this.meter.onCapReached = () => void this.close();
+    this.renewTimer = setInterval(
+      () => {
+        renewHold(ctx.redis, this.hold, ctx.now(), ctx.config.GATEWAY_HOLD_LEASE_MS)
+          .then((live) => {
+            // Our hold lapsed (we stalled past the lease) and its slot may be resold: honour the cap.
+            if (!live) void this.close();
+          })
+          .catch(() => {});
+      },
+      Math.max(100, Math.floor(ctx.config.GATEWAY_HOLD_LEASE_MS / 3)),
+    );
+    this.renewTimer.unref();
+  }
+
+  /** Pipes the customer socket to the exit (bytes counted both ways) until either side ends. */
+  splice(client: Duplex, clientHead?: Buffer): void {
+    this.client = client;
+    const exit = this.exit;
+    const meter = this.meter;
+    client.on("error", () => void this.close());
+    client.on("close", () => void this.close());
+    if (client instanceof Socket)
+      client.setTimeout(this.ctx.config.GATEWAY_IDLE_TIMEOUT_MS, () => void this.close());
+    let paused = false;
+    meter.onPause = () => {
+      paused = true;
+      client.pause();
+      exit.pause();
+    };
+    meter.onResume = () => {
+      paused = false;
+      client.resume();
+      exit.resume();
+    };
+    const pump = (from: Duplex, to: Duplex) => {
+      from.on("data", (chunk: Buffer) => {
+        meter.consume(chunk.length);
+        if (from === exit) {
+          this.bytesFromExit += chunk.length;
+          this.exitAnswered();
+        } else {
+          this.bytesToExit += chunk.length;
+          this.customerWaiting();
+        }
+        if (!to.write(chunk)) from.pause();
+      });
+      to.on("drain", () => {
+        if (!paused) from.resume();
+      });
+      from.on("end", () => to.end());
+    };
+    pump(client, exit);
+    pump(exit, client);
+    if (this.head.length) {
+      this.bytesFromExit += this.head.length;
+      meter.consume(this.head.length);
+      client.write(this.head);
+    }
+    if (clientHead?.length) {
+      this.bytesToExit += clientHead.length;
+      meter.consume(clientHead.length);
+      exit.write(clientHead);
+    }
+    if (!paused) {
+      client.resume();
+      exit.resume();
+    }
+  }
+
+  /**
+   * "Accepts tunnels but drops bytes": the customer sent bytes and the exit has been silent since,
+   * for GATEWAY_STALL_REPORT_MS. Reported once per tunnel for a re-probe (the prober decides; a
+   * long-poll that trips this costs one probe that passes). The tunnel itself is left alone.
+   */
+  private customerWaiting(): void {
+    if (this.stallTimer || this.stallReported || this.closing) return;
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = undefined;
+      if (this.closing) return;
+      this.stallReported = true;
+      void reportFailure(this.ctx, this.endpoint, "mid_stream_stalled");
+    }, this.ctx.config.GATEWAY_STALL_REPORT_MS);
+    this.stallTimer.unref();
+  }
+
+  private exitAnswered(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+  }
+
+  /** Closes both sockets and gives back the hold and the unspent byte lease; idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      clearInterval(this.renewTimer);
+      clearTimeout(this.stallTimer);
+      this.exit.destroy();
+      this.client?.destroy();
+      await this.meter.close();
+      await releaseHold(this.ctx.redis, this.hold, this.ctx.now()).catch(() => {});
+      this.ctx.tunnels.delete(this);
+      this.ctx.metrics.tunnelsClosed++;
+    })();
+    return this.closing;
+  }
+}
+
+/** Authenticated principal + target -> a live tunnel, or a GatewayError saying why not. */
+export async function openTunnel(
+  ctx: GatewayContext,
+  principal: Principal,
+  target: Target,
+  requestId: string,
+): Promise<Tunnel> {
+  if (ctx.draining) throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
+  checkTarget(target, ctx.config);
+  const route = principal.route;
+  const meter = new TunnelMeter(
+    {
+      redis: ctx.redis,
+      now: ctx.now,
+      leaseBytes: ctx.config.GATEWAY_BYTE_LEASE,
+      flushMs: ctx.config.GATEWAY_FLUSH_MS,
+      onBytes: (n) => {
+        ctx.metrics.bytes += n;
+      },
+    },
+    principal.keyId,
+    `${ctx.config.GATEWAY_ID}:${requestId}`,
+  );
+  if (!(await meter.start()))
+    throw new GatewayError("E_CAP_EXCEEDED", "traffic cap reached; top up to continue");
+  let last: GatewayError = new GatewayError("E_NO_STOCK", "no endpoint available");
+  const failed: string[] = [];
+  try {
+    for (let attempt = 0; attempt < MAX_EXIT_ATTEMPTS; attempt++) {
+      const picked = await selectEndpoint(ctx.redis, {
+        keyId: principal.keyId,
+        pool: route.pool,
+        country: route.country,
+        ipType: route.iptype,
+        carrier: route.carrier,
+        city: route.city,
+        sid: route.sid,
+        rot: route.rot,
+        ttlSec: route.ttl,
+        maxConnections: principal.maxConnections,
+        now: ctx.now(),
+        leaseMs: ctx.config.GATEWAY_HOLD_LEASE_MS,
+        exclude: failed,
+        endpointId: principal.endpointId,
+      });
+      if (!picked.ok) {
+        throw attempt > 0 && picked.code === "E_NO_STOCK"
+          ? last
+          : new GatewayError(picked.code, picked.message);
+      }
+      const exit = await openExit(picked.endpoint, target, {
+        relaySecret: ctx.config.RELAY_SHARED_SECRET,
+        timeoutMs: ctx.config.GATEWAY_CONNECT_TIMEOUT_MS,
+        requestId,
+      });
+      if (exit.ok) {
+        return new Tunnel(ctx, {
+          principal,
+          endpoint: picked.endpoint,
+          hold: picked.hold,
+          meter,
+          exit: exit.socket,
+          head: exit.head,
+        });
+      }
+      await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
+      void reportFailure(ctx, picked.endpoint, exit.reason);
+      last = exit.error;
+      failed.push(picked.endpoint.endpointId);
+      // A target the exit cannot reach will not be reachable from the next one either; a session
+      // pins one device, so moving it silently would break the customer's stickiness; and a
+      // dedicated key has no other endpoint to move to.
+      if (exit.side === "target" || route.sid !== undefined || principal.endpointId) break;
+    }
+    throw last;
+  } catch (err) {
+    await meter.close();
+    throw err;
+  }
+}
+
+async function reportFailure(ctx: GatewayContext, endpoint: SelectedEndpoint, reason: string): Promise<void> {
+  ctx.metrics.exitFailures++;
+  const entry = JSON.stringify({
+    endpointId: endpoint.endpointId,
+    deviceId: endpoint.deviceId ?? null,
+    kind: endpoint.kind,
+    reason,
+    gatewayId: ctx.config.GATEWAY_ID,
+    at: ctx.now(),
+  });
+  await runScript(ctx.redis, tunnelFailure, [keys.tunnelFailures()], [entry, 10_000]).catch(() => {});
+}
+
+function checkTarget(
+  target: Target,
+  config: Pick<GatewayConfig, "GATEWAY_ALLOW_PRIVATE_TARGETS" | "GATEWAY_TARGET_HOSTS">,
+): void {
+  if (!Number.isInteger(target.port) || target.port < 1 || target.port > 65_535)
+    throw new GatewayError("E_TARGET_UNREACHABLE", `invalid target port ${target.port}`);
+  if (!target.host || target.host.length > 255)
+    throw new GatewayError("E_TARGET_UNREACHABLE", "invalid target host");
+  if (!config.GATEWAY_ALLOW_PRIVATE_TARGETS && isPrivateHost(target.host))
+    throw new GatewayError("E_TARGET_BLOCKED", "private and loopback targets are not allowed");
+  const only = config.GATEWAY_TARGET_HOSTS;
+  if (only && !only.has(target.host.toLowerCase().replace(/^\[|\]$/g, "")))
+    throw new GatewayError("E_TARGET_BLOCKED", `this gateway only reaches ${[...only].join(", ")}`);
+}
+
+/** Literal addresses and names we refuse to reach through an exit (names resolve at the exit, which checks again). */
+export function isPrivateHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, "");
+  if (h === "localhost" || h.endsWith(".localhost") || h.endsWith(".internal")) return true;
+  const v = isIP(h);
+  if (v === 4) {
+    const [a = 0, b = 0] = h.split(".").map(Number);
+    return (
+      a === 0 ||
+      a === 10 ||
+      a === 127 ||
+      a >= 224 ||
+      (a === 169 && b === 254) ||
+      (a === 172 && b >= 16 && b <= 31) ||
+      (a === 192 && b === 168) ||
+      (a === 100 && b >= 64 && b <= 127)
+    );
+  }
+  if (v === 6) {
+    if (h === "::1" || h === "::") return true;
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+    if (mapped?.[1]) return isPrivateHost(mapped[1]);
+    return /^(fc|fd|fe8|fe9|fea|feb|ff)/.test(h);
+  }
+  return false;
+}

@@ -1,0 +1,48 @@
+/** Reconnect timing (PROTOCOL.md section 2); every number is configurable so tests run fast. */
+export interface BackoffPolicy {
+  /** First delay (5 s), doubled per failed attempt. */
+  baseMs: number;
+  /** Ceiling of the doubled part (120 s). */
+  maxMs: number;
+  /** Uniform jitter added on top, 0..jitterMs (2 s), so a fleet does not reconnect in lockstep. */
+  jitterMs: number;
+  /** A socket that stayed up this long (1 min) starts again from baseMs. */
+  stableMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = {
+  baseMs: 5_000,
+  maxMs: 120_000,
+  jitterMs: 2_000,
+  stableMs: 60_000,
+};
+
+/** Delay before reconnect attempt number `attempt` (0-based); `random` is in [0, 1). */
+export function backoffDelay(policy: BackoffPolicy, attempt: number, random: number): number {
+  const doubled = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(attempt, 30));
+  return Math.round(doubled + random * policy.jitterMs);
+}
+
+/** One socket's reconnect state: failed attempts since the last stable connection. */
+export class Backoff {
+  readonly policy: BackoffPolicy;
+  #attempt = 0;
+  #random: () => number;
+
+  constructor(policy: BackoffPolicy, random: () => number = Math.random) {
+    this.policy = policy;
+    this.#random = random;
+  }
+
+  get attempt(): number {
+    return this.#attempt;
+  }
+
+  /** Call when a socket closes after `upMs` of being open (0 if it never opened). */
+  next(upMs: number): number {
+    if (upMs >= this.policy.stableMs) this.#attempt = 0;
+    const delay = backoffDelay(this.policy, this.#attempt, this.#random());
+    this.#attempt++;
+    return delay;
+  }
+}

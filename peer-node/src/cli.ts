@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+import { parseCli, RANDOM_NAME_WARNING, reconnectPolicyFromEnv } from "./config.ts";
+import { IdentityRejected } from "./identity.ts";
+import { Peer } from "./peer.ts";
+
+// Exit codes: 0 stopped by a signal, 1 the API refused us (bad key, limit), 2 bad flags.
+const parsed = parseCli(process.argv.slice(2), process.env);
+if (parsed.ok === "help") {
+  console.log(parsed.text);
+  process.exit(0);
+}
+if (parsed.ok === false) {
+  console.error(`peerproxy-peer: ${parsed.message}`);
+  process.exit(2);
+}
+const config = parsed.config;
+const reconnect = reconnectPolicyFromEnv(process.env);
+if (!reconnect.ok) {
+  console.error(`peerproxy-peer: ${reconnect.message}`);
+  process.exit(2);
+}
+if (config.nameWasRandom) {
+  console.error(`[WARN] ${RANDOM_NAME_WARNING}`);
+  console.error(`[WARN] this run's name: ${config.name}`);
+}
+if (config.allowPrivateTargets)
+  console.error("[WARN] private/loopback targets allowed (-allow-private): development only");
+
+const peer = new Peer({ config, timing: reconnect.policy ? { backoff: reconnect.policy } : {} });
+let signals = 0;
+const onSignal = (sig: NodeJS.Signals) => {
+  if (++signals > 1) process.exit(130);
+  console.log(`[SIGNAL] ${sig}: closing sockets`);
+  void peer.stop().then(() => process.exit(0));
+};
+process.on("SIGTERM", onSignal);
+process.on("SIGINT", onSignal);
+
+try {
+  await peer.start();
+} catch (err) {
+  if (err instanceof IdentityRejected)
+    console.error(`peerproxy-peer: registration refused (HTTP ${err.status}): ${err.message}`);
+  else console.error(`peerproxy-peer: cannot start: ${(err as Error).message}`);
+  process.exit(1);
+}

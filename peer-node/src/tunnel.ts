@@ -1,0 +1,243 @@
+import { connect, type Socket } from "node:net";
+import { dataFrames, encodeFrame, encodeWindow, FRAME_END, INITIAL_WINDOW } from "../../shared/frame.ts";
+import type { TunnelFailureReason } from "../../shared/messages.ts";
+import { type Lookup, resolveTarget } from "./egress.ts";
+
+/** What a tunnel needs from the relay socket that carries it. */
+export interface TunnelCarrier {
+  sendBinary(frame: Uint8Array): void;
+  sendControl(type: string, payload: Record<string, unknown>): void;
+  log(line: string): void;
+  verbose(line: string): void;
+  /** The tunnel ended (either side); the carrier forgets it. */
+  done(sessionId: string, outcome: TunnelOutcome): void;
+}
+
+export type TunnelOutcome =
+  | { kind: "failed"; reason: TunnelFailureReason; detail: string }
+  | { kind: "closed"; up: number; down: number; error?: string };
+
+export interface TunnelOptions {
+  allowPrivateTargets: boolean;
+  connectTimeoutMs: number;
+  lookup?: Lookup;
+}
+
+/** Window updates go out once this much of the relay's data reached the target, so the relay never idles on credit. */
+const WINDOW_UPDATE_STEP = INITIAL_WINDOW / 4;
+
+function failureReason(code: string | undefined): TunnelFailureReason {
+  if (code === "ECONNREFUSED") return "connection_refused";
+  if (code === "ETIMEDOUT" || code === "ETIMEOUT") return "timeout";
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return "dns_failed";
+  return "unknown";
+}
+
+/**
+ * One relayed TCP session (flow-v1). Raw bytes both ways, never interpreted (TLS stays end to end).
+ * Target -> relay: we spend the relay's credit and pause the target socket when it runs out.
+ * Relay -> target: we grant credit back as the target socket drains, so memory per session stays
+ * bounded by the window on both sides.
+ */
+export class Tunnel {
+  readonly sessionId: string;
+  readonly target: string;
+  #carrier: TunnelCarrier;
+  #opts: TunnelOptions;
+  #host: string;
+  #port: number;
+  #tcp: Socket | undefined;
+  #startedAt = Date.now();
+  /** Bytes the relay will still accept from us (its window). */
+  #sendCredit = INITIAL_WINDOW;
+  /** Target bytes waiting for relay credit; bounded by one read chunk because we pause. */
+  #pending: Buffer[] = [];
+  /** Relay bytes that arrived before the TCP connect finished. */
+  #early: Uint8Array[] = [];
+  #drained = 0;
+  #targetEnded = false;
+  #endSent = false;
+  #tcpClosed = false;
+  #finished = false;
+  #connected = false;
+  #relayEnded = false;
+  #closeError: string | undefined;
+  #up = 0;
+  #down = 0;
+
+  constructor(carrier: TunnelCarrier, sessionId: string, host: string, port: number, opts: TunnelOptions) {
+    this.#carrier = carrier;
+    this.sessionId = sessionId;
+    this.#host = host;
+    this.#port = port;
+    this.#opts = opts;
+    this.target = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+  }
+
+  /** Resolves, checks and connects; every outcome is reported to the relay, nothing throws. */
+  async open(): Promise<void> {
+    try {
+      await this.#open();
+    } catch (err) {
+      this.#fail("unknown", (err as Error).message);
+    }
+  }
+
+  async #open(): Promise<void> {
+    this.#carrier.verbose(`[TUNNEL_CONNECT] session=${this.sessionId} target=${this.target}`);
+    if (!Number.isInteger(this.#port) || this.#port < 1 || this.#port > 65535)
+      return this.#fail("unknown", `bad port ${this.#port}`);
+    // getaddrinfo has no deadline of its own; the relay's connect timeout would otherwise expire
+    // without ever hearing why.
+    let lookupTimer: NodeJS.Timeout | undefined;
+    const resolved = await Promise.race([
+      resolveTarget(this.#host, { allowPrivate: this.#opts.allowPrivateTargets, lookup: this.#opts.lookup }),
+      new Promise<{ ok: false; reason: "timeout"; detail: string }>((resolve) => {
+        lookupTimer = setTimeout(
+          () => resolve({ ok: false, reason: "timeout", detail: "dns lookup timed out" }),
+          this.#opts.connectTimeoutMs,
+        );
+      }),
+    ]).finally(() => clearTimeout(lookupTimer));
+    if (this.#finished) return;
+    if (!resolved.ok) return this.#fail(resolved.reason, resolved.detail);
+
+    // Connect to the address we checked, not the name: no second lookup that could answer differently.
+    const tcp = connect({
+      host: resolved.address,
+      port: this.#port,
+      family: resolved.family,
+      allowHalfOpen: true,
+    });
+    this.#tcp = tcp;
+    const timer = setTimeout(() => {
+      tcp.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" }));
+    }, this.#opts.connectTimeoutMs);
+    tcp.once("connect", () => {
+      clearTimeout(timer);
+      this.#connected = true;
+      tcp.setNoDelay(true);
+      if (this.#finished) return void tcp.destroy();
+      this.#carrier.sendControl("tunnel_connected", { sessionId: this.sessionId });
+      this.#carrier.verbose(
+        `[TCP_OPEN_OK] session=${this.sessionId} target=${this.target} addr=${resolved.address} ms=${Date.now() - this.#startedAt}`,
+      );
+      for (const chunk of this.#early.splice(0)) this.#writeToTarget(chunk);
+      if (this.#relayEnded) tcp.end();
+      tcp.on("data", (chunk: Buffer) => {
+        this.#up += chunk.length;
+        this.#pending.push(chunk);
+        this.#flush();
+      });
+      tcp.on("end", () => {
+        this.#targetEnded = true;
+        this.#flush();
+      });
+      tcp.on("close", () => {
+        this.#tcpClosed = true;
+        this.#flush();
+      });
+    });
+    tcp.on("error", (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (this.#connected) {
+        this.#closeError = err.code ?? err.message;
+        return;
+      }
+      this.#fail(failureReason(err.code), err.code ?? err.message);
+    });
+  }
+
+  #fail(reason: TunnelFailureReason, detail: string): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#tcp?.destroy();
+    const durationMs = Date.now() - this.#startedAt;
+    this.#carrier.sendControl("tunnel_open_failed", {
+      sessionId: this.sessionId,
+      reason,
+      detail,
+      durationMs,
+    });
+    this.#carrier.verbose(
+      `[TCP_OPEN_FAIL] session=${this.sessionId} target=${this.target} reason=${reason} detail=${detail}`,
+    );
+    this.#carrier.done(this.sessionId, { kind: "failed", reason, detail });
+  }
+
+  /** Sends what the relay's credit allows; the rest waits with the target socket paused. */
+  #flush(): void {
+    if (this.#finished) return;
+    while (this.#pending.length > 0 && this.#sendCredit > 0) {
+      let chunk = this.#pending[0]!;
+      if (chunk.length > this.#sendCredit) {
+        this.#pending[0] = chunk.subarray(this.#sendCredit);
+        chunk = chunk.subarray(0, this.#sendCredit);
+      } else this.#pending.shift();
+      this.#sendCredit -= chunk.length;
+      for (const frame of dataFrames(this.sessionId, chunk)) this.#carrier.sendBinary(frame);
+    }
+    const tcp = this.#tcp;
+    if (this.#pending.length > 0) {
+      if (tcp && !tcp.isPaused()) tcp.pause();
+      return;
+    }
+    if (tcp?.isPaused()) tcp.resume();
+    if (this.#targetEnded && !this.#endSent) {
+      this.#endSent = true;
+      this.#carrier.sendBinary(encodeFrame(FRAME_END, this.sessionId));
+    }
+    if (this.#tcpClosed) this.#finish(true, this.#closeError);
+  }
+
+  #writeToTarget(payload: Uint8Array): void {
+    const tcp = this.#tcp;
+    if (!tcp || tcp.destroyed || tcp.writableEnded) return;
+    const n = payload.length;
+    this.#down += n;
+    tcp.write(payload, () => {
+      this.#drained += n;
+      if (this.#drained >= WINDOW_UPDATE_STEP && !this.#finished) {
+        this.#carrier.sendBinary(encodeWindow(this.sessionId, this.#drained));
+        this.#drained = 0;
+      }
+    });
+  }
+
+  /** Data frame (or legacy tunnel_data) from the relay. */
+  onRelayData(payload: Uint8Array): void {
+    if (this.#finished || payload.length === 0) return;
+    if (!this.#connected) this.#early.push(Uint8Array.from(payload));
+    else this.#writeToTarget(payload);
+  }
+
+  /** The customer finished sending: half-close towards the target. */
+  onRelayEnd(): void {
+    if (this.#finished) return;
+    if (!this.#connected) this.#relayEnded = true;
+    else this.#tcp?.end();
+  }
+
+  /** The relay granted more credit. */
+  onRelayWindow(credit: number): void {
+    this.#sendCredit += credit;
+    this.#flush();
+  }
+
+  /** The relay closed the session (tunnel_close / close frame) or the socket went away. */
+  close(): void {
+    this.#finish(false);
+  }
+
+  #finish(tellRelay: boolean, error?: string): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#tcp?.destroy();
+    this.#pending = [];
+    this.#early = [];
+    if (tellRelay)
+      this.#carrier.sendControl("tunnel_closed", { sessionId: this.sessionId, ...(error ? { error } : {}) });
+    this.#carrier.verbose(`[TUNNEL_CLOSED] session=${this.sessionId} up=${this.#up} down=${this.#down}`);
+    this.#carrier.done(this.sessionId, { kind: "closed", up: this.#up, down: this.#down, error });
+  }
+}

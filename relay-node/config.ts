@@ -1,0 +1,60 @@
+import { z } from "zod";
+import { parseConfig } from "../shared/config.ts";
+import { randomHex } from "../shared/ids.ts";
+
+const port = z.coerce.number().int().min(0).max(65535);
+const ms = (dflt: number, max = 24 * 3600_000) => z.coerce.number().int().min(1).max(max).default(dflt);
+
+const schema = z.object({
+  /** Must be unique per relay: presence removal only deletes entries written under this id. */
+  RELAY_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/)
+    .default(() => `relay_${randomHex(6)}`),
+  RELAY_HOST: z.string().min(1).default("127.0.0.1"),
+  RELAY_PORT: port.default(8080),
+  /** The internal port carries tunnels for the gateway: bind it to the private network only. */
+  RELAY_INTERNAL_HOST: z.string().min(1).default("127.0.0.1"),
+  RELAY_INTERNAL_PORT: port.default(8081),
+  JWT_SECRET: z.string().min(16, "JWT_SECRET must be at least 16 characters"),
+  RELAY_SHARED_SECRET: z.string().min(16, "RELAY_SHARED_SECRET must be at least 16 characters"),
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, "REDIS_URL must be a redis:// or rediss:// URL"),
+  /** What peers are told to connect to; defaults to ws://RELAY_HOST:port once listening. */
+  RELAY_PUBLIC_URL: z.url({ protocol: /^wss?$/ }).optional(),
+  /** What gateways reach the internal port at; defaults to http://RELAY_INTERNAL_HOST:port. */
+  RELAY_INTERNAL_URL: z.url({ protocol: /^https?$/ }).optional(),
+  RELAY_REGION: z.string().min(1).default("local"),
+  /** JSON object region -> public relay URL, used for relay_redirect. */
+  REGION_RELAYS: z
+    .string()
+    .default("{}")
+    .transform((text, ctx) => {
+      try {
+        return z.record(z.string(), z.url({ protocol: /^wss?$/ })).parse(JSON.parse(text));
+      } catch {
+        ctx.addIssue({
+          code: "custom",
+          message: "REGION_RELAYS must be a JSON object of region -> ws(s) URL",
+        });
+        return z.NEVER;
+      }
+    }),
+  IDLE_TIMEOUT_MS: ms(90_000),
+  CONNECT_TIMEOUT_MS: ms(10_000),
+  /** Presence hash TTL; the relay refreshes every PRESENCE_REFRESH_MS, well inside it. */
+  PRESENCE_TTL_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  PRESENCE_REFRESH_MS: ms(10_000),
+  /** The contract is "at most 5 s apart" (docs/internal.md), hence the cap. */
+  COUNTER_FLUSH_MS: ms(2_000, 5_000),
+  /** How long close() waits for open tunnels to finish before cutting them. */
+  DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  MAX_SOCKETS_PER_DEVICE: z.coerce.number().int().min(1).max(64).default(8),
+});
+
+export type RelayConfig = z.output<typeof schema>;
+export type RelayEnv = z.input<typeof schema>;
+
+/** Parses the relay's environment once; throws ConfigError naming each bad variable. */
+export function loadRelayConfig(env: Record<string, string | undefined>): RelayConfig {
+  return parseConfig(schema, env);
+}

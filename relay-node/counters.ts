@@ -1,0 +1,73 @@
+import { keys } from "../shared/keys.ts";
+import { runScript } from "../shared/lua/script.ts";
+import { deviceBytesFlush } from "../shared/lua/scripts.gen.ts";
+import type { RelayRedis } from "./state.ts";
+
+/** Per-device traffic since the last flush; "up" = peer -> customer, "down" = customer -> peer. */
+export interface ByteCounters {
+  add(deviceId: string, up: number, down: number): void;
+  /** Writes everything pending to Redis; on failure the counts stay pending for the next flush. */
+  flush(): Promise<void>;
+  start(): void;
+  /** Stops the timer and flushes what is left. */
+  stop(): Promise<void>;
+}
+
+export function createByteCounters(deps: {
+  redis: Pick<RelayRedis, "eval" | "evalsha">;
+  flushMs: number;
+  log: (line: string) => void;
+}): ByteCounters {
+  let pending = new Map<string, { up: number; down: number }>();
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> = Promise.resolve();
+
+  const flushOnce = async () => {
+    if (pending.size === 0) return;
+    const batch = pending;
+    pending = new Map();
+    await Promise.all(
+      [...batch].map(async ([deviceId, c]) => {
+        try {
+          await runScript(
+            deps.redis,
+            deviceBytesFlush,
+            [keys.deviceBytes(deviceId), keys.servedDevices()],
+            [c.up, c.down, deviceId],
+          );
+        } catch (err) {
+          // Keep the bytes: they are the supplier's earnings.
+          const p = pending.get(deviceId) ?? { up: 0, down: 0 };
+          p.up += c.up;
+          p.down += c.down;
+          pending.set(deviceId, p);
+          deps.log(`counters flush_failed device=${deviceId} error=${(err as Error).message}`);
+        }
+      }),
+    );
+  };
+
+  const counters: ByteCounters = {
+    add(deviceId, up, down) {
+      const c = pending.get(deviceId);
+      if (c) {
+        c.up += up;
+        c.down += down;
+      } else pending.set(deviceId, { up, down });
+    },
+    flush() {
+      // Serialised so two flushes never race on the same batch.
+      inFlight = inFlight.then(flushOnce);
+      return inFlight;
+    },
+    start() {
+      timer = setInterval(() => void counters.flush(), deps.flushMs);
+      timer.unref();
+    },
+    async stop() {
+      clearInterval(timer);
+      await counters.flush();
+    },
+  };
+  return counters;
+}

@@ -1,0 +1,170 @@
+import { createHash, randomBytes } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeFrame, FRAME_DATA, INITIAL_WINDOW } from "../shared/frame.ts";
+import { connectPeer, type TestPeerOptions } from "./testing/peer.ts";
+import { startTestRelay, type TestRelay } from "./testing/relay.ts";
+import { requestTunnel } from "./testing/tunnel-client.ts";
+
+const MiB = 1024 * 1024;
+const PAYLOAD = randomBytes(6 * MiB);
+let t: TestRelay;
+let source: Server;
+let sourcePort: number;
+let sink: Server;
+let sinkPort: number;
+let sinkReceived: Promise<Buffer>;
+let onSinkDone: (b: Buffer) => void = () => {};
+
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+  );
+}
+
+/** Reads like a customer on a slow link: one chunk, then a pause. */
+function readSlowly(sock: Socket, early: Buffer, total: number, pauseMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts = [early];
+    let got = early.length;
+    sock.on("data", (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+      if (got >= total) return resolve(Buffer.concat(parts));
+      sock.pause();
+      setTimeout(() => sock.resume(), pauseMs);
+    });
+    sock.on("error", reject);
+    sock.on("close", () => reject(new Error(`closed after ${got} of ${total} bytes`)));
+    sock.resume();
+  });
+}
+
+beforeAll(async () => {
+  t = await startTestRelay();
+  // Speaks first: sends the payload as fast as the tunnel takes it.
+  source = createServer((s) => {
+    s.on("error", () => {});
+    s.end(PAYLOAD);
+  });
+  sourcePort = await listen(source);
+  // Reads slowly: a target on a slow link.
+  sink = createServer((s) => {
+    s.on("error", () => {});
+    const parts: Buffer[] = [];
+    let got = 0;
+    s.on("data", (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+      if (got >= PAYLOAD.length) {
+        onSinkDone(Buffer.concat(parts));
+        s.end();
+        return;
+      }
+      s.pause();
+      setTimeout(() => s.resume(), 3);
+    });
+  });
+  sinkPort = await listen(sink);
+});
+
+afterAll(async () => {
+  await t?.close();
+  source?.close();
+  sink?.close();
+});
+
+async function openFor(opts: Omit<TestPeerOptions, "url" | "token">, port: number) {
+  const id = t.newDeviceId();
+  const peer = await connectPeer({ url: t.relay.wsUrl, token: await t.token(id), ...opts });
+  await peer.waitFor("connected");
+  peer.sendControl("heartbeat");
+  await peer.waitFor("heartbeat_ack");
+  const res = await requestTunnel({
+    internalUrl: t.relay.internalUrl,
+    secret: t.sharedSecret,
+    deviceId: id,
+    target: `127.0.0.1:${port}`,
+  });
+  if (!res.ok) throw new Error(`tunnel status ${res.status}`);
+  const session = [...t.relay.state.sessions.values()].find((s) => s.conn.device.id === id);
+  if (!session) throw new Error("no session on the relay");
+  return { peer, res, session };
+}
+
+describe("flow control: no buffer grows without bound", () => {
+  it("flow-v1: a slow customer reader never makes the relay hold more than 2 x window for the session", async () => {
+    const { peer, res, session } = await openFor({ mode: "binary", flow: true }, sourcePort);
+    expect(session.flow).toBe(true);
+    const got = await readSlowly(res.socket, res.early, PAYLOAD.length, 4);
+    expect(sha(got)).toBe(sha(PAYLOAD));
+    console.log(
+      `[measure] flow-v1 slow reader: relay held at most ${session.maxBuffered} bytes (window ${INITIAL_WINDOW})`,
+    );
+    expect(session.maxBuffered).toBeGreaterThan(0);
+    expect(session.maxBuffered).toBeLessThanOrEqual(2 * INITIAL_WINDOW);
+    res.socket.destroy();
+    peer.close();
+  });
+
+  it("flow-v1: a slow target never makes the relay hold more than 2 x window for the session", async () => {
+    sinkReceived = new Promise((r) => {
+      onSinkDone = r;
+    });
+    const { peer, res, session } = await openFor({ mode: "binary", flow: true }, sinkPort);
+    res.socket.resume();
+    res.socket.write(PAYLOAD);
+    const got = await sinkReceived;
+    expect(sha(got)).toBe(sha(PAYLOAD));
+    console.log(`[measure] flow-v1 slow target: relay held at most ${session.maxBuffered} bytes`);
+    expect(session.maxBuffered).toBeLessThanOrEqual(2 * INITIAL_WINDOW);
+    res.socket.destroy();
+    peer.close();
+  });
+
+  it("legacy: socket-level backpressure keeps the relay's buffer for a slow reader bounded (under 3 MiB for 6 MiB sent)", async () => {
+    const { peer, res, session } = await openFor({ mode: "legacy" }, sourcePort);
+    expect(session.flow).toBe(false);
+    const got = await readSlowly(res.socket, res.early, PAYLOAD.length, 4);
+    expect(sha(got)).toBe(sha(PAYLOAD));
+    console.log(`[measure] legacy slow reader: relay held at most ${session.maxBuffered} bytes`);
+    expect(session.maxBuffered).toBeLessThan(3 * MiB);
+    res.socket.destroy();
+    peer.close();
+  });
+
+  it("flow-v1: a peer that sends past its window loses the session and the customer socket is cut", async () => {
+    const id = t.newDeviceId();
+    const peer = await connectPeer({
+      url: t.relay.wsUrl,
+      token: await t.token(id),
+      flow: true,
+      silent: true,
+    });
+    await peer.waitFor("connected");
+    peer.sendControl("heartbeat");
+    await peer.waitFor("heartbeat_ack");
+    const pending = requestTunnel({
+      internalUrl: t.relay.internalUrl,
+      secret: t.sharedSecret,
+      deviceId: id,
+      target: `127.0.0.1:${sourcePort}`,
+    });
+    const connect = await peer.waitFor("tunnel_connect");
+    const sid = String(connect.payload.sessionId);
+    peer.sendControl("tunnel_connected", { sessionId: sid });
+    const res = await pending;
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    const errorsBefore = t.relay.state.metrics.frameErrors;
+    peer.ws.send(encodeFrame(FRAME_DATA, sid, new Uint8Array(INITIAL_WINDOW + 1)));
+    await new Promise<void>((resolve) => {
+      res.socket.on("close", () => resolve());
+      res.socket.resume();
+    });
+    expect(t.relay.state.sessions.has(sid)).toBe(false);
+    expect(t.relay.state.metrics.frameErrors).toBe(errorsBefore + 1);
+    peer.close();
+  });
+});

@@ -1,0 +1,124 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomHex } from "../shared/ids.ts";
+import { keys } from "../shared/keys.ts";
+import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
+import { stateEnv } from "../test/helpers/env.ts";
+import { startRelayProcess } from "../test/helpers/relay.ts";
+import { connectPeer } from "./testing/peer.ts";
+import { startTestRelay, type TestRelay } from "./testing/relay.ts";
+
+let a: TestRelay;
+let b: TestRelay;
+let redis: TcpRedis;
+
+beforeAll(async () => {
+  [a, b] = await Promise.all([startTestRelay({ RELAY_REGION: "us" }), startTestRelay()]);
+  redis = tcpRedis(stateEnv().REDIS_URL);
+});
+
+afterAll(async () => {
+  await Promise.all([a?.close(), b?.close(), redis?.close()]);
+});
+
+describe("presence in Redis", () => {
+  it("takes the country from the token's geo claim (the API's view) over the peer's device_info", async () => {
+    const id = a.newDeviceId();
+    const token = await a.token(id, { ipType: "mobile", geo: "DE" });
+    const p = await connectPeer({ url: a.relay.wsUrl, token }); // device_info says US
+    await p.waitFor("connected");
+    await expect
+      .poll(() => redis.hgetall(keys.presence(id)))
+      .toMatchObject({ ipType: "mobile", country: "DE", carrier: "test" });
+    p.close();
+    await expect.poll(() => redis.hgetall(keys.presence(id))).toEqual({});
+  });
+
+  it("appears with the relay, socket count and device_info fields, follows the socket count, and disappears with the last socket", async () => {
+    const id = a.newDeviceId();
+    const token = await a.token(id, { ipType: "residential", acct: "acct_presence" });
+    const before = Date.now();
+    const p1 = await connectPeer({ url: a.relay.wsUrl, token, flow: true });
+    await p1.waitFor("connected");
+    await expect
+      .poll(() => redis.hgetall(keys.presence(id)))
+      .toMatchObject({
+        relayId: a.relay.relayId,
+        relayInternal: a.relay.internalUrl,
+        sockets: "1",
+        ipType: "residential",
+        accountId: "acct_presence",
+        country: "US",
+        carrier: "test",
+        sdkVersion: "relay-test/1",
+        protocol: "binary-v1",
+        capabilities: "flow-v1",
+      });
+    const score = Number(await redis.raw.zscore(keys.onlineDevices(), id));
+    expect(score).toBeGreaterThanOrEqual(before);
+    const ttl = await redis.raw.ttl(keys.presence(id));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(30);
+
+    const p2 = await connectPeer({ url: a.relay.wsUrl, token });
+    await p2.waitFor("connected");
+    await expect.poll(async () => (await redis.hgetall(keys.presence(id))).sockets).toBe("2");
+    p1.close();
+    await expect.poll(async () => (await redis.hgetall(keys.presence(id))).sockets).toBe("1");
+    p2.close();
+    await expect.poll(() => redis.hgetall(keys.presence(id))).toEqual({});
+    expect(await redis.raw.zscore(keys.onlineDevices(), id)).toBeNull();
+  });
+
+  it("a relay that lost a device to another relay does not delete the other relay's presence", async () => {
+    const id = a.newDeviceId();
+    const onA = await connectPeer({ url: a.relay.wsUrl, token: await a.token(id) });
+    await onA.waitFor("connected");
+    await expect.poll(async () => (await redis.hgetall(keys.presence(id))).relayId).toBe(a.relay.relayId);
+    // The device moves (e.g. after relay_redirect): its new socket lands on b before a's closes.
+    const onB = await connectPeer({ url: b.relay.wsUrl, token: await b.token(id) });
+    await onB.waitFor("connected");
+    await expect.poll(async () => (await redis.hgetall(keys.presence(id))).relayId).toBe(b.relay.relayId);
+    onA.close();
+    await onA.closed;
+    await expect.poll(() => a.relay.state.devices.has(id)).toBe(false);
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await redis.hgetall(keys.presence(id))).relayId).toBe(b.relay.relayId);
+    onB.close();
+    await expect.poll(() => redis.hgetall(keys.presence(id))).toEqual({});
+  });
+
+  it("publishes the relay's own record (URLs, region, counts) with a TTL", async () => {
+    const info = await redis.hgetall(keys.relayInfo(a.relay.relayId));
+    expect(info).toMatchObject({ publicUrl: a.relay.wsUrl, internalUrl: a.relay.internalUrl, region: "us" });
+    expect(await redis.raw.ttl(keys.relayInfo(a.relay.relayId))).toBeGreaterThan(0);
+  });
+
+  it("a relay killed without cleanup leaves presence that expires by itself within the TTL", async () => {
+    const relay = await startRelayProcess({
+      RELAY_ID: `relay_kill_${randomHex(4)}`,
+      PRESENCE_TTL_SECONDS: "2",
+      PRESENCE_REFRESH_MS: "500",
+    });
+    const id = `agent_${randomHex(8)}`;
+    const token = await relay.token(id, { acct: "acct_kill" });
+    const peer = await connectPeer({ url: relay.wsUrl, token });
+    await peer.waitFor("connected");
+    await expect.poll(async () => (await redis.hgetall(keys.presence(id))).relayId).toBe(relay.relayId);
+    // Refreshed while alive: still there after more than one TTL.
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect((await redis.hgetall(keys.presence(id))).relayId).toBe(relay.relayId);
+
+    await relay.stop("SIGKILL");
+    const killedAt = Date.now();
+    expect((await redis.hgetall(keys.presence(id))).relayId).toBe(relay.relayId);
+    await expect.poll(() => redis.hgetall(keys.presence(id)), { timeout: 5_000, interval: 100 }).toEqual({});
+    const gone = Date.now() - killedAt;
+    console.log(`[measure] presence of a SIGKILLed relay expired ${gone} ms after the kill (TTL 2 s)`);
+    expect(gone).toBeLessThanOrEqual(3_000);
+    // Readers ignore zset members older than the TTL; the next refresh by any relay sweeps them.
+    const score = Number(await redis.raw.zscore(keys.onlineDevices(), id));
+    expect(Date.now() - score).toBeGreaterThan(2_000);
+    await redis.raw.zrem(keys.onlineDevices(), id);
+    await redis.del(keys.relayInfo(relay.relayId));
+  });
+});

@@ -1,0 +1,86 @@
+import { keys } from "../shared/keys.ts";
+import { runScript } from "../shared/lua/script.ts";
+import { presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
+import type { Device, RelayState } from "./state.ts";
+
+function presenceFields(state: RelayState, device: Device): string[] {
+  const fields: Record<string, string> = {
+    relayId: state.config.RELAY_ID,
+    relayInternal: state.internalUrl,
+    sockets: String(device.conns.size),
+    ipType: device.ipType,
+    country: device.country,
+    carrier: device.carrier,
+    accountId: device.accountId,
+    connectedAt: String(device.connectedAt),
+    sdkVersion: device.sdkVersion,
+    protocol: device.protocol,
+    capabilities: device.capabilities.join(","),
+  };
+  return Object.entries(fields).flat();
+}
+
+/** Writes the device's presence and pushes its TTL out; a no-op once the device left. */
+export async function refreshPresence(state: RelayState, device: Device): Promise<void> {
+  // Commands on one connection run in issue order, so a refresh never lands after the removal
+  // that follows it, as long as the device is still ours when we issue it.
+  if (state.devices.get(device.id) !== device) return;
+  await runScript(
+    state.redis,
+    presenceRefresh,
+    [keys.presence(device.id), keys.onlineDevices()],
+    [state.config.PRESENCE_TTL_SECONDS, state.now(), device.id, ...presenceFields(state, device)],
+  );
+}
+
+export async function removePresence(state: RelayState, deviceId: string): Promise<void> {
+  await runScript(
+    state.redis,
+    presenceRemove,
+    [keys.presence(deviceId), keys.onlineDevices()],
+    [state.config.RELAY_ID, deviceId],
+  );
+}
+
+export async function refreshRelayInfo(state: RelayState): Promise<void> {
+  let sockets = 0;
+  for (const d of state.devices.values()) sockets += d.conns.size;
+  const key = keys.relayInfo(state.config.RELAY_ID);
+  await state.redis.hset(key, {
+    publicUrl: state.publicUrl,
+    internalUrl: state.internalUrl,
+    region: state.config.RELAY_REGION,
+    devices: String(state.devices.size),
+    sockets: String(sockets),
+    draining: state.draining ? "1" : "0",
+    updatedAt: String(state.now()),
+  });
+  await state.redis.expire(key, state.config.PRESENCE_TTL_SECONDS);
+}
+
+/** Fire-and-forget wrapper: presence errors are logged, never fatal to the peer's socket. */
+export function touchPresence(state: RelayState, device: Device) {
+  refreshPresence(state, device).catch((err) =>
+    state.log(`presence refresh_failed device=${device.id} error=${(err as Error).message}`),
+  );
+}
+
+/** Refreshes every device and the relay's own record each PRESENCE_REFRESH_MS; returns a stopper. */
+export function startPresenceLoop(state: RelayState): () => void {
+  const tick = async () => {
+    const results = await Promise.allSettled([
+      refreshRelayInfo(state),
+      ...[...state.devices.values()].map((d) => refreshPresence(state, d)),
+    ]);
+    const failed = results.filter((r) => r.status === "rejected");
+    // One line per tick, not one per device: a Redis outage must not flood the log.
+    if (failed.length > 0) {
+      const first = (failed[0] as PromiseRejectedResult).reason as Error;
+      state.log(`presence refresh_failed count=${failed.length} error=${first?.message}`);
+    }
+  };
+  void tick();
+  const timer = setInterval(() => void tick(), state.config.PRESENCE_REFRESH_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}

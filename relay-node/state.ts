@@ -1,0 +1,104 @@
+import type { Socket } from "node:net";
+import type { WebSocket } from "ws";
+import type { RedisClient } from "../shared/redis.ts";
+import type { RelayConfig } from "./config.ts";
+import type { ByteCounters } from "./counters.ts";
+import type { Metrics } from "./metrics.ts";
+
+/** The Redis surface the relay needs; tcpRedis plus an HGET adapter satisfies it (see relay.ts). */
+export interface RelayRedis
+  extends Pick<RedisClient, "get" | "hset" | "expire" | "del" | "eval" | "evalsha" | "scriptLoad"> {
+  hget(key: string, field: string): Promise<string | null>;
+}
+
+export interface Device {
+  id: string;
+  accountId: string;
+  /** From the optional `ipType` JWT claim; the API decides it, the peer never does. */
+  ipType: string;
+  connectedAt: number;
+  /**
+   * From the `geo` JWT claim (the country the API saw the device connect from) when present;
+   * otherwise what the peer said in `device_info`. Routing filters on it, so the API's view wins.
+   */
+  country: string;
+  /** true when `country` came from the token: device_info may not change it */
+  countryFromToken: boolean;
+  carrier: string;
+  sdkVersion: string;
+  protocol: string;
+  capabilities: string[];
+  conns: Set<PeerConn>;
+  /** Round-robin cursor so equally loaded sockets take turns. */
+  nextConn: number;
+}
+
+/** One WebSocket of a device. Protocol options are per socket: each socket sends its own device_info. */
+export interface PeerConn {
+  ws: WebSocket;
+  device: Device;
+  ip: string;
+  /** Revocation generation of the token this socket authenticated with. */
+  gen: number;
+  /** Sent `protocol: "binary-v1"`: tunnel bytes travel as binary frames, else as base64 JSON. */
+  binary: boolean;
+  /** Listed `flow-v1` in capabilities: per-session credit windows instead of socket backpressure. */
+  flow: boolean;
+  supportsRedirect: boolean;
+  /** device_info arrived, so binary/flow above are what the peer asked for. */
+  infoReceived: boolean;
+  lastFrameAt: number;
+  sessions: Map<string, Session>;
+  /** Sessions whose gateway socket is paused until this WebSocket's send buffer drains. */
+  waitingForWsDrain: Set<Session>;
+  /** Legacy backpressure: sessions whose slow gateway reader paused this whole WebSocket. */
+  pausedBy: Set<Session>;
+}
+
+export type SessionState = "connecting" | "open" | "closed";
+
+export interface Session {
+  id: string;
+  conn: PeerConn;
+  target: string;
+  gw: Socket;
+  state: SessionState;
+  flow: boolean;
+  openedAt: number;
+  /** flow-v1: bytes we may still send to the peer. */
+  sendCredit: number;
+  /** flow-v1: bytes the peer may still send us before our next window update. */
+  peerCredit: number;
+  /** flow-v1: bytes written through to the gateway socket but not yet granted back. */
+  drainedSinceGrant: number;
+  /** Customer bytes read from the gateway socket and not yet sent (waiting for credit). */
+  pendingToPeer: Buffer[];
+  pendingBytes: number;
+  gwEnded: boolean;
+  /** flow-v1: the 0x02 half close went to the peer. */
+  endSent: boolean;
+  peerEnded: boolean;
+  /** High-water mark of bytes this relay held for the session (both directions). */
+  maxBuffered: number;
+  /** The gateway's X-Request-ID, for log lines. */
+  requestId: string;
+  settle?: (outcome: OpenOutcome) => void;
+}
+
+export type OpenOutcome =
+  | { ok: true }
+  | { ok: false; status: number; body: { code: string; reason?: string; detail?: string } };
+
+export interface RelayState {
+  config: RelayConfig;
+  redis: RelayRedis;
+  log: (line: string) => void;
+  now: () => number;
+  metrics: Metrics;
+  counters: ByteCounters;
+  devices: Map<string, Device>;
+  sessions: Map<string, Session>;
+  publicUrl: string;
+  internalUrl: string;
+  draining: boolean;
+}

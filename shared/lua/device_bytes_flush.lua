@@ -1,0 +1,15 @@
+-- device_bytes_flush: adds one relay's per-device byte counts since its last flush.
+-- KEYS[1]  hash of the device's traffic since settlement (bytes:dev:{deviceId}), fields up, down
+-- KEYS[2]  set of devices that have served at least one byte (devices:served)
+-- ARGV[1]  bytes up (peer -> customer) since the last flush
+-- ARGV[2]  bytes down (customer -> peer) since the last flush
+-- ARGV[3]  deviceId
+-- returns  integer: 1 if the device joined the served set now, else 0
+local up = tonumber(ARGV[1])
+local down = tonumber(ARGV[2])
+if up > 0 then redis.call("HINCRBY", KEYS[1], "up", up) end
+if down > 0 then redis.call("HINCRBY", KEYS[1], "down", down) end
+if up + down > 0 then
+  return redis.call("SADD", KEYS[2], ARGV[3])
+end
+return 0
