@@ -216,8 +216,9 @@ describe("prober loop", () => {
 describe("modem exits", () => {
   it("a listed modem is discovered from the pool and admitted through HTTP CONNECT", async () => {
     const modem = await startTinyproxy();
+    // Stopped before the breaker tests: a live second prober would race them to every report.
+    const { p, seen } = prober({});
     try {
-      const { seen } = prober({});
       const modemId = `${tenant}m${randomHex(2)}`;
       await listEndpoint(relay.redis, {
         endpointId: modemId,
@@ -236,6 +237,7 @@ describe("modem exits", () => {
       );
       expect(seen.filter((s) => s.result.endpointId === modemId).every((s) => s.result.ok)).toBe(true);
     } finally {
+      await p.stop();
       await modem.stop();
     }
   });
