@@ -4,11 +4,16 @@
  * do a TLS handshake with the target inside that tunnel, then fetch real bodies, growing the size
  * until one transfer takes long enough to mean something. Failure codes: prober/README.md.
  */
-import { request } from "node:http";
-import { isIP, connect as netConnect, type Socket } from "node:net";
+import { isIP, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import type { SpeedTier } from "../shared/pool.ts";
+import {
+  formatTarget,
+  openConnectTunnel,
+  openRelayTunnel,
+  type TunnelOpen,
+} from "../shared/tunnel-open.node.ts";
 
 /** Stable failure codes; documented in prober/README.md. Never rename one: history rows keep them. */
 export const FAILURE_REASONS = [
@@ -85,10 +90,6 @@ export function speedTierFor(
   return "slow";
 }
 
-function formatTarget(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
 /**
  * The raw tunnel bytes as a stream TLS can sit on, counting what the far side sent: whether any
  * byte came back before a drop is what tells tls_dropped_before_hello from _after_hello.
@@ -131,141 +132,58 @@ class CountingTunnel extends Duplex {
 
 type Opened = Step<{ socket: Socket; head: Buffer }>;
 
-function openPeerTunnel(
-  exit: Extract<ProbeExit, { kind: "peer" }>,
-  opts: ProbeOptions,
-  track: (d: () => void) => void,
-): Promise<Opened> {
-  return new Promise((resolve) => {
-    let settled = false;
-    const done = (r: Opened) => {
-      if (settled) {
-        if (r.ok) r.socket.destroy();
-        return;
+async function openTunnel(exit: ProbeExit, opts: ProbeOptions, signal: AbortSignal): Promise<Opened> {
+  const common = { target: opts.target, timeoutMs: opts.connectTimeoutMs, signal };
+  if (exit.kind === "peer") {
+    const r = await openRelayTunnel({
+      ...common,
+      relayInternal: exit.relayInternal,
+      deviceId: exit.deviceId,
+      secret: opts.relaySecret,
+    });
+    if (r.ok) return r;
+    switch (r.failure) {
+      case "bad_url":
+        return { ok: false, reason: "no_exit_ip", detail: "bad relayInternal in presence" };
+      case "refused": {
+        const detail = `relay ${r.status} ${r.code ?? ""} ${r.reason ?? ""}`.trim();
+        if (r.status === 404) return { ok: false, reason: "no_exit_ip", detail };
+        if (r.reason === "connection_refused") return { ok: false, reason: "connect_refused", detail };
+        return { ok: false, reason: "tunnel_open_failed", detail };
       }
-      settled = true;
-      clearTimeout(timer);
-      resolve(r);
-    };
-    let url: URL;
-    try {
-      url = new URL("/tunnel", exit.relayInternal);
-    } catch {
-      done({ ok: false, reason: "no_exit_ip", detail: "bad relayInternal in presence" });
-      return;
+      default:
+        return transportFailure("relay", r);
     }
-    const req = request(url, {
-      method: "POST",
-      headers: {
-        Authorization: `Bearer ${opts.relaySecret}`,
-        "X-Device-Id": exit.deviceId,
-        "X-Target": formatTarget(opts.target.host, opts.target.port),
-        Connection: "Upgrade",
-        Upgrade: "peerproxy-tunnel/1",
-        "Content-Length": "0",
-      },
-    });
-    track(() => req.destroy());
-    const timer = setTimeout(() => {
-      req.destroy();
-      done({ ok: false, reason: "tunnel_open_failed", detail: "tunnel open timed out" });
-    }, opts.connectTimeoutMs);
-    req.on("upgrade", (_res, socket, head) => {
-      track(() => socket.destroy());
-      done({ ok: true, socket, head });
-    });
-    req.on("response", (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => {
-        if (text.length < 4096) text += d;
-      });
-      res.on("end", () => {
-        let body: { code?: string; reason?: string } = {};
-        try {
-          body = JSON.parse(text) as typeof body;
-        } catch {}
-        const detail = `relay ${res.statusCode} ${body.code ?? ""} ${body.reason ?? ""}`.trim();
-        if (res.statusCode === 404) done({ ok: false, reason: "no_exit_ip", detail });
-        else if (body.reason === "connection_refused") done({ ok: false, reason: "connect_refused", detail });
-        else done({ ok: false, reason: "tunnel_open_failed", detail });
-      });
-      res.on("error", () =>
-        done({ ok: false, reason: "tunnel_open_failed", detail: `relay ${res.statusCode}` }),
-      );
-    });
-    req.on("error", (err: NodeJS.ErrnoException) =>
-      done({
-        ok: false,
-        reason: err.code === "ECONNREFUSED" ? "connect_refused" : "tunnel_open_failed",
-        detail: `relay: ${err.code ?? err.message}`,
-      }),
-    );
-    req.end();
+  }
+  const r = await openConnectTunnel({
+    ...common,
+    host: exit.host,
+    port: exit.port,
+    ...(exit.proxyAuthorization ? { proxyAuthorization: exit.proxyAuthorization } : {}),
   });
+  if (r.ok) return r;
+  if (r.failure === "refused")
+    return { ok: false, reason: "tunnel_open_failed", detail: `modem answered ${r.status}` };
+  return transportFailure("modem", r);
+}
+
+function transportFailure(who: "relay" | "modem", r: Exclude<TunnelOpen, { ok: true }>): Opened {
+  if (r.failure === "transport")
+    return {
+      ok: false,
+      reason: r.code === "ECONNREFUSED" ? "connect_refused" : "tunnel_open_failed",
+      detail: `${who}: ${r.code}`,
+    };
+  const detail =
+    r.failure === "timeout"
+      ? "tunnel open timed out"
+      : r.failure === "closed"
+        ? `${who} closed before answering`
+        : `${who}: ${r.failure}`;
+  return { ok: false, reason: "tunnel_open_failed", detail };
 }
 
 const MAX_HEADER = 16 * 1024;
-
-function openModemTunnel(
-  exit: Extract<ProbeExit, { kind: "modem" }>,
-  opts: ProbeOptions,
-  track: (d: () => void) => void,
-): Promise<Opened> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: exit.host, port: exit.port });
-    track(() => socket.destroy());
-    let settled = false;
-    const done = (r: Opened) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.off("data", onData);
-      if (!r.ok) socket.destroy();
-      resolve(r);
-    };
-    const timer = setTimeout(
-      () => done({ ok: false, reason: "tunnel_open_failed", detail: "CONNECT timed out" }),
-      opts.connectTimeoutMs,
-    );
-    let buf = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (buf.length > MAX_HEADER)
-          done({ ok: false, reason: "tunnel_open_failed", detail: "oversized CONNECT reply" });
-        return;
-      }
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buf.subarray(0, end).toString("latin1"))?.[1] ?? 0);
-      if (status === 200) {
-        socket.pause();
-        done({ ok: true, socket, head: buf.subarray(end + 4) });
-      } else
-        done({ ok: false, reason: "tunnel_open_failed", detail: `modem answered ${status || "garbage"}` });
-    };
-    socket.on("data", onData);
-    socket.on("error", (err: NodeJS.ErrnoException) =>
-      done({
-        ok: false,
-        reason: err.code === "ECONNREFUSED" ? "connect_refused" : "tunnel_open_failed",
-        detail: `modem: ${err.code ?? err.message}`,
-      }),
-    );
-    socket.on("close", () =>
-      done({ ok: false, reason: "tunnel_open_failed", detail: "modem closed before answering" }),
-    );
-    socket.on("connect", () => {
-      const target = formatTarget(opts.target.host, opts.target.port);
-      socket.write(
-        `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n` +
-          (exit.proxyAuthorization ? `Proxy-Authorization: ${exit.proxyAuthorization}\r\n` : "") +
-          "\r\n",
-      );
-    });
-  });
-}
-
 const CERT_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ISSUER/;
 
 function handshake(
@@ -397,7 +315,7 @@ function fetchBody(
     armStall();
     const path = opts.target.pathTemplate.replace("{n}", String(n));
     tls.write(
-      `GET ${path} HTTP/1.1\r\nHost: ${formatTarget(opts.target.host, opts.target.port)}\r\nUser-Agent: peerproxy-prober/2\r\nAccept: */*\r\n\r\n`,
+      `GET ${path} HTTP/1.1\r\nHost: ${formatTarget(opts.target)}\r\nUser-Agent: peerproxy-prober/2\r\nAccept: */*\r\n\r\n`,
     );
   });
 }
@@ -428,10 +346,9 @@ export async function probeExit(
 
   const work = async (): Promise<ProbeResult> => {
     if (exit === null) return fail("no_exit_ip", "no presence: device not online");
-    const opened =
-      exit.kind === "peer"
-        ? await openPeerTunnel(exit, opts, track)
-        : await openModemTunnel(exit, opts, track);
+    const abort = new AbortController();
+    track(() => abort.abort());
+    const opened = await openTunnel(exit, opts, abort.signal);
     if (!opened.ok) return fail(opened.reason, opened.detail);
     const tunnel = new CountingTunnel(opened.socket, opened.head);
     track(() => tunnel.destroy());
