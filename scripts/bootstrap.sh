@@ -28,6 +28,7 @@ declare -A APT=(
   [curl]=curl
   [chromium]=chromium
   [openssl]=openssl
+  [jq]=jq
 )
 missing=()
 for cmd in "${!APT[@]}"; do
