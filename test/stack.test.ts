@@ -131,6 +131,7 @@ describe("npm start (dev/stack.ts)", () => {
       await stack.exited;
     }
     expect(stack.output()).toContain("stopped");
+    expect(await stack.exited).toBe(0);
     expect(processesMentioning(dir)).toEqual([]);
     expect(existsSync(join(dir, "stack.json"))).toBe(true);
   }, 240_000);
