@@ -140,6 +140,7 @@ async function openTunnel(exit: ProbeExit, opts: ProbeOptions, signal: AbortSign
       relayInternal: exit.relayInternal,
       deviceId: exit.deviceId,
       secret: opts.relaySecret,
+      probe: true,
     });
     if (r.ok) return r;
     switch (r.failure) {

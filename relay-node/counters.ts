@@ -32,7 +32,7 @@ export function createByteCounters(deps: {
           await runScript(
             deps.redis,
             deviceBytesFlush,
-            [keys.deviceBytes(deviceId), keys.servedDevices()],
+            [keys.deviceBytes(deviceId), keys.servedDevices(), keys.unsettledDevices()],
             [c.up, c.down, deviceId],
           );
         } catch (err) {

@@ -80,12 +80,9 @@ export function handleInternalUpgrade(state: RelayState, req: IncomingMessage, s
   const device = state.devices.get(deviceId);
   if (!device) return respondError(gw, 404, { code: "device_not_here" });
   const requestId = req.headers["x-request-id"];
-  openTunnel(
-    state,
-    device,
-    target,
-    gw,
-    head,
-    typeof requestId === "string" ? requestId.slice(0, 64).replace(/[^\w.-]/g, "_") : "",
-  );
+  openTunnel(state, device, target, gw, head, {
+    requestId: typeof requestId === "string" ? requestId.slice(0, 64).replace(/[^\w.-]/g, "_") : "",
+    // Probe bytes are ours, not a customer's: they are not sold, so the device earns nothing on them.
+    billable: req.headers["x-traffic"] !== "probe",
+  });
 }

@@ -82,6 +82,8 @@ export interface Session {
   maxBuffered: number;
   /** The gateway's X-Request-ID, for log lines. */
   requestId: string;
+  /** Counted for the device's earnings; false for the prober's own measurements (X-Traffic: probe). */
+  billable: boolean;
   settle?: (outcome: OpenOutcome) => void;
 }
 

@@ -3,6 +3,7 @@ import { request } from "node:http";
 import { createServer, connect as rawConnect, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { keys } from "../shared/keys.ts";
+import { openRelayTunnel } from "../shared/tunnel-open.node.ts";
 import { connectPeer, type TestPeer, type TestPeerOptions } from "./testing/peer.ts";
 import { startTestRelay, type TestRelay } from "./testing/relay.ts";
 import { requestTunnel, type TunnelResult } from "./testing/tunnel-client.ts";
@@ -118,7 +119,7 @@ describe("POST /tunnel: 10 MiB round trips to a loopback echo server", () => {
     });
   }
 
-  it("device byte counters in Redis match the bytes both ways within one flush, and the device joins devices:served", async () => {
+  it("device byte counters in Redis match the bytes both ways within one flush; the device joins devices:served and devices:unsettled", async () => {
     const dev = await devicePeer({ mode: "binary" });
     const res = await tunnel(dev.id, `127.0.0.1:${echoPort}`);
     if (!res.ok) throw new Error(`status ${res.status}`);
@@ -131,6 +132,39 @@ describe("POST /tunnel: 10 MiB round trips to a loopback echo server", () => {
       .toEqual({ up: String(data.length), down: String(data.length) });
     console.log(`[measure] counters visible in Redis ${Date.now() - started} ms after the tunnel ended`);
     expect(await t.redis.raw.sismember(keys.servedDevices(), dev.id)).toBe(1);
+    // The earnings cron settles from this set (functions/src/services/earnings.ts).
+    expect(await t.redis.raw.sismember(keys.unsettledDevices(), dev.id)).toBe(1);
+    dev.close();
+  });
+});
+
+describe("probe traffic", () => {
+  it("the prober's tunnels (X-Traffic: probe) count in metrics but not in the device's earnings counters", async () => {
+    const dev = await devicePeer({ mode: "binary" });
+    const probeData = randomBytes(MiB + 5);
+    const opened = await openRelayTunnel({
+      relayInternal: t.relay.internalUrl,
+      deviceId: dev.id,
+      secret: t.sharedSecret,
+      target: { host: "127.0.0.1", port: echoPort },
+      timeoutMs: 5_000,
+      probe: true,
+    });
+    if (!opened.ok) throw new Error(`probe tunnel: ${opened.failure}`);
+    const before = t.relay.state.metrics.bytesUp;
+    await echoThrough(opened.socket, opened.head, probeData);
+    opened.socket.destroy();
+    expect(t.relay.state.metrics.bytesUp - before).toBeGreaterThanOrEqual(probeData.length);
+
+    // A customer tunnel afterwards: the counters settle at exactly the customer's bytes.
+    const customer = randomBytes(1000);
+    const res = await tunnel(dev.id, `127.0.0.1:${echoPort}`);
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    await echoThrough(res.socket, res.early, customer);
+    res.socket.destroy();
+    await expect
+      .poll(() => t.redis.hgetall(keys.deviceBytes(dev.id)), { timeout: 5_000, interval: 100 })
+      .toEqual({ up: "1000", down: "1000" });
     dev.close();
   });
 });

@@ -99,8 +99,9 @@ export function openTunnel(
   target: { host: string; port: number },
   gw: Socket,
   head: Buffer,
-  requestId = "",
+  meta: { requestId?: string; billable?: boolean } = {},
 ) {
+  const requestId = meta.requestId ?? "";
   const conn = pickConn(device);
   if (!conn) {
     respondError(gw, 404, { code: "device_not_here" });
@@ -126,6 +127,7 @@ export function openTunnel(
     peerEnded: false,
     maxBuffered: 0,
     requestId,
+    billable: meta.billable ?? true,
   };
   state.sessions.set(s.id, s);
   conn.sessions.set(s.id, s);
@@ -180,7 +182,7 @@ function startPiping(state: RelayState, s: Session) {
 function fromCustomer(state: RelayState, s: Session, chunk: Buffer) {
   if (s.state !== "open") return;
   state.metrics.bytesDown += chunk.length;
-  state.counters.add(s.conn.device.id, 0, chunk.length);
+  if (s.billable) state.counters.add(s.conn.device.id, 0, chunk.length);
   s.pendingToPeer.push(chunk);
   s.pendingBytes += chunk.length;
   pumpToPeer(state, s);
@@ -243,7 +245,7 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
     }
   }
   state.metrics.bytesUp += bytes.length;
-  state.counters.add(conn.device.id, bytes.length, 0);
+  if (s.billable) state.counters.add(conn.device.id, bytes.length, 0);
   const n = bytes.length;
   s.gw.write(bytes, (err) => {
     if (err || !s.flow) return;

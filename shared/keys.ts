@@ -23,8 +23,11 @@ export const keys = {
   relayInfo: (relayId: string) => `relay:${relayId}`,
 
   // traffic (relay flushes per device at most 5 s apart; cron settles into Postgres)
-  /** hash: up, down (bytes, HINCRBY) since the last settlement */
+  /** hash: up, down (bytes, HINCRBY), cumulative: the earnings cron settles the growth past its
+   *  Postgres watermark (devices.settled_bytes), so this hash is never reset */
   deviceBytes: (deviceId: string) => `bytes:dev:{${deviceId}}`,
+  /** set of deviceIds whose byte counters grew since their last settlement (earnings cron drains) */
+  unsettledDevices: () => "devices:unsettled",
   /** set of deviceIds that have served at least one byte (ends the unproven state) */
   servedDevices: () => "devices:served",
   /** hash deviceId -> region: operator setting that a device belongs to another region (relay_redirect) */

@@ -1,6 +1,8 @@
 /** Money is integer micro-USDC (1 USDC = 1_000_000) as bigint. Never floats. */
 
 export const MICRO_PER_USDC = 1_000_000n;
+/** Traffic is priced and paid in decimal gigabytes (10^9 bytes), like every per-GB sheet in the field. */
+export const BYTES_PER_GB = 1_000_000_000n;
 const DECIMAL = /^(0|[1-9]\d*)(?:\.(\d{1,6}))?$/;
 
 /** Parses a decimal USDC string ("4", "0.25") into micro-USDC; rejects more than 6 decimals. */

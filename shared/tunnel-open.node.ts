@@ -69,7 +69,14 @@ const MAX_BODY = 4096;
 
 /** Asks the relay at `relayInternal` to open a tunnel on `deviceId` to the target. */
 export function openRelayTunnel(
-  opts: OpenCommon & { relayInternal: string; deviceId: string; secret: string; requestId?: string },
+  opts: OpenCommon & {
+    relayInternal: string;
+    deviceId: string;
+    secret: string;
+    requestId?: string;
+    /** the prober's own traffic: the relay counts it for metrics but not for the device's earnings */
+    probe?: boolean;
+  },
 ): Promise<TunnelOpen> {
   return new Promise((resolve) => {
     let url: URL;
@@ -87,6 +94,7 @@ export function openRelayTunnel(
         "X-Device-Id": opts.deviceId,
         "X-Target": target,
         ...(opts.requestId ? { "X-Request-ID": opts.requestId } : {}),
+        ...(opts.probe ? { "X-Traffic": "probe" } : {}),
         Connection: "Upgrade",
         Upgrade: "peerproxy-tunnel/1",
         "Content-Length": "0",

@@ -97,6 +97,37 @@ describe("npm start (dev/stack.ts)", () => {
         expect(grew).toBeGreaterThanOrEqual(size);
         expect(grew).toBeLessThanOrEqual(size * 1.01);
         expect((await peerBytes()) - bytesBefore).toBeGreaterThanOrEqual(size);
+
+        // The cron accrues the demo peers' traffic as the demo account's earnings.
+        const earned = async () => {
+          const res = await fetch(`${info.api.url}/v1/peer/earnings`, {
+            headers: { "x-api-key": info.demo.apiKey },
+          });
+          return (await res.json()) as {
+            bytes: string;
+            accruedMicro: string;
+            devices: { deviceId: string }[];
+          };
+        };
+        const cron = `${info.api.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`;
+        const accrued = await waitUntil(
+          async () => {
+            await fetch(cron);
+            const e = await earned();
+            return BigInt(e.bytes) >= BigInt(size) ? e : undefined;
+          },
+          20_000,
+          "the demo peers' earnings",
+        );
+        console.log(
+          `[stack] demo account earnings: ${accrued.bytes} B -> ${accrued.accruedMicro} micro-USDC`,
+        );
+        expect(BigInt(accrued.accruedMicro)).toBeGreaterThan(0n);
+        expect(
+          accrued.devices.every((d) =>
+            info.peers.some((p: { deviceId: string }) => p.deviceId === d.deviceId),
+          ),
+        ).toBe(true);
       } finally {
         await redis.close();
       }

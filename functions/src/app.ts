@@ -10,6 +10,7 @@ import { registerAdminAlerts } from "./routes/admin/alerts.ts";
 import { registerModemExits } from "./routes/admin/modem-exits.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerPeerAndroid } from "./routes/peer/android.ts";
+import { registerPeerEarnings } from "./routes/peer/earnings.ts";
 import { registerPeerRefresh } from "./routes/peer/refresh.ts";
 import { registerPeerRegister } from "./routes/peer/register.ts";
 import { registerPoolKey } from "./routes/reseller/pool-key.ts";
@@ -77,6 +78,7 @@ export function createApp() {
   registerPeerRegister(app);
   registerPeerRefresh(app);
   registerPeerAndroid(app);
+  registerPeerEarnings(app);
   registerStock(app);
   registerPoolKeys(app);
   registerPoolKey(app);

@@ -27,8 +27,20 @@ export const credWrite: LuaScript = {
 
 export const deviceBytesFlush: LuaScript = {
   name: "device_bytes_flush.lua",
-  sha: "b71e51f27175446ff29327845766c05bd8bd491f",
-  source: "-- device_bytes_flush: adds one relay's per-device byte counts since its last flush.\n-- KEYS[1]  hash of the device's traffic since settlement (bytes:dev:{deviceId}), fields up, down\n-- KEYS[2]  set of devices that have served at least one byte (devices:served)\n-- ARGV[1]  bytes up (peer -> customer) since the last flush\n-- ARGV[2]  bytes down (customer -> peer) since the last flush\n-- ARGV[3]  deviceId\n-- returns  integer: 1 if the device joined the served set now, else 0\nlocal up = tonumber(ARGV[1])\nlocal down = tonumber(ARGV[2])\nif up > 0 then redis.call(\"HINCRBY\", KEYS[1], \"up\", up) end\nif down > 0 then redis.call(\"HINCRBY\", KEYS[1], \"down\", down) end\nif up + down > 0 then\n  return redis.call(\"SADD\", KEYS[2], ARGV[3])\nend\nreturn 0\n",
+  sha: "7d43f5052919a6e7a1193cb0cfd3e1d3383774ad",
+  source: "-- device_bytes_flush: adds one relay's per-device byte counts since its last flush.\n-- KEYS[1]  hash of the device's cumulative traffic (bytes:dev:{deviceId}), fields up, down\n-- KEYS[2]  set of devices that have served at least one byte (devices:served)\n-- KEYS[3]  set of devices whose counters grew since their last settlement (devices:unsettled)\n-- ARGV[1]  bytes up (peer -> customer) since the last flush\n-- ARGV[2]  bytes down (customer -> peer) since the last flush\n-- ARGV[3]  deviceId\n-- returns  integer: 1 if the device joined the served set now, else 0\nlocal up = tonumber(ARGV[1])\nlocal down = tonumber(ARGV[2])\nif up > 0 then redis.call(\"HINCRBY\", KEYS[1], \"up\", up) end\nif down > 0 then redis.call(\"HINCRBY\", KEYS[1], \"down\", down) end\nif up + down > 0 then\n  redis.call(\"SADD\", KEYS[3], ARGV[3])\n  return redis.call(\"SADD\", KEYS[2], ARGV[3])\nend\nreturn 0\n",
+};
+
+export const deviceBytesPending: LuaScript = {
+  name: "device_bytes_pending.lua",
+  sha: "8e56411f32a2bbd46380a6bc359ed9f92d4131f5",
+  source: "-- device_bytes_pending: devices with unsettled traffic and their cumulative counters, read in one\n-- step for the earnings cron. Nothing is removed here: device_bytes_settled does that after the\n-- ledger commit, so a crash in between loses nothing. Key names built here mirror shared/keys.ts\n-- (bytes:dev:{deviceId}).\n-- KEYS[1]  set of devices whose counters grew since their last settlement (devices:unsettled)\n-- ARGV[1]  at most this many devices (a random sample of the set)\n-- returns  flat array {deviceId, up, down, ...}: cumulative bytes as strings, \"0\" when absent\nlocal ids = redis.call(\"SRANDMEMBER\", KEYS[1], tonumber(ARGV[1]))\nlocal out = {}\nfor _, id in ipairs(ids) do\n  local c = redis.call(\"HMGET\", \"bytes:dev:{\" .. id .. \"}\", \"up\", \"down\")\n  out[#out + 1] = id\n  out[#out + 1] = c[1] or \"0\"\n  out[#out + 1] = c[2] or \"0\"\nend\nreturn out\n",
+};
+
+export const deviceBytesSettled: LuaScript = {
+  name: "device_bytes_settled.lua",
+  sha: "52139417a8242221a790c98042b126d515c68c3b",
+  source: "-- device_bytes_settled: takes devices out of the unsettled set once their counters are in the\n-- ledger, unless the relay flushed more bytes since they were read (those stay for the next run).\n-- Key names built here mirror shared/keys.ts (bytes:dev:{deviceId}).\n-- KEYS[1]  set of devices whose counters grew since their last settlement (devices:unsettled)\n-- ARGV     triples: deviceId, up, down, exactly as device_bytes_pending returned them\n-- returns  integer: devices removed from the set\nlocal removed = 0\nfor i = 1, #ARGV, 3 do\n  local id = ARGV[i]\n  local c = redis.call(\"HMGET\", \"bytes:dev:{\" .. id .. \"}\", \"up\", \"down\")\n  if (c[1] or \"0\") == ARGV[i + 1] and (c[2] or \"0\") == ARGV[i + 2] then\n    removed = removed + redis.call(\"SREM\", KEYS[1], id)\n  end\nend\nreturn removed\n",
 };
 
 export const endpointsFree: LuaScript = {
@@ -109,4 +121,4 @@ export const tunnelFailure: LuaScript = {
   source: "-- tunnel_failure: records a mid-stream or open failure of an exit for the prober's circuit breaker.\n-- KEYS[1]  cb:tunnel_failures list (newest first)\n-- ARGV[1]  JSON {endpointId, deviceId, kind, reason, at}   ARGV[2] maximum list length kept\n-- returns  the list length after the push\nredis.call(\"LPUSH\", KEYS[1], ARGV[1])\nredis.call(\"LTRIM\", KEYS[1], 0, tonumber(ARGV[2]) - 1)\nreturn redis.call(\"LLEN\", KEYS[1])\n",
 };
 
-export const allScripts: LuaScript[] = [credDelete, credEventsDrain, credState, credWrite, deviceBytesFlush, endpointsFree, heartbeat, leaseBytes, listEndpoint, poolSnapshot, presenceRefresh, presenceRemove, probeClaim, rateLimit, releaseHold, reserveEndpoint, selectEndpoint, tunnelFailure];
+export const allScripts: LuaScript[] = [credDelete, credEventsDrain, credState, credWrite, deviceBytesFlush, deviceBytesPending, deviceBytesSettled, endpointsFree, heartbeat, leaseBytes, listEndpoint, poolSnapshot, presenceRefresh, presenceRemove, probeClaim, rateLimit, releaseHold, reserveEndpoint, selectEndpoint, tunnelFailure];

@@ -1,9 +1,9 @@
 // Prices a pool purchase and builds the x402 price sheet (v1 body, v2 PAYMENT-REQUIRED header).
 // Everything is integer math on bigint: traffic is parsed from its decimal text, never via Number.
+import { BYTES_PER_GB } from "../money.ts";
 import { CAIP2, type PaymentNetwork } from "./networks.ts";
 
-/** Traffic is sold in decimal gigabytes (10^9 bytes), like every per-GB price sheet in the field. */
-export const BYTES_PER_GB = 1_000_000_000n;
+export { BYTES_PER_GB };
 export const MIN_TRAFFIC_BYTES = 100_000_000n; // 0.1 GB
 export const MAX_TRAFFIC_BYTES = 10_000n * BYTES_PER_GB; // a sanity ceiling, not a product limit
 export const DEFAULT_DURATION_DAYS = 30;

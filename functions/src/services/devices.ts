@@ -5,6 +5,7 @@ import { deriveDeviceId, PEER_TOKEN_TTL_SECONDS, type PeerClaims, signJwt } from
 import { keys } from "../../../shared/keys.ts";
 import type { Deps } from "../deps.ts";
 import { authenticateApiKey } from "./auth.ts";
+import { earningsPerGB } from "./earnings.ts";
 import { getSetting } from "./settings.ts";
 
 export const REFRESH_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000;
@@ -58,10 +59,6 @@ export async function assignRelay(db: Queryable, country: string | undefined): P
   const relay = match ?? cfg.regions[cfg.default];
   if (!relay) throw new Error("settings.relay_regions has no default region");
   return relay.relayUrl;
-}
-
-export async function earningsPerGB(db: Queryable): Promise<Record<IpClass, string>> {
-  return getSetting(db, "earnings_per_gb", { mobile: "0", residential: "0", datacenter: "0" });
 }
 
 /** The client's country as the edge saw it (the dev override in local runs), upper-case ISO-2. */
@@ -216,7 +213,7 @@ export async function registerDevice(
   const [jwt, relay, rates] = await Promise.all([
     issueJwt(deps, deviceId, auth.accountId, out.gen, client),
     assignRelay(deps.db, clientCountry(deps, client)),
-    earningsPerGB(deps.db),
+    earningsPerGB(deps.db, auth.accountId),
   ]);
   return {
     ok: true,

@@ -1,0 +1,249 @@
+/**
+ * Supplier earnings accrual (DESIGN.md "Settlement"). Relays count every byte a device serves into
+ * cumulative Redis counters (bytes:dev:{id}) and mark the device unsettled; the cron turns the growth
+ * past the device's Postgres watermark (devices.settled_bytes) into an append-only ledger row at the
+ * live per-GB rate of the device's IP class, with the account's overrides. Integer micro-USDC only;
+ * the remainder below one micro-USDC is carried per device, so rounding each row down loses nothing.
+ *
+ * Crash safety: the set membership is removed only after the ledger commit, and only if the
+ * counters did not grow meanwhile; a rerun after a crash finds the watermark already moved and
+ * accrues nothing twice. Payouts are not built yet: the accrued total is the pending balance.
+ */
+import type { IpClass } from "../../../shared/asn.ts";
+import { type Pool, type Queryable, withTransaction } from "../../../shared/db/pool.ts";
+import { keys } from "../../../shared/keys.ts";
+import { runScript } from "../../../shared/lua/script.ts";
+import { deviceBytesPending, deviceBytesSettled } from "../../../shared/lua/scripts.gen.ts";
+import { BYTES_PER_GB, parseUsdc } from "../../../shared/money.ts";
+import type { RedisClient } from "../../../shared/redis.ts";
+import { getSetting } from "./settings.ts";
+
+const IP_CLASSES: readonly IpClass[] = ["mobile", "residential", "datacenter"];
+
+/** Decimal USDC per GB by IP class, as the register response shows them. */
+export type Rates = Record<IpClass, string>;
+
+function mergeRates(base: Partial<Record<string, unknown>>, override: unknown): Rates {
+  const out = {} as Rates;
+  const o = (override && typeof override === "object" ? override : {}) as Record<string, unknown>;
+  for (const cls of IP_CLASSES) {
+    const v = typeof o[cls] === "string" ? o[cls] : base[cls];
+    out[cls] = typeof v === "string" ? v : "0";
+  }
+  return out;
+}
+
+/** The live rates for an account: its own overrides (accounts.earnings_per_gb) over the settings row. */
+export async function earningsPerGB(db: Queryable, accountId?: string): Promise<Rates> {
+  const [base, acct] = await Promise.all([
+    getSetting<Record<string, unknown>>(db, "earnings_per_gb", {}),
+    accountId
+      ? db.query<{ earnings_per_gb: unknown }>("SELECT earnings_per_gb FROM accounts WHERE id = $1", [
+          accountId,
+        ])
+      : undefined,
+  ]);
+  return mergeRates(base, acct?.rows[0]?.earnings_per_gb);
+}
+
+function rateMicro(rates: Rates, cls: IpClass): bigint {
+  try {
+    return parseUsdc(rates[cls]);
+  } catch {
+    throw new RangeError(
+      `earnings rate for ${cls} is ${JSON.stringify(rates[cls])}: settings.earnings_per_gb and ` +
+        'accounts.earnings_per_gb take decimal USDC per GB with at most 6 decimals, e.g. "0.5"',
+    );
+  }
+}
+
+export interface Accrual {
+  deviceId: string;
+  accountId: string;
+  ipType: IpClass;
+  bytes: bigint;
+  rateMicroPerGb: bigint;
+  amountMicro: bigint;
+  carry: bigint;
+  settledThrough: bigint;
+}
+
+/**
+ * The ledger rows for a device whose counters now total `total` bytes: pure, so the rounding and
+ * carry rules are tested on their own. Returns undefined when nothing new was served.
+ */
+export function accrue(
+  device: { settledBytes: bigint; carry: bigint },
+  total: bigint,
+  rateMicroPerGb: bigint,
+): { bytes: bigint; amountMicro: bigint; carry: bigint } | undefined {
+  // The counters only grow; a total below the watermark means Redis lost them and they restarted
+  // from zero, so everything they hold now is new.
+  const bytes = total >= device.settledBytes ? total - device.settledBytes : total;
+  if (bytes === 0n) return undefined;
+  const owed = bytes * rateMicroPerGb + device.carry;
+  return { bytes, amountMicro: owed / BYTES_PER_GB, carry: owed % BYTES_PER_GB };
+}
+
+interface Pending {
+  deviceId: string;
+  up: string;
+  down: string;
+}
+
+/** Writes the accruals for `pending` in one transaction; devices unknown to Postgres are skipped. */
+async function writeAccruals(tx: Queryable, pending: Pending[]): Promise<Accrual[]> {
+  const { rows } = await tx.query<{
+    id: string;
+    account_id: string;
+    ip_type: IpClass;
+    settled_bytes: string;
+    earnings_carry: string;
+    override: unknown;
+  }>(
+    `SELECT d.id, d.account_id, d.ip_type, d.settled_bytes, d.earnings_carry, a.earnings_per_gb AS override
+       FROM devices d JOIN accounts a ON a.id = d.account_id
+      WHERE d.id = ANY($1) FOR UPDATE OF d`,
+    [pending.map((p) => p.deviceId)],
+  );
+  if (rows.length === 0) return [];
+  const base = await getSetting<Record<string, unknown>>(tx, "earnings_per_gb", {});
+  const counters = new Map(pending.map((p) => [p.deviceId, BigInt(p.up) + BigInt(p.down)]));
+  const out: Accrual[] = [];
+  for (const row of rows) {
+    const total = counters.get(row.id)!;
+    const rate = rateMicro(mergeRates(base, row.override), row.ip_type);
+    const a = accrue(
+      { settledBytes: BigInt(row.settled_bytes), carry: BigInt(row.earnings_carry) },
+      total,
+      rate,
+    );
+    if (!a) continue;
+    out.push({
+      deviceId: row.id,
+      accountId: row.account_id,
+      ipType: row.ip_type,
+      rateMicroPerGb: rate,
+      settledThrough: total,
+      ...a,
+    });
+  }
+  if (out.length === 0) return out;
+  const col = <K extends keyof Accrual>(k: K) => out.map((a) => String(a[k]));
+  await tx.query(
+    `INSERT INTO earnings_ledger
+       (account_id, device_id, ip_type, bytes, rate_micro_per_gb, amount_micro, settled_through)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])`,
+    [
+      col("accountId"),
+      col("deviceId"),
+      col("ipType"),
+      col("bytes"),
+      col("rateMicroPerGb"),
+      col("amountMicro"),
+      col("settledThrough"),
+    ],
+  );
+  await tx.query(
+    `UPDATE devices d SET settled_bytes = u.total, earnings_carry = u.carry
+       FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u (id, total, carry)
+      WHERE d.id = u.id`,
+    [col("deviceId"), col("settledThrough"), col("carry")],
+  );
+  return out;
+}
+
+/** One settlement pass over at most `maxDevices` unsettled devices. */
+export async function settleEarnings(
+  deps: { redis: RedisClient; db: Pool },
+  maxDevices: number,
+): Promise<{ devices: number; entries: number; bytes: string; amountMicro: string }> {
+  const flat = ((await runScript(deps.redis, deviceBytesPending, [keys.unsettledDevices()], [maxDevices])) ??
+    []) as unknown[];
+  const pending: Pending[] = [];
+  for (let i = 0; i + 2 < flat.length; i += 3)
+    pending.push({ deviceId: String(flat[i]), up: String(flat[i + 1]), down: String(flat[i + 2]) });
+  if (pending.length === 0) return { devices: 0, entries: 0, bytes: "0", amountMicro: "0" };
+  const accruals = await withTransaction(deps.db, (tx) => writeAccruals(tx, pending));
+  // After the commit: a crash before this line leaves the devices in the set, and the next run
+  // finds their watermark already moved (no double accrual).
+  await runScript(
+    deps.redis,
+    deviceBytesSettled,
+    [keys.unsettledDevices()],
+    pending.flatMap((p) => [p.deviceId, p.up, p.down]),
+  );
+  return {
+    devices: pending.length,
+    entries: accruals.length,
+    bytes: String(accruals.reduce((s, a) => s + a.bytes, 0n)),
+    amountMicro: String(accruals.reduce((s, a) => s + a.amountMicro, 0n)),
+  };
+}
+
+export interface EarningsSummary {
+  accruedMicro: bigint;
+  bytes: bigint;
+  deviceCount: number;
+  devices: { deviceId: string; name: string; ipType: IpClass; bytes: bigint; accruedMicro: bigint }[];
+  days: { date: string; bytes: bigint; accruedMicro: bigint }[];
+  rates: Rates;
+}
+
+/** An account's accrued earnings: totals, the top `limit` devices, and `days` UTC days zero-filled. */
+export async function earningsSummary(
+  db: Queryable,
+  accountId: string,
+  opts: { now: Date; days: number; limit: number },
+): Promise<EarningsSummary> {
+  const today = opts.now.toISOString().slice(0, 10);
+  const dayAt = (i: number) =>
+    new Date(Date.parse(`${today}T00:00:00Z`) - i * 86_400_000).toISOString().slice(0, 10);
+  const first = dayAt(opts.days - 1);
+  const [totals, devices, days, rates] = await Promise.all([
+    db.query<{ micro: string; bytes: string; devices: string }>(
+      `SELECT coalesce(sum(amount_micro), 0)::text AS micro, coalesce(sum(bytes), 0)::text AS bytes,
+              count(DISTINCT device_id)::text AS devices
+         FROM earnings_ledger WHERE account_id = $1`,
+      [accountId],
+    ),
+    db.query<{ device_id: string; name: string; ip_type: IpClass; bytes: string; micro: string }>(
+      `SELECT l.device_id, d.name, d.ip_type, sum(l.bytes)::text AS bytes, sum(l.amount_micro)::text AS micro
+         FROM earnings_ledger l JOIN devices d ON d.id = l.device_id
+        WHERE l.account_id = $1
+        GROUP BY l.device_id, d.name, d.ip_type
+        ORDER BY sum(l.amount_micro) DESC, sum(l.bytes) DESC, l.device_id
+        LIMIT $2`,
+      [accountId, opts.limit],
+    ),
+    db.query<{ day: string; bytes: string; micro: string }>(
+      `SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+              sum(bytes)::text AS bytes, sum(amount_micro)::text AS micro
+         FROM earnings_ledger
+        WHERE account_id = $1 AND created_at >= $2::date
+        GROUP BY 1`,
+      [accountId, first],
+    ),
+    earningsPerGB(db, accountId),
+  ]);
+  const byDay = new Map(days.rows.map((r) => [r.day, r]));
+  const t = totals.rows[0]!;
+  return {
+    accruedMicro: BigInt(t.micro),
+    bytes: BigInt(t.bytes),
+    deviceCount: Number(t.devices),
+    devices: devices.rows.map((r) => ({
+      deviceId: r.device_id,
+      name: r.name,
+      ipType: r.ip_type,
+      bytes: BigInt(r.bytes),
+      accruedMicro: BigInt(r.micro),
+    })),
+    days: Array.from({ length: opts.days }, (_, k) => {
+      const date = dayAt(opts.days - 1 - k);
+      const r = byDay.get(date);
+      return { date, bytes: BigInt(r?.bytes ?? 0), accruedMicro: BigInt(r?.micro ?? 0) };
+    }),
+    rates,
+  };
+}
