@@ -2,9 +2,7 @@
 // bytes. (The HTTPS target with its own CA is prober/target.ts.)
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-
-const CHUNK = Buffer.alloc(64 * 1024, "peerproxy-demo-");
-const MAX_BYTES = 256 * 1024 * 1024;
+import { serveBytes } from "../prober/target.ts";
 
 export async function startHttpTarget(
   port = 0,
@@ -14,23 +12,7 @@ export async function startHttpTarget(
       res.writeHead(200, { "content-type": "text/plain" }).end("hello from the peerproxy local target\n");
       return;
     }
-    const m = /^\/bytes\/(\d{1,10})$/.exec(req.url ?? "");
-    const n = m ? Number(m[1]) : -1;
-    if (n < 0 || n > MAX_BYTES) {
-      res.writeHead(404, { "content-type": "text/plain" }).end("try GET / or GET /bytes/N\n");
-      return;
-    }
-    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(n) });
-    let left = n;
-    const pump = () => {
-      while (left > 0) {
-        const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left);
-        left -= chunk.length;
-        if (!res.write(chunk)) return void res.once("drain", pump);
-      }
-      res.end();
-    };
-    pump();
+    serveBytes(req, res, "try GET / or GET /bytes/N\n");
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const actual = (server.address() as AddressInfo).port;

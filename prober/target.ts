@@ -5,6 +5,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -19,7 +20,7 @@ export interface ProbeTarget {
 
 /** Larger requests are refused so a typo in a test cannot make the target stream for minutes. */
 export const MAX_TARGET_BYTES = 256 * 1024 * 1024;
-const CHUNK = Buffer.alloc(64 * 1024, "peerproxy-probe-");
+const CHUNK = Buffer.alloc(64 * 1024, "peerproxy-target-");
 
 /** A throwaway CA and a server certificate for 127.0.0.1, ::1 and localhost (openssl CLI). */
 export function issueCertificates(): { caPem: string; keyPem: string; certPem: string } {
@@ -81,31 +82,37 @@ export function issueCertificates(): { caPem: string; keyPem: string; certPem: s
   }
 }
 
+/**
+ * GET /bytes/N: N bytes with Content-Length, written with backpressure; anything else is a 404
+ * saying `usage`. Shared with the plain-HTTP demo target (dev/targets.ts).
+ */
+export function serveBytes(req: IncomingMessage, res: ServerResponse, usage = "try GET /bytes/N\n"): void {
+  const m = /^\/bytes\/(\d{1,10})$/.exec(req.url ?? "");
+  const n = m ? Number(m[1]) : -1;
+  if (req.method !== "GET" || n < 0 || n > MAX_TARGET_BYTES) {
+    res.writeHead(404, { "content-type": "text/plain" }).end(usage);
+    return;
+  }
+  res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(n) });
+  let left = n;
+  const pump = () => {
+    while (left > 0) {
+      const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left);
+      left -= chunk.length;
+      if (!res.write(chunk)) {
+        res.once("drain", pump);
+        return;
+      }
+    }
+    res.end();
+  };
+  pump();
+}
+
 /** Starts the target on 127.0.0.1 (port 0 = any free port). */
 export async function startProbeTarget(opts: { port?: number } = {}): Promise<ProbeTarget> {
   const { caPem, keyPem, certPem } = issueCertificates();
-  const server = createServer({ key: keyPem, cert: certPem }, (req, res) => {
-    const m = /^\/bytes\/(\d{1,10})$/.exec(req.url ?? "");
-    const n = m ? Number(m[1]) : -1;
-    if (req.method !== "GET" || n < 0 || n > MAX_TARGET_BYTES) {
-      res.writeHead(404, { "content-type": "text/plain" }).end("try GET /bytes/N\n");
-      return;
-    }
-    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(n) });
-    let left = n;
-    const pump = () => {
-      while (left > 0) {
-        const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left);
-        left -= chunk.length;
-        if (!res.write(chunk)) {
-          res.once("drain", pump);
-          return;
-        }
-      }
-      res.end();
-    };
-    pump();
-  });
+  const server = createServer({ key: keyPem, cert: certPem }, (req, res) => serveBytes(req, res));
   server.on("tlsClientError", () => {});
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
