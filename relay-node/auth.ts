@@ -1,10 +1,8 @@
 import type { IncomingMessage } from "node:http";
 import { type PeerClaims, verifyJwt } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
+import { CLOSE_BAD_TOKEN, CLOSE_NO_TOKEN } from "../shared/messages.ts";
 import type { RelayRedis } from "./state.ts";
-
-export const CLOSE_NO_TOKEN = 4001;
-export const CLOSE_BAD_TOKEN = 4002;
 
 export type PeerAuth =
   | { ok: true; claims: PeerClaims; protocol: string }

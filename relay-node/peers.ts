@@ -10,8 +10,8 @@ import {
   MAX_FRAME_BYTES,
   windowCredit,
 } from "../shared/frame.ts";
-import { control, parseControl } from "../shared/messages.ts";
-import { authenticatePeer, CLOSE_BAD_TOKEN, offeredProtocols, type PeerAuth } from "./auth.ts";
+import { CLOSE_BAD_TOKEN, control, parseControl } from "../shared/messages.ts";
+import { authenticatePeer, offeredProtocols, type PeerAuth } from "./auth.ts";
 import { bump } from "./metrics.ts";
 import { removePresence, touchPresence } from "./presence.ts";
 import { maybeRedirect } from "./redirect.ts";

@@ -1,5 +1,10 @@
 import { z } from "zod";
 
+/** WebSocket close codes of PROTOCOL.md section 2 that both ends use. */
+export const CLOSE_NO_TOKEN = 4001; // no token, or one that cannot be parsed: register again
+export const CLOSE_BAD_TOKEN = 4002; // expired, revoked or wrong claims: refresh
+export const CLOSE_REDIRECT = 4100; // the client leaves to follow relay_redirect
+
 /**
  * Relay control messages (JSON text frames). We accept `{type, payload: {...}}` and flat
  * `{type, ...fields}` (some public clients send that); we always send the payload form.

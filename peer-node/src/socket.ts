@@ -8,16 +8,17 @@ import {
   MAX_FRAME_BYTES,
   windowCredit,
 } from "../../shared/frame.ts";
-import { control, parseControl } from "../../shared/messages.ts";
+import {
+  CLOSE_BAD_TOKEN,
+  CLOSE_NO_TOKEN,
+  CLOSE_REDIRECT,
+  control,
+  parseControl,
+} from "../../shared/messages.ts";
 import { Backoff, type BackoffPolicy } from "./backoff.ts";
 import type { Lookup } from "./egress.ts";
 import { Tunnel, type TunnelCarrier, type TunnelOutcome } from "./tunnel.ts";
 import { SDK_VERSION } from "./version.ts";
-
-/** Close codes of PROTOCOL.md section 2. */
-export const CLOSE_NO_TOKEN = 4001;
-export const CLOSE_BAD_TOKEN = 4002;
-export const CLOSE_REDIRECT = 4100;
 
 /** What one relay socket needs from the pool that owns it. */
 export interface SocketPool {
