@@ -33,7 +33,7 @@ export function createByteCounters(deps: {
             deps.redis,
             deviceBytesFlush,
             [keys.deviceBytes(deviceId), keys.servedDevices(), keys.unsettledDevices()],
-            [c.up, c.down, deviceId],
+            [c.up, c.down, deviceId, Date.now()],
           );
         } catch (err) {
           // Keep the bytes: they are the supplier's earnings.

@@ -129,7 +129,11 @@ describe("POST /tunnel: 10 MiB round trips to a loopback echo server", () => {
     const started = Date.now();
     await expect
       .poll(() => t.redis.hgetall(keys.deviceBytes(dev.id)), { timeout: 5_000, interval: 100 })
-      .toEqual({ up: String(data.length), down: String(data.length) });
+      .toMatchObject({ up: String(data.length), down: String(data.length) });
+    // `since` marks when these cumulative counters started (earnings settlement tells restarts by it).
+    expect(Number((await t.redis.hgetall(keys.deviceBytes(dev.id))).since)).toBeGreaterThanOrEqual(
+      started - 60_000,
+    );
     console.log(`[measure] counters visible in Redis ${Date.now() - started} ms after the tunnel ended`);
     expect(await t.redis.raw.sismember(keys.servedDevices(), dev.id)).toBe(1);
     // The earnings cron settles from this set (functions/src/services/earnings.ts).
@@ -164,7 +168,7 @@ describe("probe traffic", () => {
     res.socket.destroy();
     await expect
       .poll(() => t.redis.hgetall(keys.deviceBytes(dev.id)), { timeout: 5_000, interval: 100 })
-      .toEqual({ up: "1000", down: "1000" });
+      .toMatchObject({ up: "1000", down: "1000" });
     dev.close();
   });
 });

@@ -44,7 +44,7 @@ const flush = (deviceId: string, up: bigint, down: bigint) =>
     redis,
     deviceBytesFlush,
     [keys.deviceBytes(deviceId), keys.servedDevices(), keys.unsettledDevices()],
-    [String(up), String(down), deviceId],
+    [String(up), String(down), deviceId, String(Date.now())],
   );
 
 async function ledger(deviceId: string) {
@@ -66,25 +66,29 @@ const earnings = (apiKey: string | undefined, query = "") =>
 describe("accrual arithmetic", () => {
   it("carries the remainder below one micro-USDC, so many small accruals sum to exactly one big one", () => {
     const rate = 500_000n; // 0.5 USDC per GB
-    let state = { settledBytes: 0n, carry: 0n };
+    let state = { settledBytes: 0n, settledSince: "", carry: 0n };
     let paid = 0n;
     let total = 0n;
     // Deterministic uneven steps, many far below the 2,000 bytes one micro-USDC buys at this rate.
     for (let i = 1; i <= 2000; i++) {
       total += BigInt((i * 7919) % 3001);
-      const a = accrue(state, total, rate);
+      const a = accrue(state, { total, since: "t0" }, rate);
       if (!a) continue;
       paid += a.amountMicro;
-      state = { settledBytes: total, carry: a.carry };
+      state = { settledBytes: total, settledSince: "t0", carry: a.carry };
     }
     expect(paid).toBe((total * rate) / GB);
     expect(state.carry).toBe((total * rate) % GB);
     expect(paid).toBeGreaterThan(0n);
   });
 
-  it("nothing new is nothing; counters that restarted below the watermark count from zero", () => {
-    expect(accrue({ settledBytes: 5n * GB, carry: 0n }, 5n * GB, 500_000n)).toBeUndefined();
-    expect(accrue({ settledBytes: 5n * GB, carry: 0n }, 2n * GB, 500_000n)).toEqual({
+  it("nothing new is nothing, a stale read below the watermark is nothing, restarted counters count from zero", () => {
+    const device = { settledBytes: 5n * GB, settledSince: "t0", carry: 0n };
+    expect(accrue(device, { total: 5n * GB, since: "t0" }, 500_000n)).toBeUndefined();
+    // Same counters read before a concurrent run settled past them: never paid twice.
+    expect(accrue(device, { total: 2n * GB, since: "t0" }, 500_000n)).toBeUndefined();
+    // Counters that started again (Redis lost them): all they hold is new.
+    expect(accrue(device, { total: 2n * GB, since: "t1" }, 500_000n)).toEqual({
       bytes: 2n * GB,
       amountMicro: 1_000_000n,
       carry: 0n,
@@ -204,11 +208,28 @@ describe("supplier earnings cron", () => {
     )) as unknown[];
     const at = read.findIndex((v) => String(v) === id);
     expect(read.slice(at, at + 3).map(String)).toEqual([id, "1000", "0"]);
+    expect(Number(read[at + 3])).toBeGreaterThan(0); // since: when the counters started
     await flush(id, 500n, 0n);
     expect(await runScript(redis, deviceBytesSettled, [keys.unsettledDevices()], [id, "1000", "0"])).toBe(0);
     expect(await isUnsettled(id)).toBe(true);
     expect(await runScript(redis, deviceBytesSettled, [keys.unsettledDevices()], [id, "1500", "0"])).toBe(1);
     expect(await isUnsettled(id)).toBe(false);
+  });
+
+  it("overlapping cron runs between relay flushes pay every byte exactly once", async () => {
+    const s = await supplier(["mobile"]);
+    const [id] = s.devices as [string];
+    for (let i = 0; i < 6; i++) {
+      await flush(id, 250_000_000n, 250_000_000n);
+      await Promise.all([
+        runScheduled(e, [earningsJob]),
+        runScheduled(e, [earningsJob]),
+        runScheduled(e, [earningsJob]),
+      ]);
+    }
+    const rows = await ledger(id);
+    expect(rows.reduce((sum, r) => sum + BigInt(r.bytes), 0n)).toBe(3n * GB);
+    expect(rows.reduce((sum, r) => sum + BigInt(r.amount), 0n)).toBe(1_500_000n);
   });
 
   it("the ledger is append-only", async () => {

@@ -66,20 +66,28 @@ export interface Accrual {
   amountMicro: bigint;
   carry: bigint;
   settledThrough: bigint;
+  /** the `since` of the counters this row settled */
+  since: string;
 }
 
 /**
- * The ledger rows for a device whose counters now total `total` bytes: pure, so the rounding and
- * carry rules are tested on their own. Returns undefined when nothing new was served.
+ * What a device earns now that its counters (started at `since`) total `total` bytes: pure, so the
+ * rounding and carry rules are tested on their own. Undefined when nothing new was served.
  */
 export function accrue(
-  device: { settledBytes: bigint; carry: bigint },
-  total: bigint,
+  device: { settledBytes: bigint; settledSince: string; carry: bigint },
+  counters: { total: bigint; since: string },
   rateMicroPerGb: bigint,
 ): { bytes: bigint; amountMicro: bigint; carry: bigint } | undefined {
-  // The counters only grow; a total below the watermark means Redis lost them and they restarted
-  // from zero, so everything they hold now is new.
-  const bytes = total >= device.settledBytes ? total - device.settledBytes : total;
+  // Counters with another start restarted from zero (Redis lost them): everything they hold is new.
+  // With the same start they only grow, so a total at or below the watermark is a stale read (a
+  // concurrent run settled past it) and must not be paid again.
+  const bytes =
+    counters.since !== device.settledSince
+      ? counters.total
+      : counters.total > device.settledBytes
+        ? counters.total - device.settledBytes
+        : 0n;
   if (bytes === 0n) return undefined;
   const owed = bytes * rateMicroPerGb + device.carry;
   return { bytes, amountMicro: owed / BYTES_PER_GB, carry: owed % BYTES_PER_GB };
@@ -89,6 +97,7 @@ interface Pending {
   deviceId: string;
   up: string;
   down: string;
+  since: string;
 }
 
 /** Writes the accruals for `pending` in one transaction; devices unknown to Postgres are skipped. */
@@ -98,33 +107,39 @@ async function writeAccruals(tx: Queryable, pending: Pending[]): Promise<Accrual
     account_id: string;
     ip_type: IpClass;
     settled_bytes: string;
+    settled_since: string;
     earnings_carry: string;
     override: unknown;
   }>(
-    `SELECT d.id, d.account_id, d.ip_type, d.settled_bytes, d.earnings_carry, a.earnings_per_gb AS override
+    `SELECT d.id, d.account_id, d.ip_type, d.settled_bytes, d.settled_since, d.earnings_carry,
+            a.earnings_per_gb AS override
        FROM devices d JOIN accounts a ON a.id = d.account_id
       WHERE d.id = ANY($1) FOR UPDATE OF d`,
     [pending.map((p) => p.deviceId)],
   );
   if (rows.length === 0) return [];
   const base = await getSetting<Record<string, unknown>>(tx, "earnings_per_gb", {});
-  const counters = new Map(pending.map((p) => [p.deviceId, BigInt(p.up) + BigInt(p.down)]));
+  const counters = new Map(
+    pending.map((p) => [p.deviceId, { total: BigInt(p.up) + BigInt(p.down), since: p.since }]),
+  );
   const out: Accrual[] = [];
   for (const row of rows) {
-    const total = counters.get(row.id)!;
+    const c = counters.get(row.id)!;
     const rate = rateMicro(mergeRates(base, row.override), row.ip_type);
-    const a = accrue(
-      { settledBytes: BigInt(row.settled_bytes), carry: BigInt(row.earnings_carry) },
-      total,
-      rate,
-    );
+    const device = {
+      settledBytes: BigInt(row.settled_bytes),
+      settledSince: row.settled_since,
+      carry: BigInt(row.earnings_carry),
+    };
+    const a = accrue(device, c, rate);
     if (!a) continue;
     out.push({
       deviceId: row.id,
       accountId: row.account_id,
       ipType: row.ip_type,
       rateMicroPerGb: rate,
-      settledThrough: total,
+      settledThrough: c.total,
+      since: c.since,
       ...a,
     });
   }
@@ -145,10 +160,10 @@ async function writeAccruals(tx: Queryable, pending: Pending[]): Promise<Accrual
     ],
   );
   await tx.query(
-    `UPDATE devices d SET settled_bytes = u.total, earnings_carry = u.carry
-       FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u (id, total, carry)
+    `UPDATE devices d SET settled_bytes = u.total, settled_since = u.since, earnings_carry = u.carry
+       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS u (id, total, since, carry)
       WHERE d.id = u.id`,
-    [col("deviceId"), col("settledThrough"), col("carry")],
+    [col("deviceId"), col("settledThrough"), col("since"), col("carry")],
   );
   return out;
 }
@@ -161,8 +176,13 @@ export async function settleEarnings(
   const flat = ((await runScript(deps.redis, deviceBytesPending, [keys.unsettledDevices()], [maxDevices])) ??
     []) as unknown[];
   const pending: Pending[] = [];
-  for (let i = 0; i + 2 < flat.length; i += 3)
-    pending.push({ deviceId: String(flat[i]), up: String(flat[i + 1]), down: String(flat[i + 2]) });
+  for (let i = 0; i + 3 < flat.length; i += 4)
+    pending.push({
+      deviceId: String(flat[i]),
+      up: String(flat[i + 1]),
+      down: String(flat[i + 2]),
+      since: String(flat[i + 3] ?? ""),
+    });
   if (pending.length === 0) return { devices: 0, entries: 0, bytes: "0", amountMicro: "0" };
   const accruals = await withTransaction(deps.db, (tx) => writeAccruals(tx, pending));
   // After the commit: a crash before this line leaves the devices in the set, and the next run

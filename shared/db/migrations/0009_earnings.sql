@@ -13,6 +13,10 @@ ALTER TABLE accounts ADD COLUMN earnings_per_gb jsonb
 ALTER TABLE devices ADD COLUMN settled_bytes bigint NOT NULL DEFAULT 0 CHECK (settled_bytes >= 0);
 ALTER TABLE devices ADD COLUMN earnings_carry bigint NOT NULL DEFAULT 0
   CHECK (earnings_carry >= 0 AND earnings_carry < 1000000000);
+-- The `since` of the Redis counters the watermark belongs to: counters with another `since` restarted
+-- from zero (lost Redis data), so all they hold is new; with the same `since`, a total at or below
+-- the watermark is a stale read and earns nothing.
+ALTER TABLE devices ADD COLUMN settled_since text NOT NULL DEFAULT '';
 
 -- One row per device per settlement that found new bytes. Append-only, like audit_log.
 CREATE TABLE earnings_ledger (
