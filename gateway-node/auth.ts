@@ -15,6 +15,8 @@ export interface Principal {
   accountLabel: string;
   tier: Pool;
   maxConnections: number;
+  /** the traffic cap in bytes, when the key has one */
+  capBytes?: number;
   route: RouteRequest;
   /** a dedicated port's endpoint: the only one this key is routed to, whatever the username says */
   endpointId?: string;
@@ -87,6 +89,7 @@ export async function authenticate(
     accountLabel: cred.accountLabel,
     tier,
     maxConnections: Math.max(0, Number(cred.maxConnections ?? 0) || 0),
+    ...(cred.capBytes ? { capBytes: Number(cred.capBytes) } : {}),
     route: effective,
     ...(cred.endpointId ? { endpointId: cred.endpointId } : {}),
   };

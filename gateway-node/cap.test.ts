@@ -124,6 +124,8 @@ describe("credential caps", () => {
     console.log(`3 tunnels: cap ${cap} used ${used} overshoot ${used - cap}`);
     expect(used).toBeGreaterThanOrEqual(cap - 3 * LEASE);
     expect(used - cap).toBeLessThanOrEqual(3 * MiB);
-    expect((await redis.hgetall(keys.credentialLeases(cred.keyId))) ?? {}).toEqual({});
+    // Closed tunnels leave a tombstone (nothing outstanding) so a retried final report bills nothing.
+    const leases = Object.values((await redis.hgetall(keys.credentialLeases(cred.keyId))) ?? {});
+    expect(leases.every((v) => v.startsWith("0:") && v.endsWith(":c"))).toBe(true);
   });
 });

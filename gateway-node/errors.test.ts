@@ -1,7 +1,9 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { GATEWAY_ERRORS, GatewayError, httpError, rawHttpError } from "./errors.ts";
 import { parseAuthority } from "./http-connect.ts";
-import { isPrivateHost } from "./tunnel.ts";
+import { checkTarget } from "./targets.ts";
 
 describe("gateway error table", () => {
   it("maps every PROTOCOL.md code to its HTTP status", () => {
@@ -14,6 +16,7 @@ describe("gateway error table", () => {
       E_USERNAME_PARSE: 400,
       E_RATE_LIMITED: 429,
       E_NO_STOCK: 502,
+      E_NO_CAPACITY: 503,
       E_SESSION_PEER_GONE: 502,
       E_TARGET_UNREACHABLE: 502,
       E_TARGET_BLOCKED: 403,
@@ -68,9 +71,36 @@ describe("targets", () => {
     ["::ffff:127.0.0.1", true],
     ["localhost", true],
     ["8.8.8.8", false],
-    ["2001:db8::1", false],
+    ["2001:db8::1", true],
+    ["2606:4700::1111", false],
     ["example.com", false],
   ])("treats %s as private: %s", (host, isPrivate) => {
-    expect(isPrivateHost(host)).toBe(isPrivate);
+    // Checked only, never dialed.
+    const policy = { allowLoopback: false, allowList: null };
+    const blocked = (() => {
+      try {
+        checkTarget({ host, port: 443 }, policy);
+        return false;
+      } catch {
+        return true;
+      }
+    })();
+    expect(blocked).toBe(isPrivate);
+  });
+});
+
+describe("docs/errors.md gateway table", () => {
+  it("lists every gateway code with its HTTP status and SOCKS5 REP, and nothing else", () => {
+    const doc = readFileSync(join(import.meta.dirname, "..", "docs", "errors.md"), "utf8");
+    const section = doc.split(/^## /m).find((x) => x.startsWith("Gateway")) ?? "";
+    const rows: Record<string, { status: number; socksRep: number }> = {};
+    for (const line of section.split("\n")) {
+      const m = /^\|\s*`(E_[A-Z0-9_]+)`\s*\|\s*(\d{3})\s*\|\s*0x([0-9a-f]{2})\s*\|/.exec(line);
+      if (m?.[1]) rows[m[1]] = { status: Number(m[2]), socksRep: Number.parseInt(m[3] ?? "", 16) };
+    }
+    const table = Object.fromEntries(
+      Object.entries(GATEWAY_ERRORS).map(([code, v]) => [code, { status: v.status, socksRep: v.socksRep }]),
+    );
+    expect(rows).toEqual(table);
   });
 });

@@ -11,6 +11,7 @@ export const GATEWAY_ERRORS = {
   E_USERNAME_PARSE: { status: 400, proxyStatus: "http_request_error", socksRep: 0x02 },
   E_RATE_LIMITED: { status: 429, proxyStatus: "http_request_denied", socksRep: 0x02 },
   E_NO_STOCK: { status: 502, proxyStatus: "destination_unavailable", socksRep: 0x03 },
+  E_NO_CAPACITY: { status: 503, proxyStatus: "connection_limit_reached", socksRep: 0x01 },
   E_SESSION_PEER_GONE: { status: 502, proxyStatus: "destination_unavailable", socksRep: 0x03 },
   E_TARGET_UNREACHABLE: { status: 502, proxyStatus: "destination_unavailable", socksRep: 0x04 },
   E_TARGET_BLOCKED: { status: 403, proxyStatus: "destination_ip_prohibited", socksRep: 0x02 },
@@ -38,16 +39,19 @@ export class GatewayError extends Error {
   /** a more precise RFC 9209 error type than the table's default (e.g. connection_refused) */
   readonly proxyStatus: string;
   readonly socksRep: number;
+  /** seconds for a Retry-After header (E_NO_CAPACITY) */
+  readonly retryAfterS: number | undefined;
   constructor(
     code: GatewayErrorCode,
     message: string,
-    opts: { proxyStatus?: string; socksRep?: number } = {},
+    opts: { proxyStatus?: string; socksRep?: number; retryAfterS?: number } = {},
   ) {
     super(message);
     this.name = "GatewayError";
     this.code = code;
     this.proxyStatus = opts.proxyStatus ?? GATEWAY_ERRORS[code].proxyStatus;
     this.socksRep = opts.socksRep ?? GATEWAY_ERRORS[code].socksRep;
+    this.retryAfterS = opts.retryAfterS;
   }
   get status(): number {
     return GATEWAY_ERRORS[this.code].status;
@@ -71,6 +75,7 @@ export function httpError(
     "Proxy-Status": `${PROXY_NAME}; error=${err.proxyStatus}; details="${err.code}"`,
   };
   if (err.status === 407) headers["Proxy-Authenticate"] = AUTH_REALM;
+  if (err.retryAfterS !== undefined) headers["Retry-After"] = String(err.retryAfterS);
   return { status: err.status, headers, body };
 }
 

@@ -10,6 +10,7 @@ import {
   type TunnelOpen,
   type TunnelTarget,
 } from "../shared/tunnel-open.node.ts";
+import { basicProxyAuthorization, openUpstreamAuth } from "../shared/upstream-auth.ts";
 import { GatewayError } from "./errors.ts";
 
 export type Target = TunnelTarget;
@@ -28,7 +29,15 @@ const exitDown = (reason: string) =>
 export function openExit(
   endpoint: SelectedEndpoint,
   target: Target,
-  opts: { relaySecret: string; timeoutMs: number; requestId: string },
+  /** buyerAccountId: the credential's account; a relay pays nothing for an account's own devices */
+  opts: {
+    relaySecret: string;
+    timeoutMs: number;
+    requestId: string;
+    buyerAccountId?: string;
+    /** opens a modem's sealed upstream credentials */
+    modemUpstreamKey?: string;
+  },
 ): Promise<ExitResult> {
   return endpoint.kind === "modem" ? openModem(endpoint, target, opts) : openPeer(endpoint, target, opts);
 }
@@ -36,13 +45,14 @@ export function openExit(
 async function openPeer(
   endpoint: SelectedEndpoint,
   target: Target,
-  opts: { relaySecret: string; timeoutMs: number; requestId: string },
+  opts: { relaySecret: string; timeoutMs: number; requestId: string; buyerAccountId?: string },
 ): Promise<ExitResult> {
   const r = await openRelayTunnel({
     relayInternal: endpoint.relayInternal ?? "",
     deviceId: endpoint.deviceId ?? endpoint.endpointId,
     secret: opts.relaySecret,
     requestId: opts.requestId,
+    buyerAccountId: opts.buyerAccountId,
     target,
     timeoutMs: opts.timeoutMs,
   });
@@ -82,13 +92,29 @@ function peerProxyStatus(reason: string): string {
 async function openModem(
   endpoint: SelectedEndpoint,
   target: Target,
-  opts: { timeoutMs: number },
+  opts: { timeoutMs: number; modemUpstreamKey?: string },
 ): Promise<ExitResult> {
+  let proxyAuthorization: string | undefined;
+  if (endpoint.upstreamAuth) {
+    const auth = opts.modemUpstreamKey
+      ? await openUpstreamAuth(opts.modemUpstreamKey, endpoint.upstreamAuth)
+      : undefined;
+    // Never dial a modem that wants credentials without them: it would only answer 407.
+    if (!auth)
+      return {
+        ok: false,
+        side: "exit",
+        reason: "modem_credentials_unreadable",
+        error: exitDown("modem credentials cannot be opened (MODEM_UPSTREAM_KEY)"),
+      };
+    proxyAuthorization = basicProxyAuthorization(auth);
+  }
   const r = await openConnectTunnel({
     host: endpoint.host ?? "127.0.0.1",
     port: endpoint.port ?? 0,
     target,
     timeoutMs: opts.timeoutMs,
+    ...(proxyAuthorization ? { proxyAuthorization } : {}),
   });
   if (r.ok) return r;
   return modemFailure(r);

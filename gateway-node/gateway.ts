@@ -2,21 +2,35 @@
  * The gateway process: HTTP proxy (CONNECT + absolute-URI forwarding), SOCKS5, and an admin port
  * with /health and /metrics. startGateway is what main.ts, the local stack and tests call.
  */
+import { lookup } from "node:dns/promises";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from "node:net";
 import type { RedisClient } from "../shared/redis.ts";
 import type { GatewayConfig } from "./config.ts";
+import { GatewayError, newRequestId, rawHttpError } from "./errors.ts";
+import { HandshakeGuard } from "./handshakes.ts";
 import { handleConnect } from "./http-connect.ts";
 import { handleForward } from "./http-forward.ts";
 import { newMetrics, renderMetrics } from "./metrics.ts";
 import { handleSocks } from "./socks5.ts";
+import type { Lookup } from "./targets.ts";
 import type { GatewayContext } from "./tunnel.ts";
 
 export interface GatewayDeps {
   redis: RedisClient;
   /** injectable clock (ms) */
   now?: () => number;
+  /** name -> addresses for modem targets (default: the system resolver) */
+  lookup?: Lookup;
 }
+
+const systemLookup: Lookup = async (name) =>
+  (await lookup(name, { all: true, verbatim: true })).map((a) => a.address);
 
 export interface Gateway {
   httpPort: number;
@@ -45,9 +59,25 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
     metrics: newMetrics(),
     tunnels: new Set(),
     draining: false,
+    lookup: deps.lookup ?? systemLookup,
+    handshakes: new HandshakeGuard({
+      deadlineMs: config.GATEWAY_HANDSHAKE_TIMEOUT_MS,
+      perIp: config.GATEWAY_UNAUTH_PER_IP,
+      total: config.GATEWAY_UNAUTH_TOTAL,
+    }),
   };
+  const tooMany = new GatewayError("E_RATE_LIMITED", "too many unauthenticated connections; retry shortly");
 
-  const proxy = createHttpServer({ requestTimeout: 0, headersTimeout: 20_000, keepAliveTimeout: 30_000 });
+  // headersTimeout covers later requests on a kept-alive connection; the first is the guard's.
+  const proxy = createHttpServer({
+    requestTimeout: 0,
+    headersTimeout: config.GATEWAY_HANDSHAKE_TIMEOUT_MS,
+    connectionsCheckingInterval: Math.min(1000, config.GATEWAY_HANDSHAKE_TIMEOUT_MS),
+    keepAliveTimeout: 30_000,
+  });
+  proxy.on("connection", (socket: Socket) => {
+    if (!ctx.handshakes.admit(socket)) socket.end(rawHttpError(tooMany, newRequestId()));
+  });
   proxy.on(
     "connect",
     (req, socket, head) => void handleConnect(ctx, req, socket as import("node:net").Socket, head),
@@ -57,7 +87,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
     if (!socket.destroyed) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
   });
 
-  const socks = createNetServer((socket) => void handleSocks(ctx, socket));
+  const socks = createNetServer((socket) => {
+    if (ctx.handshakes.admit(socket)) void handleSocks(ctx, socket);
+    else socket.destroy();
+  });
 
   const admin = createHttpServer((req, res) => {
     if (req.url === "/health") {
@@ -75,7 +108,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
   const host = config.GATEWAY_HOST;
   const httpPort = await listen(proxy, config.GATEWAY_HTTP_PORT, host);
   const socksPort = await listen(socks, config.GATEWAY_SOCKS_PORT, host);
-  const adminPort = await listen(admin, config.GATEWAY_ADMIN_PORT, host);
+  const adminPort = await listen(admin, config.GATEWAY_ADMIN_PORT, config.GATEWAY_ADMIN_HOST);
 
   let closing: Promise<void> | undefined;
   return {

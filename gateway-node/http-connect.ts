@@ -9,7 +9,9 @@ import { type GatewayContext, openTunnel } from "./tunnel.ts";
 
 /** `host:port` or `[v6]:port` from a CONNECT request line. */
 export function parseAuthority(authority: string): Target | undefined {
-  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(authority) ?? /^([^:[\]\s/]+):(\d{1,5})$/.exec(authority);
+  const m =
+    /^\[([0-9a-fA-F:.]+(?:%[0-9A-Za-z._~-]+)?)\]:(\d{1,5})$/.exec(authority) ??
+    /^([^:[\]\s/]+):(\d{1,5})$/.exec(authority);
   if (!m?.[1] || !m[2]) return undefined;
   return { host: m[1], port: Number(m[2]) };
 }
@@ -32,6 +34,7 @@ export async function handleConnect(
         clientIp: socket.remoteAddress ?? "",
       },
     );
+    ctx.handshakes.done(socket);
     const tunnel = await openTunnel(ctx, principal, target, requestId);
     if (socket.destroyed) {
       await tunnel.close();

@@ -58,6 +58,7 @@ export async function handleForward(
         clientIp: req.socket.remoteAddress ?? "",
       },
     );
+    ctx.handshakes.done(req.socket);
     const t = await openTunnel(
       ctx,
       principal,

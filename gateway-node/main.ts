@@ -1,11 +1,28 @@
 // Entry point: `node gateway-node/main.ts`. Config comes from the environment (gateway-node/config.ts).
-import { tcpRedis } from "../shared/redis.node.ts";
+import { ConfigError, processEnv } from "../shared/config.ts";
+import { checkRedis, tcpRedis } from "../shared/redis.node.ts";
 import { loadGatewayConfig } from "./config.ts";
 import { startGateway } from "./gateway.ts";
 
-const config = loadGatewayConfig(process.env);
+let config: ReturnType<typeof loadGatewayConfig>;
+try {
+  config = loadGatewayConfig(processEnv());
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`gateway: ${err.message}`);
+  process.exit(2);
+}
 const redis = tcpRedis(config.REDIS_URL);
-const gateway = await startGateway(config, { redis });
+let gateway: Awaited<ReturnType<typeof startGateway>>;
+try {
+  await checkRedis(redis, config.REDIS_URL);
+  gateway = await startGateway(config, { redis });
+} catch (err) {
+  // Redis unreachable (or its certificate untrusted) or a port taken: say which, never a secret.
+  console.error(`gateway: cannot start: ${(err as Error).message}`);
+  await redis.close();
+  process.exit(1);
+}
 console.log(`gateway ready http=${gateway.httpPort} socks=${gateway.socksPort} admin=${gateway.adminPort}`);
 
 let stopping = false;

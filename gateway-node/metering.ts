@@ -4,7 +4,9 @@
  * left under the cap, a tunnel that runs dry pauses until it gets more, and a credential with
  * nothing left is suspended by the same script. The overshoot past the cap is therefore at most
  * the chunks already in flight when a budget hit zero (one socket read per direction, <= 64 KiB
- * each), far under the 1 MiB per tunnel target.
+ * each), far under the 1 MiB per tunnel target. Idle tunnels renew their lease too, so no lease
+ * lapses while its tunnel still holds the bytes locally, and every report carries a sequence
+ * number so a retry never bills twice.
  */
 import { keys } from "../shared/keys.ts";
 import { runScript } from "../shared/lua/script.ts";
@@ -19,20 +21,32 @@ export interface MeterDeps {
   onBytes?: (n: number) => void;
 }
 
+/** How often a final report is tried before its bytes are given up on (logged). */
+const FINAL_REPORT_ATTEMPTS = 6;
+
 export class TunnelMeter {
   readonly keyId: string;
   readonly tunnelId: string;
   /** bytes this tunnel may still move before it must lease more */
   budget = 0;
-  /** bytes moved since the last report to Redis */
+  /** bytes moved since the last report was cut */
   private pending = 0;
+  /** per-tunnel report sequence: a retried report repeats its number, so Redis applies it once */
+  private seq = 0;
+  /** a report sent whose answer never came: resent as is (same seq, same bytes) before any other */
+  private unacked: { seq: number; consumed: number } | undefined;
+  /** when Redis last heard from this tunnel (ms): an idle tunnel still renews its lease in time */
+  private lastCallAt = 0;
   private inflight: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private exhausted = false;
   private readonly deps: MeterDeps;
+  private readonly leaseTtlMs: number;
   /** total bytes this tunnel moved, both directions */
   total = 0;
+  /** the credential's used bytes as of the first lease */
+  usedAtStart = 0;
   /** set by the splice: stop reading while the budget is empty */
   onPause: () => void = () => {};
   onResume: () => void = () => {};
@@ -43,16 +57,18 @@ export class TunnelMeter {
     this.deps = deps;
     this.keyId = keyId;
     this.tunnelId = tunnelId;
+    this.leaseTtlMs = Math.max(10_000, deps.flushMs * 10);
   }
 
   /** Leases the first budget; false when the credential has nothing left (E_CAP_EXCEEDED). */
   async start(): Promise<boolean> {
-    const r = await this.call(0, this.deps.leaseBytes, false);
+    const r = await this.call(0, this.deps.leaseBytes, false, ++this.seq);
+    this.usedAtStart = r.used;
     if (r.granted <= 0) {
-      await this.call(0, 0, true).catch(() => {});
+      await this.call(0, 0, true, ++this.seq).catch(() => {});
       return false;
     }
-    this.budget = r.granted;
+    this.budget = r.outstanding;
     this.timer = setInterval(() => this.flush(), this.deps.flushMs);
     this.timer.unref();
     return true;
@@ -72,20 +88,33 @@ export class TunnelMeter {
     if (this.budget < this.deps.leaseBytes / 2) this.flush();
   }
 
-  /** Reports usage and tops the budget up; at most one call in flight. */
+  /**
+   * Reports usage and tops the budget up; at most one call in flight. Also runs for an idle tunnel
+   * once a third of its lease has passed: a lease that lapsed would let another tunnel reclaim the
+   * bytes this one still holds locally, and both would spend them (issue 16 item 4).
+   */
   flush(): void {
     if (this.closed || this.inflight) return;
     const want = Math.max(0, this.deps.leaseBytes - Math.max(0, this.budget));
-    if (this.pending === 0 && want < this.deps.leaseBytes / 2) return;
-    const reported = this.pending;
-    this.pending = 0;
-    this.inflight = this.call(reported, want, false)
+    const renewDue = this.deps.now() - this.lastCallAt >= this.leaseTtlMs / 3;
+    if (!this.unacked && this.pending === 0 && want < this.deps.leaseBytes / 2 && !renewDue) return;
+    if (!this.unacked) {
+      this.unacked = { seq: ++this.seq, consumed: this.pending };
+      this.pending = 0;
+    }
+    const report = this.unacked;
+    this.inflight = this.call(report.consumed, want, false, report.seq)
       .then((r) => {
-        this.budget += r.granted;
+        this.unacked = undefined;
+        // Redis is the authority on what this tunnel may still spend: a lease that lapsed comes
+        // back as 0 outstanding, and the local budget goes with it.
+        this.budget = r.outstanding - this.pending;
         if (this.budget > 0 && this.exhausted) {
           this.exhausted = false;
           this.onResume();
         } else if (this.budget <= 0 && (r.granted === 0 || !r.enabled)) {
+          this.exhausted = true;
+          this.onPause();
           this.onCapReached();
         } else if (this.budget <= 0) {
           // a grant smaller than what was in flight: still dry, ask again once this call settles
@@ -93,8 +122,8 @@ export class TunnelMeter {
         }
       })
       .catch(() => {
-        // Redis hiccup: keep the bytes for the next report so none go unbilled.
-        this.pending += reported;
+        // Redis hiccup (or a lost answer): the same report is resent with its sequence number, so
+        // it is billed once whether or not the first attempt landed.
         if (this.budget <= 0) setTimeout(() => this.flush(), 250).unref();
       })
       .finally(() => {
@@ -102,22 +131,41 @@ export class TunnelMeter {
       });
   }
 
-  /** Final report and returns the unspent budget; idempotent. */
+  /** Final report (retried with backoff, idempotent by sequence) and returns the unspent budget. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await this.inflight?.catch(() => {});
-    const reported = this.pending;
-    this.pending = 0;
-    await this.call(reported, 0, true).catch(() => {});
+    const final = { seq: 0, consumed: 0 };
+    for (let attempt = 0; attempt < FINAL_REPORT_ATTEMPTS; attempt++) {
+      try {
+        if (this.unacked) {
+          await this.call(this.unacked.consumed, 0, false, this.unacked.seq);
+          this.unacked = undefined;
+        }
+        if (final.seq === 0) {
+          final.seq = ++this.seq;
+          final.consumed = this.pending;
+          this.pending = 0;
+        }
+        await this.call(final.consumed, 0, true, final.seq);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+      }
+    }
+    console.error(
+      `gateway: final usage report of tunnel ${this.tunnelId} (key ${this.keyId}) failed ${FINAL_REPORT_ATTEMPTS} times`,
+    );
   }
 
   private async call(
     consumed: number,
     want: number,
     close: boolean,
-  ): Promise<{ granted: number; used: number; enabled: boolean }> {
+    seq: number,
+  ): Promise<{ granted: number; used: number; enabled: boolean; outstanding: number }> {
     const r = (await runScript(
       this.deps.redis,
       leaseBytes,
@@ -133,10 +181,17 @@ export class TunnelMeter {
         consumed,
         want,
         this.deps.now(),
-        Math.max(10_000, this.deps.flushMs * 10),
+        this.leaseTtlMs,
         close ? "close" : "",
+        seq,
       ],
     )) as number[];
-    return { granted: Number(r[0]), used: Number(r[1]), enabled: Number(r[2]) === 1 };
+    this.lastCallAt = this.deps.now();
+    return {
+      granted: Number(r[0]),
+      used: Number(r[1]),
+      enabled: Number(r[2]) === 1,
+      outstanding: Number(r[3] ?? 0),
+    };
   }
 }

@@ -1,5 +1,5 @@
 /**
- * SOCKS5 mode: RFC 1928 CONNECT (IPv4, IPv6 and domain names resolved at the exit) with RFC 1929
+ * SOCKS5 mode: RFC 1928 CONNECT (IPv4, IPv6 and domain names, checked by targets.ts) with RFC 1929
  * username/password. Failures before the tunnel is up answer the closest REP code.
  */
 import type { Socket } from "node:net";
@@ -8,8 +8,6 @@ import { asGatewayError, GatewayError, newRequestId } from "./errors.ts";
 import type { Target } from "./exits.ts";
 import { countError } from "./requests.ts";
 import { type GatewayContext, openTunnel } from "./tunnel.ts";
-
-const HANDSHAKE_TIMEOUT_MS = 15_000;
 
 /** Buffered reads of exact byte counts from a socket, for the handshake only. */
 class HandshakeReader {
@@ -71,7 +69,8 @@ async function readTarget(r: HandshakeReader): Promise<Target | number> {
   else if (atyp === 0x03) {
     const [len = 0] = await r.read(1);
     host = (await r.read(len)).toString("latin1");
-    if (!len || !/^[A-Za-z0-9.-]+$/.test(host)) return 0x04;
+    // Printable ASCII only; what it names is decided by the target policy (targets.ts), once.
+    if (!len || !/^[\x21-\x7e]+$/.test(host)) return 0x04;
   } else if (atyp === 0x04) {
     const b = await r.read(16);
     const groups: string[] = [];
@@ -86,7 +85,7 @@ async function readTarget(r: HandshakeReader): Promise<Target | number> {
 export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<void> {
   const requestId = newRequestId();
   socket.on("error", () => {});
-  socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
+  // The handshake's absolute deadline and the unauthenticated caps are ctx.handshakes' (gateway.ts).
   const r = new HandshakeReader(socket);
   let authed = false;
   try {
@@ -127,8 +126,10 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
       return g;
     });
     authed = true;
+    if (!(principal instanceof GatewayError)) ctx.handshakes.authenticated(socket);
     socket.write(Buffer.from([0x01, 0x00]));
     const target = await readTarget(r);
+    ctx.handshakes.done(socket);
     if (typeof target === "number") {
       socket.end(reply(target));
       return;
@@ -139,7 +140,6 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
       await tunnel.close();
       return;
     }
-    socket.setTimeout(0);
     const early = r.detach();
     socket.write(reply(0x00));
     tunnel.splice(socket, early);

@@ -30,6 +30,8 @@ export function testGatewayEnv(over: Record<string, string> = {}): Record<string
     GATEWAY_HTTP_PORT: "0",
     GATEWAY_SOCKS_PORT: "0",
     GATEWAY_ADMIN_PORT: "0",
+    // a spawned main.ts defaults to production, which refuses the development flag below
+    ENVIRONMENT: "test",
     GATEWAY_ALLOW_PRIVATE_TARGETS: "1",
     ...over,
   };

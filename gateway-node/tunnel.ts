@@ -3,7 +3,7 @@
  * customer socket to the exit with metering. Both sockets close together, and the hold and the
  * byte lease are given back exactly once however the tunnel ends.
  */
-import { isIP, Socket } from "node:net";
+import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { keys } from "../shared/keys.ts";
 import { runScript } from "../shared/lua/script.ts";
@@ -13,9 +13,11 @@ import type { RedisClient } from "../shared/redis.ts";
 import type { Principal } from "./auth.ts";
 import type { GatewayConfig } from "./config.ts";
 import { GatewayError } from "./errors.ts";
-import { openExit, type Target } from "./exits.ts";
+import { openExit } from "./exits.ts";
+import type { HandshakeGuard } from "./handshakes.ts";
 import { TunnelMeter } from "./metering.ts";
 import type { Metrics } from "./metrics.ts";
+import { checkTarget, type Lookup, resolveForExit, type Target, type TargetPolicy } from "./targets.ts";
 
 export interface GatewayContext {
   config: GatewayConfig;
@@ -24,6 +26,13 @@ export interface GatewayContext {
   metrics: Metrics;
   tunnels: Set<Tunnel>;
   draining: boolean;
+  /** name -> addresses, for exits that cannot check targets themselves (modems) */
+  lookup: Lookup;
+  handshakes: HandshakeGuard;
+}
+
+export function targetPolicy(config: GatewayConfig): TargetPolicy {
+  return { allowLoopback: config.GATEWAY_ALLOW_PRIVATE_TARGETS, allowList: config.GATEWAY_TARGET_HOSTS };
 }
 
 const MAX_EXIT_ATTEMPTS = 3;
@@ -44,6 +53,8 @@ export class Tunnel {
   private bytesFromExit = 0;
   private stallTimer: NodeJS.Timeout | undefined;
   private stallReported = false;
+  /** last time a byte moved either way (monotonic ms): an idle tunnel gives its hold back */
+  private lastActivity = performance.now();
 
   constructor(
     ctx: GatewayContext,
@@ -80,6 +91,10 @@ export class Tunnel {
     this.meter.onCapReached = () => void this.close();
     this.renewTimer = setInterval(
       () => {
+        if (performance.now() - this.lastActivity > ctx.config.GATEWAY_IDLE_TIMEOUT_MS) {
+          void this.close();
+          return;
+        }
         renewHold(ctx.redis, this.hold, ctx.now(), ctx.config.GATEWAY_HOLD_LEASE_MS)
           .then((live) => {
             // Our hold lapsed (we stalled past the lease) and its slot may be resold: honour the cap.
@@ -114,6 +129,7 @@ export class Tunnel {
     };
     const pump = (from: Duplex, to: Duplex) => {
       from.on("data", (chunk: Buffer) => {
+        this.lastActivity = performance.now();
         meter.consume(chunk.length);
         if (from === exit) {
           this.bytesFromExit += chunk.length;
@@ -192,7 +208,10 @@ export async function openTunnel(
   requestId: string,
 ): Promise<Tunnel> {
   if (ctx.draining) throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
-  checkTarget(target, ctx.config);
+  const policy = targetPolicy(ctx.config);
+  const checked = checkTarget(target, policy);
+  // Resolved once per request, and only if a modem is picked (peers resolve and check on their side).
+  let modemTarget: Promise<Target> | undefined;
   const route = principal.route;
   const meter = new TunnelMeter(
     {
@@ -209,6 +228,14 @@ export async function openTunnel(
   );
   if (!(await meter.start()))
     throw new GatewayError("E_CAP_EXCEEDED", "traffic cap reached; top up to continue");
+  // Holds are bounded by what the key bought: one per GATEWAY_HOLD_BYTES it has left (at least one),
+  // and never more than its own maxConnections.
+  const left = principal.capBytes === undefined ? undefined : principal.capBytes - meter.usedAtStart;
+  const byBytes = left === undefined ? 0 : Math.max(1, Math.ceil(left / ctx.config.GATEWAY_HOLD_BYTES));
+  const maxConnections =
+    principal.maxConnections > 0 && byBytes > 0
+      ? Math.min(principal.maxConnections, byBytes)
+      : principal.maxConnections || byBytes;
   let last: GatewayError = new GatewayError("E_NO_STOCK", "no endpoint available");
   const failed: string[] = [];
   try {
@@ -223,21 +250,37 @@ export async function openTunnel(
         sid: route.sid,
         rot: route.rot,
         ttlSec: route.ttl,
-        maxConnections: principal.maxConnections,
+        maxConnections,
         now: ctx.now(),
         leaseMs: ctx.config.GATEWAY_HOLD_LEASE_MS,
         exclude: failed,
         endpointId: principal.endpointId,
+        pinDevice: route.pinDevice,
       });
       if (!picked.ok) {
-        throw attempt > 0 && picked.code === "E_NO_STOCK"
-          ? last
-          : new GatewayError(picked.code, picked.message);
+        if (attempt > 0 && picked.code === "E_NO_STOCK") throw last;
+        throw new GatewayError(
+          picked.code,
+          picked.message,
+          picked.code === "E_NO_CAPACITY" ? { retryAfterS: ctx.config.GATEWAY_RETRY_AFTER_S } : {},
+        );
       }
-      const exit = await openExit(picked.endpoint, target, {
+      let exitTarget: Target = { host: checked.host, port: checked.port };
+      if (picked.endpoint.kind === "modem") {
+        modemTarget ??= resolveForExit(checked, policy, ctx.lookup);
+        try {
+          exitTarget = await modemTarget;
+        } catch (err) {
+          await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
+          throw err;
+        }
+      }
+      const exit = await openExit(picked.endpoint, exitTarget, {
         relaySecret: ctx.config.RELAY_SHARED_SECRET,
         timeoutMs: ctx.config.GATEWAY_CONNECT_TIMEOUT_MS,
         requestId,
+        buyerAccountId: principal.accountId,
+        modemUpstreamKey: ctx.config.MODEM_UPSTREAM_KEY,
       });
       if (exit.ok) {
         return new Tunnel(ctx, {
@@ -256,7 +299,7 @@ export async function openTunnel(
       // A target the exit cannot reach will not be reachable from the next one either; a session
       // pins one device, so moving it silently would break the customer's stickiness; and a
       // dedicated key has no other endpoint to move to.
-      if (exit.side === "target" || route.sid !== undefined || principal.endpointId) break;
+      if (exit.side === "target" || route.sid !== undefined || principal.endpointId || route.pinDevice) break;
     }
     throw last;
   } catch (err) {
@@ -276,46 +319,4 @@ async function reportFailure(ctx: GatewayContext, endpoint: SelectedEndpoint, re
     at: ctx.now(),
   });
   await runScript(ctx.redis, tunnelFailure, [keys.tunnelFailures()], [entry, 10_000]).catch(() => {});
-}
-
-function checkTarget(
-  target: Target,
-  config: Pick<GatewayConfig, "GATEWAY_ALLOW_PRIVATE_TARGETS" | "GATEWAY_TARGET_HOSTS">,
-): void {
-  if (!Number.isInteger(target.port) || target.port < 1 || target.port > 65_535)
-    throw new GatewayError("E_TARGET_UNREACHABLE", `invalid target port ${target.port}`);
-  if (!target.host || target.host.length > 255)
-    throw new GatewayError("E_TARGET_UNREACHABLE", "invalid target host");
-  if (!config.GATEWAY_ALLOW_PRIVATE_TARGETS && isPrivateHost(target.host))
-    throw new GatewayError("E_TARGET_BLOCKED", "private and loopback targets are not allowed");
-  const only = config.GATEWAY_TARGET_HOSTS;
-  if (only && !only.has(target.host.toLowerCase().replace(/^\[|\]$/g, "")))
-    throw new GatewayError("E_TARGET_BLOCKED", `this gateway only reaches ${[...only].join(", ")}`);
-}
-
-/** Literal addresses and names we refuse to reach through an exit (names resolve at the exit, which checks again). */
-export function isPrivateHost(host: string): boolean {
-  const h = host.toLowerCase().replace(/^\[|\]$/g, "");
-  if (h === "localhost" || h.endsWith(".localhost") || h.endsWith(".internal")) return true;
-  const v = isIP(h);
-  if (v === 4) {
-    const [a = 0, b = 0] = h.split(".").map(Number);
-    return (
-      a === 0 ||
-      a === 10 ||
-      a === 127 ||
-      a >= 224 ||
-      (a === 169 && b === 254) ||
-      (a === 172 && b >= 16 && b <= 31) ||
-      (a === 192 && b === 168) ||
-      (a === 100 && b >= 64 && b <= 127)
-    );
-  }
-  if (v === 6) {
-    if (h === "::1" || h === "::") return true;
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
-    if (mapped?.[1]) return isPrivateHost(mapped[1]);
-    return /^(fc|fd|fe8|fe9|fea|feb|ff)/.test(h);
-  }
-  return false;
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { parseConfig } from "../shared/config.ts";
+import { parseConfig, refuseDevOnly } from "../shared/config.ts";
+import { UPSTREAM_KEY_RE } from "../shared/upstream-auth.ts";
 
 const ms = (dflt: number, min = 1) =>
   z.coerce
@@ -31,6 +32,11 @@ const schema = z
   .object({
     REDIS_URL: z.string().regex(/^rediss?:\/\//, "REDIS_URL must be a redis:// or rediss:// URL"),
     RELAY_SHARED_SECRET: z.string().min(16, "RELAY_SHARED_SECRET must be at least 16 characters"),
+    /** opens modems' sealed upstream credentials, as the gateway does (shared/upstream-auth.ts) */
+    MODEM_UPSTREAM_KEY: z
+      .string()
+      .regex(UPSTREAM_KEY_RE, "must be 32 bytes of base64 (openssl rand -base64 32)")
+      .optional(),
     /** Probe history; without it the prober keeps probing and logs that history is off. */
     DATABASE_URL: z.string().optional(),
     /** dev only: the WebSocket-to-TCP proxy in front of a local Postgres */
@@ -46,6 +52,9 @@ const schema = z
       .default("/bytes/{n}"),
     /** dev only: "1" starts the built-in local target (prober/target.ts) and probes that instead */
     PROBE_LOCAL_TARGET: z.enum(["0", "1"]).default("0"),
+    /** `/health` and `/metrics`; keep it on a private interface. Port 0 picks a free one. */
+    PROBER_ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
+    PROBER_ADMIN_PORT: z.coerce.number().int().min(0).max(65535).default(7003),
     /** Serve only endpoint ids with this prefix (sharding; tests use it to stay in their tenant). */
     PROBE_ENDPOINT_PREFIX: z.string().default(""),
 
@@ -160,9 +169,13 @@ const schema = z
     };
   });
 
+/** Refused when ENVIRONMENT=production (the default of `node prober/main.ts`). */
+export const PROBER_DEV_ONLY = ["NEON_WS_PROXY", "PROBE_LOCAL_TARGET"] as const;
+
 export type ProberConfig = z.output<typeof schema>;
 
 /** Parses the prober's environment once; throws ConfigError naming each bad variable. */
 export function loadProberConfig(env: Record<string, string | undefined>): ProberConfig {
+  refuseDevOnly(env, PROBER_DEV_ONLY);
   return parseConfig(schema, env);
 }

@@ -8,11 +8,13 @@
 import type { Queryable } from "../shared/db/pool.ts";
 import { applyProbe, type GateOutcome, gateFromHash, gateToHash } from "../shared/gate.ts";
 import { keys } from "../shared/keys.ts";
+import { killSwitchEngaged, recordKillSwitchSkip } from "../shared/kill-switch.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { probeClaim } from "../shared/lua/scripts.gen.ts";
 import { delistEndpoint } from "../shared/pool.ts";
 import type { TcpRedis } from "../shared/redis.node.ts";
 import type { RedisClient } from "../shared/redis.ts";
+import { basicProxyAuthorization, openUpstreamAuth } from "../shared/upstream-auth.ts";
 import type { ProberConfig } from "./config.ts";
 import {
   type ProbeExit,
@@ -58,6 +60,8 @@ export interface ProberDeps {
   now?: () => number;
   /** every finished probe, after its state was written (tests and metrics) */
   onResult?: (r: ProbeResult, outcome: GateOutcome, trigger: ProbeTrigger) => void;
+  /** the kill switch's Redis key; tests pass their own so they stop no one else's loops */
+  killSwitchKey?: string;
 }
 
 export interface RunningProber {
@@ -120,6 +124,7 @@ export function startProber(
   const breakerSince = now() - BREAKER_START_WINDOW_MS;
   let stopped = false;
   let ticking = false;
+  let halted = false;
 
   const jitter = (base: number) =>
     Math.round(base * (1 + (Math.random() * 2 - 1) * config.PROBE_JITTER_RATIO));
@@ -130,7 +135,17 @@ export function startProber(
     const ep = await redis.hgetall(keys.endpoint(endpointId));
     if (ep.kind === "modem") {
       const port = Number(ep.port);
-      return { kind: "modem", exit: ep.host && port > 0 ? { kind: "modem", host: ep.host, port } : null };
+      if (!ep.host || !(port > 0)) return { kind: "modem", exit: null };
+      // A modem with sealed upstream credentials is probed with them, as the gateway dials it.
+      const auth =
+        ep.upstreamAuth && config.MODEM_UPSTREAM_KEY
+          ? await openUpstreamAuth(config.MODEM_UPSTREAM_KEY, ep.upstreamAuth)
+          : undefined;
+      const proxyAuthorization = auth ? basicProxyAuthorization(auth) : undefined;
+      return {
+        kind: "modem",
+        exit: { kind: "modem", host: ep.host, port, ...(proxyAuthorization ? { proxyAuthorization } : {}) },
+      };
     }
     const deviceId = ep.deviceId || endpointId;
     const presence = await redis.hgetall(keys.presence(deviceId));
@@ -299,6 +314,18 @@ export function startProber(
     if (ticking || stopped) return;
     ticking = true;
     try {
+      // Engaged, the prober neither probes nor delists (the breaker re-probes included); it says
+      // so once per engagement, in the log and in job_runs like the API's crons.
+      if (await killSwitchEngaged(redis, deps.killSwitchKey)) {
+        if (!halted) {
+          halted = true;
+          log("prober: skipped: kill_switch (no probes until a human releases it)");
+          await recordKillSwitchSkip(deps.db, "prober");
+        }
+        return;
+      }
+      if (halted) log("prober: kill switch released, probing again");
+      halted = false;
       await breaker();
       if (now() - lastDiscover >= config.PROBE_DISCOVER_MS) {
         lastDiscover = now();

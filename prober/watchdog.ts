@@ -26,6 +26,7 @@ import type { Queryable } from "../shared/db/pool.ts";
 import { formatUsername } from "../shared/dsl.ts";
 import { newId, randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
+import { killSwitchEngaged, recordKillSwitchSkip } from "../shared/kill-switch.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { ProberConfig } from "./config.ts";
 import type { ProbeTargetConfig } from "./probe.ts";
@@ -170,6 +171,8 @@ export interface WatchdogDeps {
   now?: () => number;
   onRun?: (run: WatchdogRun) => void;
   log?: (line: string) => void;
+  /** the kill switch's Redis key; tests pass their own so they stop no one else's loops */
+  killSwitchKey?: string;
 }
 
 export interface RunningWatchdog {
@@ -417,10 +420,22 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let failures = 0;
+  let halted = false;
   const schedule = () => {
     timer = setTimeout(async () => {
       try {
-        await runOnce();
+        // Engaged, scheduled runs stop (no purchases through the gateway, no alerts), recorded once
+        // per engagement in the log and in job_runs like the API's crons.
+        if (deps.redis && (await killSwitchEngaged(deps.redis, deps.killSwitchKey))) {
+          if (!halted) {
+            halted = true;
+            log("prober: watchdog: skipped: kill_switch");
+            await recordKillSwitchSkip(deps.db, "watchdog");
+          }
+        } else {
+          halted = false;
+          await runOnce();
+        }
         failures = 0;
       } catch (err) {
         // Postgres down or the like: say so once per outage, keep the schedule.

@@ -34,7 +34,7 @@ function urlCarriesToken(rawUrl: string): boolean {
 /** Verifies a peer's upgrade request: subprotocol token, signature, expiry, revocation generation. */
 export async function authenticatePeer(
   req: IncomingMessage,
-  deps: { secret: string; redis: Pick<RelayRedis, "get">; nowSec: number },
+  deps: { secret: string; previousSecret?: string; redis: Pick<RelayRedis, "get">; nowSec: number },
 ): Promise<PeerAuth> {
   const offered = offeredProtocols(req);
   const tokenProto = offered.find((p) => p.startsWith("token."));
@@ -47,7 +47,11 @@ export async function authenticatePeer(
   if (token.split(".").length !== 3)
     return { ok: false, code: CLOSE_NO_TOKEN, reason: "malformed_token", protocol };
 
-  const verified = await verifyJwt<PeerClaims>(token, deps.secret, deps.nowSec);
+  let verified = await verifyJwt<PeerClaims>(token, deps.secret, deps.nowSec);
+  // While JWT_SECRET rotates (docs/deploy.md) tokens the API signed with the old one stay good until
+  // they expire, so the fleet is never dropped.
+  if (!verified.ok && verified.reason === "signature" && deps.previousSecret)
+    verified = await verifyJwt<PeerClaims>(token, deps.previousSecret, deps.nowSec);
   if (!verified.ok) {
     const code = verified.reason === "malformed" ? CLOSE_NO_TOKEN : CLOSE_BAD_TOKEN;
     return { ok: false, code, reason: verified.reason, protocol };

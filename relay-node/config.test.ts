@@ -36,6 +36,21 @@ describe("relay config", () => {
     expect(c.RELAY_ID).toMatch(/^relay_[0-9a-f]{12}$/);
   });
 
+  it("on a Fly machine, the relay id and internal URL come from the machine's private DNS name", () => {
+    const fly = { ...base, FLY_MACHINE_ID: "148ed193b95948", FLY_APP_NAME: "peerproxy-relay-iad" };
+    expect(loadRelayConfig({ ...fly, RELAY_INTERNAL_PORT: "9081" })).toMatchObject({
+      RELAY_ID: "fly_148ed193b95948",
+      RELAY_INTERNAL_URL: "http://148ed193b95948.vm.peerproxy-relay-iad.internal:9081",
+    });
+    // What an operator sets explicitly wins over the platform's defaults.
+    expect(
+      loadRelayConfig({ ...fly, RELAY_ID: "relay-a", RELAY_INTERNAL_URL: "http://10.0.0.5:8081" }),
+    ).toMatchObject({
+      RELAY_ID: "relay-a",
+      RELAY_INTERNAL_URL: "http://10.0.0.5:8081",
+    });
+  });
+
   it("parses REGION_RELAYS and the public URLs", () => {
     const c = loadRelayConfig({
       ...base,

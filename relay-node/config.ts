@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { parseConfig } from "../shared/config.ts";
+import { parseConfig, refuseDevOnly } from "../shared/config.ts";
 import { randomHex } from "../shared/ids.ts";
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -18,6 +18,12 @@ const schema = z.object({
   RELAY_INTERNAL_PORT: port.default(8081),
   JWT_SECRET: z.string().min(16, "JWT_SECRET must be at least 16 characters"),
   RELAY_SHARED_SECRET: z.string().min(16, "RELAY_SHARED_SECRET must be at least 16 characters"),
+  /** Rotation only (docs/deploy.md): the old secrets, still accepted until every party has the new one. */
+  JWT_SECRET_PREVIOUS: z.string().min(16, "JWT_SECRET_PREVIOUS must be at least 16 characters").optional(),
+  RELAY_SHARED_SECRET_PREVIOUS: z
+    .string()
+    .min(16, "RELAY_SHARED_SECRET_PREVIOUS must be at least 16 characters")
+    .optional(),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, "REDIS_URL must be a redis:// or rediss:// URL"),
   /** What peers are told to connect to; defaults to ws://RELAY_HOST:port once listening. */
   RELAY_PUBLIC_URL: z.url({ protocol: /^wss?$/ }).optional(),
@@ -49,6 +55,13 @@ const schema = z.object({
   /** How long close() waits for open tunnels to finish before cutting them. */
   DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   MAX_SOCKETS_PER_DEVICE: z.coerce.number().int().min(1).max(64).default(8),
+  /**
+   * Path of an IP-to-ASN table (iptoasn.com TSV: start, end, AS, country, name). The relay classifies
+   * each socket's address with it; unset, it trusts the class and country in the token.
+   */
+  RELAY_ASN_TABLE: z.string().min(1).optional(),
+  /** Fallback for missed revocation messages: how often every held device's generation is re-read. */
+  REVOCATION_SWEEP_MS: ms(10_000, 600_000),
 });
 
 export type RelayConfig = z.output<typeof schema>;
@@ -56,5 +69,26 @@ export type RelayEnv = z.input<typeof schema>;
 
 /** Parses the relay's environment once; throws ConfigError naming each bad variable. */
 export function loadRelayConfig(env: Record<string, string | undefined>): RelayConfig {
-  return parseConfig(schema, env);
+  refuseDevOnly(env, []);
+  return parseConfig(schema, { ...flyDefaults(env), ...definedOnly(env) });
+}
+
+/**
+ * On Fly machines (FLY_MACHINE_ID and FLY_APP_NAME set by the platform) the relay's id and the URL
+ * gateways reach its internal port at come from the machine's private DNS name, so every machine of
+ * a regional app is addressed on its own without per-machine configuration. Explicit values win.
+ */
+function flyDefaults(env: Record<string, string | undefined>): Record<string, string> {
+  const machine = env.FLY_MACHINE_ID;
+  const app = env.FLY_APP_NAME;
+  if (!machine || !app) return {};
+  return {
+    // Machine ids are unique across Fly, and short enough for RELAY_ID's 64 characters.
+    RELAY_ID: `fly_${machine}`,
+    RELAY_INTERNAL_URL: `http://${machine}.vm.${app}.internal:${env.RELAY_INTERNAL_PORT ?? 8081}`,
+  };
+}
+
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
 }

@@ -21,26 +21,38 @@ export function createByteCounters(deps: {
   let pending = new Map<string, { up: number; down: number }>();
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<void> = Promise.resolve();
+  // Idempotent flushes: every flush of a device carries this process's id and an increasing seq.
+  // A failed one is resent as it was (same seq, same bytes) before any newer bytes of that device,
+  // so an attempt that landed although its answer was lost is not credited twice.
+  const writer = `relay_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  let seq = 0;
+  const unacked = new Map<string, { seq: number; up: number; down: number }>();
 
   const flushOnce = async () => {
-    if (pending.size === 0) return;
+    if (pending.size === 0 && unacked.size === 0) return;
     const batch = pending;
     pending = new Map();
+    for (const [deviceId, c] of batch) {
+      if (unacked.has(deviceId)) pending.set(deviceId, c);
+      else unacked.set(deviceId, { seq: ++seq, ...c });
+    }
     await Promise.all(
-      [...batch].map(async ([deviceId, c]) => {
+      [...unacked].map(async ([deviceId, c]) => {
         try {
           await runScript(
             deps.redis,
             deviceBytesFlush,
-            [keys.deviceBytes(deviceId), keys.servedDevices(), keys.unsettledDevices()],
-            [c.up, c.down, deviceId, Date.now()],
+            [
+              keys.deviceBytes(deviceId),
+              keys.servedDevices(),
+              keys.unsettledDevices(),
+              keys.deviceBytesFlushSeq(deviceId),
+            ],
+            [c.up, c.down, deviceId, Date.now(), writer, c.seq],
           );
+          unacked.delete(deviceId);
         } catch (err) {
-          // Keep the bytes: they are the supplier's earnings.
-          const p = pending.get(deviceId) ?? { up: 0, down: 0 };
-          p.up += c.up;
-          p.down += c.down;
-          pending.set(deviceId, p);
+          // Kept (unacked) and resent as is: they are the supplier's earnings.
           deps.log(`counters flush_failed device=${deviceId} error=${(err as Error).message}`);
         }
       }),

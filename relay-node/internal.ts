@@ -20,8 +20,12 @@ export function parseTarget(raw: string | undefined): { host: string; port: numb
 
 function authorized(state: RelayState, req: IncomingMessage): boolean {
   const header = req.headers.authorization ?? "";
-  const expected = `Bearer ${state.config.RELAY_SHARED_SECRET}`;
-  return timingSafeEqual(header, expected);
+  // The previous secret is accepted while RELAY_SHARED_SECRET rotates (docs/deploy.md).
+  const previous = state.config.RELAY_SHARED_SECRET_PREVIOUS;
+  return (
+    timingSafeEqual(header, `Bearer ${state.config.RELAY_SHARED_SECRET}`) ||
+    (previous !== undefined && timingSafeEqual(header, `Bearer ${previous}`))
+  );
 }
 
 /** GET /health and GET /metrics; POST /tunnel only as an upgrade. */
@@ -80,9 +84,17 @@ export function handleInternalUpgrade(state: RelayState, req: IncomingMessage, s
   const device = state.devices.get(deviceId);
   if (!device) return respondError(gw, 404, { code: "device_not_here" });
   const requestId = req.headers["x-request-id"];
+  // Self-dealing (ADR 0010): an account's own credential through its own device is carried, but
+  // earns nothing, or a supplier could buy from itself and be paid more than it spent.
+  const buyer = req.headers["x-buyer-account"];
+  const selfDealing = typeof buyer === "string" && buyer !== "" && buyer === device.accountId;
+  if (selfDealing) {
+    state.metrics.selfDealingTunnels++;
+    state.log(`tunnel self_dealing device=${device.id} account=${device.accountId}`);
+  }
   openTunnel(state, device, target, gw, head, {
     requestId: typeof requestId === "string" ? requestId.slice(0, 64).replace(/[^\w.-]/g, "_") : "",
     // Probe bytes are ours, not a customer's: they are not sold, so the device earns nothing on them.
-    billable: req.headers["x-traffic"] !== "probe",
+    billable: req.headers["x-traffic"] !== "probe" && !selfDealing,
   });
 }

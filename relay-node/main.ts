@@ -1,13 +1,14 @@
 // The relay process: `node relay-node/main.ts`. Configuration comes from the environment
 // (relay-node/config.ts); the ready line below is what the local stack and tests wait for.
-import { ConfigError } from "../shared/config.ts";
-import { tcpRedis } from "../shared/redis.node.ts";
+import { ConfigError, processEnv } from "../shared/config.ts";
+import { checkRedis, tcpRedis } from "../shared/redis.node.ts";
 import { loadRelayConfig } from "./config.ts";
 import { relayRedis, startRelay } from "./relay.ts";
+import { redisRevocationFeed } from "./revocations.ts";
 
 let config: ReturnType<typeof loadRelayConfig>;
 try {
-  config = loadRelayConfig(process.env);
+  config = loadRelayConfig(processEnv());
 } catch (err) {
   if (err instanceof ConfigError) {
     console.error(`relay: ${err.message}`);
@@ -19,7 +20,8 @@ try {
 const redis = tcpRedis(config.REDIS_URL);
 let relay: Awaited<ReturnType<typeof startRelay>>;
 try {
-  relay = await startRelay(config, { redis: relayRedis(redis) });
+  await checkRedis(redis, config.REDIS_URL);
+  relay = await startRelay(config, { redis: relayRedis(redis), revocations: redisRevocationFeed(redis) });
 } catch (err) {
   // Redis unreachable or a port taken: say which, without a stack trace or any secret.
   console.error(`relay: cannot start: ${(err as Error).message}`);

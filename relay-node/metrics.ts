@@ -10,6 +10,12 @@ export interface Metrics {
   socketsRefused: Map<string, number>;
   /** Largest number of bytes the relay held for any one session (flow-control evidence). */
   maxSessionBuffered: number;
+  /** Tunnels whose buyer account owns the device: carried, not earned (ADR 0010). */
+  selfDealingTunnels: number;
+  /** Sockets whose remote address classified differently from the token's class or country. */
+  classMismatches: Map<string, number>;
+  /** Sockets closed because their device's tokens were revoked or their own token expired. */
+  socketsRevoked: Map<string, number>;
 }
 
 export function newMetrics(): Metrics {
@@ -21,6 +27,9 @@ export function newMetrics(): Metrics {
     tunnelFailures: new Map(),
     socketsRefused: new Map(),
     maxSessionBuffered: 0,
+    selfDealingTunnels: 0,
+    classMismatches: new Map(),
+    socketsRevoked: new Map(),
   };
 }
 
@@ -62,6 +71,24 @@ export function renderMetrics(state: RelayState): string {
     "counter",
     "Peer sockets closed at connect, by reason.",
     [...m.socketsRefused].map(([k, v]) => [`{reason="${k}"}`, v]),
+  );
+  metric(
+    "relay_self_dealing_tunnels_total",
+    "counter",
+    "Tunnels for a credential of the device's own account: carried, earning nothing.",
+    [["", m.selfDealingTunnels]],
+  );
+  metric(
+    "relay_class_mismatch_total",
+    "counter",
+    "Peer sockets whose address classified otherwise than their token said, by field (ip_type, country).",
+    [...m.classMismatches].map(([k, v]) => [`{field="${k}"}`, v]),
+  );
+  metric(
+    "relay_sockets_revoked_total",
+    "counter",
+    "Open peer sockets closed with 4002, by reason (revoked, expired).",
+    [...m.socketsRevoked].map(([k, v]) => [`{reason="${k}"}`, v]),
   );
   metric("relay_session_buffered_bytes_max", "gauge", "Most bytes ever held in memory for one session.", [
     ["", m.maxSessionBuffered],

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
+import { classifyIp } from "../shared/asn.ts";
 import {
   decodeFrame,
   FRAME_CLOSE,
@@ -10,6 +11,8 @@ import {
   MAX_FRAME_BYTES,
   windowCredit,
 } from "../shared/frame.ts";
+import type { PeerClaims } from "../shared/jwt.ts";
+import { keys } from "../shared/keys.ts";
 import { CLOSE_BAD_TOKEN, control, parseControl } from "../shared/messages.ts";
 import { authenticatePeer, offeredProtocols, type PeerAuth } from "./auth.ts";
 import { bump } from "./metrics.ts";
@@ -124,6 +127,7 @@ export function createPeerServer(state: RelayState): PeerServer {
       state.devices.set(device.id, device);
     }
     const ip = (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
+    applySeenClass(state, device, ip, claims);
     const conn: PeerConn = {
       ws,
       device,
@@ -140,6 +144,11 @@ export function createPeerServer(state: RelayState): PeerServer {
     };
     device.conns.add(conn);
     touchPresence(state, device);
+    // A token that expires on an open socket ends it with 4002, so the peer refreshes its identity
+    // (PROTOCOL.md section 2) instead of serving on a credential that is no longer valid.
+    const expiresIn = claims.exp * 1000 - state.now();
+    const expiry = setTimeout(() => revokeConn(state, conn, "expired"), Math.max(0, expiresIn));
+    expiry.unref();
 
     ws.on("message", (data, isBinary) => {
       conn.lastFrameAt = state.now();
@@ -159,6 +168,7 @@ export function createPeerServer(state: RelayState): PeerServer {
       }
     });
     ws.on("close", (code) => {
+      clearTimeout(expiry);
       const d = conn.device;
       state.log(`peer closed device=${d.id} code=${code} sockets=${d.conns.size - 1}`);
       d.conns.delete(conn);
@@ -179,7 +189,12 @@ export function createPeerServer(state: RelayState): PeerServer {
     onUpgrade(req, socket, head) {
       socket.on("error", () => {});
       const nowSec = Math.floor(state.now() / 1000);
-      authenticatePeer(req, { secret: state.config.JWT_SECRET, redis: state.redis, nowSec })
+      authenticatePeer(req, {
+        secret: state.config.JWT_SECRET,
+        previousSecret: state.config.JWT_SECRET_PREVIOUS,
+        redis: state.redis,
+        nowSec,
+      })
         .catch((err): PeerAuth => {
           // Redis down: we cannot check revocation, so we fail closed. 1013 (try again later) makes
           // clients back off and retry, where 4002 would send every peer to the API for a refresh.
@@ -224,6 +239,67 @@ export function createPeerServer(state: RelayState): PeerServer {
       wss.close();
     },
   };
+}
+
+/**
+ * The class and country of the socket's own address (RELAY_ASN_TABLE, the API's ASN rules) win over
+ * what the token says the register/refresh caller was: routing reads them from presence, earnings
+ * from the counters hash. A disagreement is logged and counted (ADR 0011).
+ */
+function applySeenClass(state: RelayState, device: Device, ip: string, claims: PeerClaims) {
+  if (!state.asnTable) return;
+  const seen = classifyIp(state.asnTable, ip);
+  if (!seen) return; // not in the table (private, unrouted): the token's view stands
+  const tokenClass = str(claims.ipType);
+  if (tokenClass && tokenClass !== seen.ipType) {
+    bump(state.metrics.classMismatches, "ip_type");
+    state.log(
+      `peer class_mismatch device=${device.id} field=ip_type token=${tokenClass} seen=${seen.ipType} asn=${seen.asn}`,
+    );
+  }
+  device.ipType = seen.ipType;
+  if (seen.country) {
+    const tokenGeo = str(claims.geo);
+    if (tokenGeo && tokenGeo.toUpperCase() !== seen.country) {
+      bump(state.metrics.classMismatches, "country");
+      state.log(
+        `peer class_mismatch device=${device.id} field=country token=${tokenGeo} seen=${seen.country} asn=${seen.asn}`,
+      );
+    }
+    device.country = seen.country;
+    device.countryFromToken = true;
+  }
+  state.redis
+    .hset(keys.deviceBytes(device.id), { class: seen.ipType })
+    .catch((err) =>
+      state.log(`counters class_write_failed device=${device.id} error=${(err as Error).message}`),
+    );
+}
+
+/** Closes one open socket with 4002 (its token was revoked or expired) and counts it. */
+function revokeConn(state: RelayState, conn: PeerConn, reason: "revoked" | "expired") {
+  if (conn.ws.readyState !== WebSocket.OPEN) return;
+  bump(state.metrics.socketsRevoked, reason);
+  state.log(`peer revoked device=${conn.device.id} reason=${reason}`);
+  conn.ws.close(CLOSE_BAD_TOKEN, reason);
+  setTimeout(() => conn.ws.terminate(), 5_000).unref();
+}
+
+/**
+ * The device's tokens below generation `gen` are revoked (re-registration, key revocation): its
+ * sockets that authenticated with one of them close with 4002. Returns how many closed.
+ */
+export function revokeDeviceSockets(state: RelayState, deviceId: string, gen: number): number {
+  const device = state.devices.get(deviceId);
+  if (!device || !Number.isFinite(gen)) return 0;
+  let closed = 0;
+  for (const conn of device.conns) {
+    if (conn.gen < gen && conn.ws.readyState === WebSocket.OPEN) {
+      revokeConn(state, conn, "revoked");
+      closed++;
+    }
+  }
+  return closed;
 }
 
 function toBuffer(data: RawData): Buffer {

@@ -1,5 +1,7 @@
+import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { type AsnTable, parseAsnTable } from "../shared/asn.ts";
 import { deviceBytesFlush, presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
 import type { TcpRedis } from "../shared/redis.node.ts";
 import type { RelayConfig } from "./config.ts";
@@ -8,11 +10,14 @@ import { handleInternalRequest, handleInternalUpgrade } from "./internal.ts";
 import { newMetrics } from "./metrics.ts";
 import { createPeerServer } from "./peers.ts";
 import { refreshRelayInfo, removePresence, startPresenceLoop } from "./presence.ts";
+import { type RevocationFeed, startGenerationSweep, startRevocationListener } from "./revocations.ts";
 import type { RelayRedis, RelayState } from "./state.ts";
 import { closeSession } from "./tunnels.ts";
 
 export interface RelayDeps {
   redis: RelayRedis;
+  /** Where revocations arrive while sockets are open (redisRevocationFeed); without it only the sweep. */
+  revocations?: RevocationFeed;
   log?: (line: string) => void;
   now?: () => number;
 }
@@ -39,6 +44,15 @@ export function relayRedis(redis: TcpRedis): RelayRedis {
     scriptLoad: redis.scriptLoad,
     hget: (key, field) => redis.raw.hget(key, field),
   };
+}
+
+/** Reads and parses RELAY_ASN_TABLE; a missing or broken file stops the start, naming the variable. */
+function loadAsnTable(path: string): AsnTable {
+  try {
+    return parseAsnTable(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new Error(`RELAY_ASN_TABLE ${path}: ${(err as Error).message}`);
+  }
 }
 
 function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
@@ -77,6 +91,7 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     publicUrl: "",
     internalUrl: "",
     draining: false,
+    ...(config.RELAY_ASN_TABLE ? { asnTable: loadAsnTable(config.RELAY_ASN_TABLE) } : {}),
   };
 
   const peers = createPeerServer(state);
@@ -96,6 +111,8 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
 
   state.counters.start();
   const stopPresence = startPresenceLoop(state);
+  const stopSweep = startGenerationSweep(state, config.REVOCATION_SWEEP_MS);
+  const stopListener = deps.revocations ? await startRevocationListener(state, deps.revocations) : undefined;
 
   let closing: Promise<void> | undefined;
   const close = () => {
@@ -110,6 +127,8 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
       await peers.closeAll(2_000);
       peers.stop();
       stopPresence();
+      stopSweep();
+      await stopListener?.().catch(() => {});
       await state.counters.stop();
       await Promise.all(devices.map((id) => removePresence(state, id).catch(() => {})));
       await state.redis.del(`relay:${config.RELAY_ID}`).catch(() => 0);

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
+import type { AsnTable } from "../shared/asn.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { RelayConfig } from "./config.ts";
 import type { ByteCounters } from "./counters.ts";
@@ -103,4 +104,6 @@ export interface RelayState {
   publicUrl: string;
   internalUrl: string;
   draining: boolean;
+  /** RELAY_ASN_TABLE, parsed: classifies each socket's own address (ADR 0011); absent = trust tokens */
+  asnTable?: AsnTable;
 }

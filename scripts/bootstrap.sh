@@ -36,6 +36,10 @@ for cmd in "${!APT[@]}"; do
     missing+=("${APT[$cmd]}")
   fi
 done
+# The OpenAPI fuzz test installs schemathesis (PyPI) into a venv: python3 with venv and ensurepip.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: apt-get install ${missing[*]}"
@@ -51,4 +55,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "bootstrap: run as root, or: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# Go (peer-go/, the Go peer): `npm test` runs its gofmt/vet/tests. Not a Debian package here: the
+# toolchain comes from go.dev (Go >= 1.26); /usr/local/go/bin is where its tarball installs.
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  echo "bootstrap: Go is missing: the Go peer's checks in \`npm test\` will fail." >&2
+  echo "bootstrap: install Go >= 1.26 from https://go.dev/dl/ into /usr/local/go (or put go on PATH)." >&2
 fi

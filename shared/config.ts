@@ -20,3 +20,35 @@ export function parseConfig<S extends z.ZodType>(schema: S, source: Record<strin
     .join("; ");
   throw new ConfigError(variables, details);
 }
+
+export const ENVIRONMENTS = ["production", "development", "test"] as const;
+
+/**
+ * The environment a long-lived process entry (`main.ts`) reads: ENVIRONMENT defaults to production
+ * there, as the API's does, so a deploy that forgets it gets the strict behaviour.
+ */
+export function processEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
+  return { ENVIRONMENT: "production", ...env };
+}
+
+/**
+ * Fails closed when ENVIRONMENT is not one of ENVIRONMENTS, or is production and any of `devOnly`
+ * is set: those variables exist for the local stack and tests (loopback targets, local stand-ins)
+ * and must never reach a deployed process. ENVIRONMENT absent counts as development: in-process
+ * tests call the loaders directly; process entries add the production default (processEnv).
+ */
+export function refuseDevOnly(env: Record<string, unknown>, devOnly: readonly string[]): void {
+  const environment = env.ENVIRONMENT ?? "development";
+  if (!ENVIRONMENTS.includes(environment as (typeof ENVIRONMENTS)[number]))
+    throw new ConfigError(
+      ["ENVIRONMENT"],
+      `ENVIRONMENT: must be one of ${ENVIRONMENTS.join(", ")} (got ${JSON.stringify(environment)})`,
+    );
+  if (environment !== "production") return;
+  const set = devOnly.filter((k) => env[k] !== undefined && env[k] !== "");
+  if (set.length)
+    throw new ConfigError(
+      set,
+      set.map((k) => `${k}: development only; unset it, or set ENVIRONMENT=development`).join("; "),
+    );
+}

@@ -113,4 +113,28 @@ describe("username DSL", () => {
     // The mutations must exercise the success path too, or the round-trip check proves nothing.
     expect(parsed).toBeGreaterThan(500);
   });
+
+  it("pin-device-<deviceId> names exactly one device (the Go fleet guide's supplier self-test)", () => {
+    expect(parseUsername("psx_acme-peer-us-pin-device-agent_0123abcd")).toEqual({
+      account: "acme",
+      pool: "peer",
+      country: "us",
+      pinDevice: "agent_0123abcd",
+    });
+    expect(formatUsername(parseUsername("psx_acme-any-any-pin-device-agent_0123abcd"))).toBe(
+      "psx_acme-any-any-pin-device-agent_0123abcd",
+    );
+  });
+
+  it.each([
+    ["psx_acme-peer-us-pin", "pin"],
+    ["psx_acme-peer-us-pin-device", "pin"],
+    ["psx_acme-peer-us-pin-endpoint-agent_0123abcd", "pin"],
+    ["psx_acme-peer-us-pin-device-a-b", "pin"],
+    ["psx_acme-peer-us-pin-device-agent_0123abcd-sid-job12345", "sid"],
+    ["psx_acme-peer-us-sid-job12345-pin-device-agent_0123abcd", "sid"],
+    ["psx_acme-peer-us-pin-device-agent_0123abcd-pin-device-agent_0123abce", "pin"],
+  ])("refuses %s naming the token %s", (u, token) => {
+    expect(parseError(u).token).toBe(token);
+  });
 });

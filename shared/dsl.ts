@@ -14,7 +14,7 @@ export type Rotation = (typeof ROTATIONS)[number];
 export const IP_TYPES = ["mobile", "residential", "datacenter"] as const;
 export type IpType = (typeof IP_TYPES)[number];
 
-export const TOKENS = ["sid", "rot", "ttl", "carrier", "city", "iptype"] as const;
+export const TOKENS = ["sid", "rot", "ttl", "carrier", "city", "iptype", "pin"] as const;
 export type Token = (typeof TOKENS)[number];
 
 export interface RouteRequest {
@@ -31,6 +31,8 @@ export interface RouteRequest {
   carrier?: string;
   city?: string;
   iptype?: IpType;
+  /** `pin-device-<deviceId>`: exactly this device, or an error naming its state; never another */
+  pinDevice?: string;
 }
 
 export class UsernameParseError extends Error {
@@ -50,6 +52,8 @@ const COUNTRY_RE = /^[a-z]{2}$/;
 const SID_RE = /^[a-z0-9_]{8,64}$/;
 // carrier/city: free names without hyphens (the separator); underscores stand in for spaces.
 const NAME_RE = /^[a-z0-9_.]{1,64}$/;
+// Device ids are prefixed ids (agent_<hex>): no hyphens, so they fit the DSL as they are.
+const DEVICE_RE = /^[a-z0-9_]{4,64}$/;
 export const TTL_MIN = 60;
 export const TTL_MAX = 86_400;
 
@@ -88,7 +92,30 @@ export function parseUsername(raw: string): RouteRequest {
     seen.add(token);
     if (value === undefined || value === "")
       throw new UsernameParseError(token, `token "${token}" has no value`, validValues(token as Token));
-    applyToken(out, token as Token, value);
+    if (token === "pin") {
+      // pin-device-<deviceId>: the only three-part token.
+      if (value !== "device")
+        throw new UsernameParseError("pin", `pin "${value}" is not valid`, validValues("pin"));
+      const deviceId = rest[i + 2];
+      if (deviceId === undefined || !DEVICE_RE.test(deviceId))
+        throw new UsernameParseError(
+          "pin",
+          `pin-device "${deviceId ?? ""}" is not a device id`,
+          validValues("pin"),
+        );
+      out.pinDevice = deviceId;
+      i++;
+      continue;
+    }
+    applyToken(out, token as Exclude<Token, "pin">, value);
+  }
+  if (out.pinDevice !== undefined) {
+    // One device is named: session and preference tokens could not be honoured, so they are refused.
+    const extra = [...seen].find((t) => t !== "pin");
+    if (extra)
+      throw new UsernameParseError(extra, `token "${extra}" cannot be combined with pin-device`, [
+        "pin-device-<deviceId>",
+      ]);
   }
   if (out.sid === undefined && (out.rot !== undefined || out.ttl !== undefined))
     throw new UsernameParseError(out.rot !== undefined ? "rot" : "ttl", "rot and ttl need a sid", ["sid"]);
@@ -109,10 +136,12 @@ function validValues(token: Token): readonly string[] {
     case "carrier":
     case "city":
       return ["[a-z0-9_.]{1,64}"];
+    case "pin":
+      return ["device-<deviceId>"];
   }
 }
 
-function applyToken(out: RouteRequest, token: Token, value: string): void {
+function applyToken(out: RouteRequest, token: Exclude<Token, "pin">, value: string): void {
   const bad = (what: string) =>
     new UsernameParseError(token, `${token} "${value}" ${what}`, validValues(token));
   switch (token) {
@@ -152,5 +181,6 @@ export function formatUsername(r: RouteRequest): string {
   if (r.carrier !== undefined) parts.push("carrier", r.carrier);
   if (r.city !== undefined) parts.push("city", r.city);
   if (r.iptype !== undefined) parts.push("iptype", r.iptype);
+  if (r.pinDevice !== undefined) parts.push("pin", "device", r.pinDevice);
   return parts.join("-");
 }

@@ -7,7 +7,13 @@ export const API_ERRORS = {
   E_FORBIDDEN: 403,
   E_DEVICE_LIMIT: 403,
   E_UNPROVEN_LIMIT: 403,
+  /** the API key is valid but lacks the scope this route needs; details.requiredScope names it */
+  E_SCOPE_REQUIRED: 403,
+  /** a pool-key write would exceed what the account may resell (bytes or connections per key) */
+  E_RESELL_LIMIT: 403,
   E_NOT_FOUND: 404,
+  /** the path exists but not for this method; the Allow header lists the ones it serves */
+  E_METHOD_NOT_ALLOWED: 405,
   E_CONFLICT: 409,
   E_IDEMPOTENCY_MISMATCH: 409,
   E_PAYMENT_REQUIRED: 402,
@@ -21,6 +27,14 @@ export const API_ERRORS = {
   E_NO_FREE_MODEM: 503,
   /** x402 dedicated port: this modem cannot rotate on demand (its operator configured no rotation webhook). */
   E_ROTATION_UNAVAILABLE: 501,
+  /** a withdrawal below the minimum for the account's supply kind; details.minimumMicro names it */
+  E_BELOW_MINIMUM: 422,
+  /** the payout wallet is in its cooling period; details.payableFrom is when it pays */
+  E_WALLET_COOLING: 409,
+  /** no payout wallet is registered (PUT /v1/peer/wallet) */
+  E_WALLET_REQUIRED: 409,
+  /** the amount exceeds the available balance; details.availableMicro says how much there is */
+  E_INSUFFICIENT_BALANCE: 409,
   E_RATE_LIMITED: 429,
   E_INTERNAL: 500,
   E_CONFIG: 503,

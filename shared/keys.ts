@@ -10,6 +10,9 @@ export const keys = {
   // identity (API writes, relay reads)
   /** integer: the device's current JWT revocation generation; tokens with a lower `gen` are invalid */
   deviceGen: (deviceId: string) => `dev:{${deviceId}}:gen`,
+  /** pub/sub channel (not a key): "<deviceId> <generation>" when a device's tokens are revoked;
+   *  relays close that device's sockets holding an older generation (shared/lua/device_revoke.lua) */
+  deviceRevokedChannel: () => "chan:device_revoked",
   /** rate-limit window counter */
   rateLimit: (scope: string, id: string, window: string) => `rl:${scope}:${id}:${window}`,
 
@@ -24,8 +27,11 @@ export const keys = {
 
   // traffic (relay flushes per device at most 5 s apart; cron settles into Postgres)
   /** hash: up, down (bytes, HINCRBY), cumulative: the earnings cron settles the growth past its
-   *  Postgres watermark (devices.settled_bytes), so this hash is never reset */
+   *  Postgres watermark (devices.settled_bytes), so this hash is never reset; since; class: the IP
+   *  class the relay saw the device's socket come from, which earnings accrue at (ADR 0011) */
   deviceBytes: (deviceId: string) => `bytes:dev:{${deviceId}}`,
+  /** hash writer (a relay process) -> last applied flush seq: device_bytes_flush.lua credits a retry once */
+  deviceBytesFlushSeq: (deviceId: string) => `bytesflush:{${deviceId}}`,
   /** set of deviceIds whose byte counters grew since their last settlement (earnings cron drains) */
   unsettledDevices: () => "devices:unsettled",
   /** set of deviceIds that have served at least one byte (ends the unproven state) */
@@ -54,6 +60,8 @@ export const keys = {
   endpointReservation: (endpointId: string) => `ep:{${endpointId}}:reserved`,
   /** zset endpointId scored by load in [0,1); pool/country/ipType are each also indexed under "any" */
   poolIndex: (pool: string, country: string, ipType: string) => `pool:idx:${pool}:${country}:${ipType}`,
+  /** set of listed, unreserved endpoints at their connection cap, per index (E_NO_CAPACITY vs E_NO_STOCK) */
+  poolFull: (pool: string, country: string, ipType: string) => `pool:full:${pool}:${country}:${ipType}`,
   /** set of listed endpoint ids */
   poolListed: () => "pool:listed",
   /** zset "holdId|endpointId|keyId" scored by lease expiry (ms): a tunnel's hold on an endpoint */
@@ -62,7 +70,7 @@ export const keys = {
   credentialConns: (keyId: string) => `conns:cred:{${keyId}}`,
   /** hash: ep, idx, rotateAt (ms, 0 = never): a sticky session's pinned endpoint */
   session: (keyId: string, sid: string) => `psess:{${keyId}}:${sid}`,
-  /** hash tunnelId -> "<outstanding bytes>:<expiry ms>": byte budgets leased to live tunnels */
+  /** hash tunnelId -> "<outstanding bytes>:<expiry ms>:<last seq>[:c]": byte budgets leased to tunnels */
   credentialLeases: (keyId: string) => `credlease:{${keyId}}`,
   /** list (newest first) of JSON exit failures seen by gateways, for the prober's circuit breaker */
   tunnelFailures: () => "cb:tunnel_failures",

@@ -94,7 +94,8 @@ describe("endpoint pool selection", () => {
       expect(Number(h.conns)).toBe(seen!.conns);
       expect(Number(h.custs)).toBe(seen!.customers.size);
     }
-    expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.code === "E_NO_STOCK")).toBe(true);
+    // Every endpoint is listed and full: busy (E_NO_CAPACITY), not empty (E_NO_STOCK).
+    expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.code === "E_NO_CAPACITY")).toBe(true);
     for (const h of holds) expect(await releaseHold(redis, h, T0)).toBe(true);
     for (const id of Object.values(ids)) {
       const h = await redis.hgetall(keys.endpoint(id));

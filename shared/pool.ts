@@ -50,6 +50,8 @@ export interface EndpointListing {
   /** modem exits: the modem's upstream HTTP proxy */
   host?: string;
   port?: number;
+  /** modem exits: its upstream proxy credentials, sealed (shared/upstream-auth.ts); never in the clear */
+  upstreamAuth?: string;
 }
 
 /** What the gateway needs to open the exit, as read atomically with the hold. */
@@ -94,6 +96,11 @@ export interface SelectInput {
    */
   endpointId?: string;
   /**
+   * The username's pin-device: exactly this device (a listed peer in `pool`), or an error naming its
+   * state (unknown, offline, not listed, busy); never another device.
+   */
+  pinDevice?: string;
+  /**
    * Test seam: a private holds zset. Every pool script sweeps the holds zset by `now`, so a test
    * that moves its clock hours ahead must not share the real one with tests running beside it.
    */
@@ -102,7 +109,11 @@ export interface SelectInput {
 
 export type SelectResult =
   | { ok: true; endpoint: SelectedEndpoint; hold: Hold; moved: boolean }
-  | { ok: false; code: "E_NO_STOCK" | "E_SESSION_PEER_GONE" | "E_RATE_LIMITED"; message: string };
+  | {
+      ok: false;
+      code: "E_NO_STOCK" | "E_NO_CAPACITY" | "E_SESSION_PEER_GONE" | "E_RATE_LIMITED";
+      message: string;
+    };
 
 /** Default session life when the username gives a sid but no ttl. */
 export const DEFAULT_SESSION_TTL_SEC = 3600;
@@ -133,6 +144,7 @@ export async function listEndpoint(redis: PoolRedis, e: EndpointListing): Promis
     deviceId: e.deviceId ?? "",
     host: e.host ?? "",
     port: e.port === undefined ? "" : String(e.port),
+    upstreamAuth: e.upstreamAuth ?? "",
     maxConns: String(caps.conns),
     maxCusts: String(caps.customers),
   };
@@ -163,6 +175,7 @@ export async function selectEndpoint(redis: PoolRedis, input: SelectInput): Prom
       holdsKey,
       keys.credentialConns(input.keyId),
       input.sid === undefined ? keys.session(input.keyId, "-") : keys.session(input.keyId, input.sid),
+      keys.poolFull(input.pool, input.country, input.ipType ?? "any"),
     ],
     [
       input.now,
@@ -179,6 +192,8 @@ export async function selectEndpoint(redis: PoolRedis, input: SelectInput): Prom
       PAGE,
       (input.exclude ?? []).join(" "),
       input.endpointId ?? "",
+      input.pinDevice ?? "",
+      input.pool,
     ],
   )) as string[];
   if (reply[0] !== "ok") {
@@ -200,6 +215,7 @@ export async function selectEndpoint(redis: PoolRedis, input: SelectInput): Prom
     deviceId: f.deviceId || undefined,
     host: f.host || undefined,
     port: f.port ? Number(f.port) : undefined,
+    upstreamAuth: f.upstreamAuth || undefined,
     conns: Number(f.conns ?? 0),
     custs: Number(f.custs ?? 0),
   };

@@ -76,6 +76,8 @@ export function openRelayTunnel(
     requestId?: string;
     /** the prober's own traffic: the relay counts it for metrics but not for the device's earnings */
     probe?: boolean;
+    /** the account whose credential this tunnel serves: the relay pays nothing when it owns the device */
+    buyerAccountId?: string;
   },
 ): Promise<TunnelOpen> {
   return new Promise((resolve) => {
@@ -95,6 +97,7 @@ export function openRelayTunnel(
         "X-Target": target,
         ...(opts.requestId ? { "X-Request-ID": opts.requestId } : {}),
         ...(opts.probe ? { "X-Traffic": "probe" } : {}),
+        ...(opts.buyerAccountId ? { "X-Buyer-Account": opts.buyerAccountId } : {}),
         Connection: "Upgrade",
         Upgrade: "peerproxy-tunnel/1",
         "Content-Length": "0",

@@ -34,6 +34,7 @@ describe("npm start (dev/stack.ts)", () => {
       GATEWAY_HTTP_PORT: await freePort(),
       GATEWAY_SOCKS_PORT: await freePort(),
       GATEWAY_ADMIN_PORT: await freePort(),
+      PROBER_ADMIN_PORT: await freePort(),
     };
     // The watchdog's first run comes one interval after start: short here, a minute by default.
     const env: Record<string, string> = { STACK_DIR: dir, WATCHDOG_INTERVAL_MS: "2000" };
@@ -47,6 +48,9 @@ describe("npm start (dev/stack.ts)", () => {
       const info = JSON.parse(readFileSync(join(dir, "stack.json"), "utf8"));
       expect(info.api.url).toBe(`http://127.0.0.1:${ports.API_PORT}`);
       expect(info.demo.apiKey).toMatch(/^psx_/);
+      // The demo peers belong to a supplier account of their own, so demo traffic earns (ADR 0010).
+      expect(info.supplier.apiKey).toMatch(/^psx_/);
+      expect(info.supplier.accountId).not.toBe(info.demo.accountId);
       const health = await fetch(info.api.health);
       expect(health.status).toBe(200);
       expect(await health.json()).toMatchObject({ checks: { redis: { ok: true }, postgres: { ok: true } } });
@@ -98,10 +102,11 @@ describe("npm start (dev/stack.ts)", () => {
         expect(grew).toBeLessThanOrEqual(size * 1.01);
         expect((await peerBytes()) - bytesBefore).toBeGreaterThanOrEqual(size);
 
-        // The cron accrues the demo peers' traffic as the demo account's earnings.
+        // The cron accrues the demo peers' traffic as their supplier's earnings (the demo customer's
+        // key has no `supply` scope, and its own devices would earn nothing: ADR 0010).
         const earned = async () => {
           const res = await fetch(`${info.api.url}/v1/peer/earnings`, {
-            headers: { "x-api-key": info.demo.apiKey },
+            headers: { "x-api-key": info.supplier.apiKey },
           });
           return (await res.json()) as {
             bytes: string;
@@ -120,7 +125,7 @@ describe("npm start (dev/stack.ts)", () => {
           "the demo peers' earnings",
         );
         console.log(
-          `[stack] demo account earnings: ${accrued.bytes} B -> ${accrued.accruedMicro} micro-USDC`,
+          `[stack] demo supplier earnings: ${accrued.bytes} B -> ${accrued.accruedMicro} micro-USDC`,
         );
         expect(BigInt(accrued.accruedMicro)).toBeGreaterThan(0n);
         expect(

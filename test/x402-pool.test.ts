@@ -7,7 +7,7 @@ import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import { type Account, createWalletClient, type Hex, http, toHex } from "viem";
 import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { wrapFetchWithPayment as wrapFetchV1 } from "x402-fetch";
 import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
 import { redeemPoolPurchase } from "../functions/src/services/x402-purchase.ts";
@@ -23,6 +23,7 @@ import {
   baseRailVars,
   createHouseAccount,
   deleteAccount,
+  deleteGasWallet,
   deletePurchases,
   fundedGasKey,
   newPayer,
@@ -37,12 +38,13 @@ const redis = tcpRedis(e.REDIS_URL);
 let chain: EvmChain;
 let api: Api;
 let houseAccountId: string;
+let gasKey: Hex | undefined;
 const houseName = `x402pool_${Math.random().toString(36).slice(2, 8)}`;
 
 beforeAll(async () => {
   chain = await startEvmChain();
   houseAccountId = await createHouseAccount(db, houseName);
-  const gasKey = await fundedGasKey(chain);
+  gasKey = await fundedGasKey(chain);
   await stockUs(db);
   api = await startApi(
     {
@@ -62,6 +64,7 @@ afterAll(async () => {
   await chain?.stop();
   if (houseAccountId) {
     await deletePurchases(db, redis, houseAccountId, payers);
+    if (gasKey) await deleteGasWallet(db, gasKey);
     await deleteAccount(db, houseAccountId);
   }
   await db.end();
@@ -69,6 +72,11 @@ afterAll(async () => {
 });
 
 const payers: string[] = [];
+
+afterEach((ctx) => {
+  // What the API said, when a test fails: the Worker's own log is the first thing to read.
+  if (ctx.task.result?.state === "fail") console.log(api?.service.output().slice(-4000));
+});
 
 // biome-ignore lint/suspicious/noExplicitAny: test assertions walk response JSON
 type Json = Record<string, any>;
@@ -211,7 +219,7 @@ describe("x402 pool purchase on anvil", () => {
     expect(old.res.status).toBe(401);
   });
 
-  it("an x402 exact EIP-3009 authorization is settled by the server, verified, and mints once", async () => {
+  it("an x402 exact EIP-3009 authorization is settled by the server, verified, and mints once; the header alone never re-emits", async () => {
     const agent = await payer();
     const quote = await call(ORDER);
     const header = await signedEip3009Header(agent, {
@@ -223,9 +231,14 @@ describe("x402 pool purchase on anvil", () => {
     const { res, body } = await buy(ORDER, { "PAYMENT-SIGNATURE": header });
     expect(res.status, JSON.stringify(body)).toBe(200);
     expect(body.payment).toMatchObject({ network: "base", payer: agent.address, status: "minted" });
+    // The header is public once settled (docs/adr/0008): a retry needs the session token.
     const retry = await buy(ORDER, { "PAYMENT-SIGNATURE": header });
-    expect(retry.res.status, JSON.stringify(retry.body)).toBe(200);
-    expect(retry.body.payment).toMatchObject({ txRef: body.payment.txRef, status: "reemitted" });
+    expect(retry.res.status, JSON.stringify(retry.body)).toBe(409);
+    expect(retry.body.error.code).toBe("E_PAYMENT_USED");
+    const withToken = await buy(ORDER, { "PAYMENT-SIGNATURE": header, "X-Session-Token": body.sessionToken });
+    expect(withToken.res.status, JSON.stringify(withToken.body)).toBe(200);
+    expect(withToken.body.payment).toMatchObject({ txRef: body.payment.txRef, status: "reemitted" });
+    expect(withToken.body.proxy.password).toBe(body.proxy.password);
     const { rows } = await db.query("SELECT 1 FROM x402_payments WHERE payer = $1", [agent.address]);
     expect(rows).toHaveLength(1);
   });

@@ -8,7 +8,7 @@ import { x402HTTPClient } from "@x402/core/client";
 import { parsePaymentRequired } from "@x402/core/schemas";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
-import { type Account, parseAbi, toHex } from "viem";
+import { type Account, type Hex, parseAbi, toHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
 import { reservationsJob } from "../functions/src/jobs/reservations.ts";
@@ -38,6 +38,7 @@ import {
   baseRailVars,
   createHouseAccount,
   deleteAccount,
+  deleteGasWallet,
   deletePurchases,
   fundedGasKey,
   newPayer,
@@ -58,6 +59,7 @@ let targets: Targets;
 let webhook: Server;
 const rotations: { body: Record<string, string>; headers: IncomingMessage["headers"] }[] = [];
 let houseAccountId: string;
+let gasKey: Hex | undefined;
 let operator: { accountId: string; apiKey: string };
 const houseName = `x402prx_${uid()}`;
 const modemIds: string[] = [];
@@ -87,7 +89,7 @@ beforeAll(async () => {
   gw = await startGateway(loadGatewayConfig(testGatewayEnv()), { redis });
   houseAccountId = await createHouseAccount(db, houseName);
   operator = await createAccountWithKey(db, { name: `op_${uid()}`, kind: "operator" });
-  const gasKey = await fundedGasKey(chain);
+  gasKey = await fundedGasKey(chain);
   api = await startApi(
     {
       ...stateVars(e),
@@ -120,6 +122,7 @@ afterAll(async () => {
   await db.query("DELETE FROM modem_rotations WHERE modem_exit_id = ANY($1)", [modemIds]);
   await db.query("DELETE FROM modem_reservations WHERE modem_exit_id = ANY($1)", [modemIds]);
   await deletePurchases(db, redis, houseAccountId, payers);
+  if (gasKey) await deleteGasWallet(db, gasKey);
   await db.query("DELETE FROM modem_exits WHERE id = ANY($1)", [modemIds]);
   for (const acct of [houseAccountId, operator?.accountId]) {
     if (acct) await deleteAccount(db, acct);

@@ -1,18 +1,30 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
 import { ConfigError } from "../../shared/config.ts";
 import { ApiError, type ApiErrorCode, errorBody } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { loadConfig } from "./config.ts";
 import { createDeps } from "./deps.ts";
 import type { AppEnv } from "./env.ts";
+import { allowedMethods, CREDENTIAL_HEADER_NAMES, completeDocument } from "./openapi.ts";
+import { registerPages } from "./pages/register.tsx";
+import { registerAccountApiKeyRotate } from "./routes/account/api-key-rotate.ts";
+import { registerAdminAccountApiKeys } from "./routes/admin/account-api-keys.ts";
+import { registerAdminAccounts } from "./routes/admin/accounts.ts";
 import { registerAdminAlerts } from "./routes/admin/alerts.ts";
+import { registerAdminApiKey } from "./routes/admin/api-key.ts";
+import { registerAdminApprovals } from "./routes/admin/approvals.ts";
+import { registerAdminKillSwitch } from "./routes/admin/kill-switch.ts";
 import { registerModemExits } from "./routes/admin/modem-exits.ts";
+import { errorSchema } from "./routes/errors.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerPeerAndroid } from "./routes/peer/android.ts";
 import { registerPeerEarnings } from "./routes/peer/earnings.ts";
 import { registerPeerRefresh } from "./routes/peer/refresh.ts";
 import { registerPeerRegister } from "./routes/peer/register.ts";
+import { registerPeerWallet } from "./routes/peer/wallet.ts";
+import { registerPeerWithdrawals } from "./routes/peer/withdrawals.ts";
 import { registerPoolKey } from "./routes/reseller/pool-key.ts";
 import { registerPoolKeyRegenerate } from "./routes/reseller/pool-key-regenerate.ts";
 import { registerPoolKeyTopup } from "./routes/reseller/pool-key-topup.ts";
@@ -45,6 +57,17 @@ export function createApp() {
   const app = new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (!result.success) {
+        // A missing credential header is an authentication failure (401), not a malformed request.
+        const credential = result.error.issues.find(
+          (i) => i.code === "invalid_type" && CREDENTIAL_HEADER_NAMES.has(String(i.path[0])),
+        );
+        if (credential && result.error.issues.every((i) => CREDENTIAL_HEADER_NAMES.has(String(i.path[0]))))
+          return sendError(
+            c as Context<AppEnv>,
+            "E_UNAUTHORIZED",
+            `the ${String(credential.path[0])} header is required`,
+            401,
+          );
         const issues = result.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
         const summary = issues.map((i) => `${i.path || "(body)"}: ${i.message}`).join("; ");
         return sendError(c as Context<AppEnv>, "E_VALIDATION", `invalid request: ${summary}`, 400, {
@@ -87,6 +110,14 @@ export function createApp() {
   registerPoolKeyUsage(app);
   registerModemExits(app);
   registerAdminAlerts(app);
+  registerAdminAccounts(app);
+  registerAdminAccountApiKeys(app);
+  registerAdminApiKey(app);
+  registerAccountApiKeyRotate(app);
+  registerPeerWallet(app);
+  registerPeerWithdrawals(app);
+  registerAdminApprovals(app);
+  registerAdminKillSwitch(app);
   registerX402Pricing(app);
   registerX402Pool(app);
   registerX402Manage(app);
@@ -94,24 +125,61 @@ export function createApp() {
   registerX402Proxy(app);
   registerX402ProxyManage(app);
   registerX402Discovery(app);
+  registerPages(app);
 
-  app.doc31("/openapi.json", {
-    openapi: "3.1.0",
-    info: {
-      title: "peerproxy API",
-      version: "0.1.0",
-      description: "Peer registration, credentials, x402 purchase and operations for the peerproxy network.",
-    },
+  // The document the routes generate, completed with what the global hooks below answer on every
+  // route (400, 401, the error body) and credentials as security schemes (functions/src/openapi.ts).
+  app.openAPIRegistry.register("Error", errorSchema("Error").ErrorBody);
+  let document: unknown;
+  app.get("/openapi.json", (c) => {
+    document ??= completeDocument(
+      app.getOpenAPI31Document({
+        openapi: "3.1.0",
+        info: {
+          title: "peerproxy API",
+          version: "0.1.0",
+          description:
+            "Peer registration, credentials, x402 purchase and operations for the peerproxy network.",
+        },
+      }),
+      "Error",
+    );
+    return c.json(document);
   });
 
-  app.notFound((c) =>
-    sendError(c, "E_NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`, 404),
-  );
+  // A known path with a method it does not serve is 405 with Allow, not 404.
+  let allowed: ((path: string) => string[]) | undefined;
+  app.notFound((c) => {
+    const path = new URL(c.req.url).pathname;
+    allowed ??= allowedMethods(app.routes);
+    const methods = allowed(path);
+    if (methods.length) {
+      c.header("Allow", methods.join(", "));
+      return sendError(
+        c,
+        "E_METHOD_NOT_ALLOWED",
+        `${c.req.method} is not allowed on ${path}; allowed: ${methods.join(", ")}`,
+        405,
+      );
+    }
+    return sendError(c, "E_NOT_FOUND", `no route for ${c.req.method} ${path}`, 404);
+  });
 
   app.onError((err, c) => {
     if (err instanceof ApiError) {
       for (const [k, v] of Object.entries(err.headers ?? {})) c.header(k, v);
       return sendError(c, err.code, err.message, err.status, err.details);
+    }
+    if (err instanceof HTTPException && err.status < 500) {
+      // Hono's own refusals before a handler runs; the one it raises is a body that is not JSON
+      // (e.g. a NUL byte): the same error shape as every other 400, never a 500.
+      const malformedJson = /json/i.test(err.message);
+      return sendError(
+        c,
+        err.status === 401 ? "E_UNAUTHORIZED" : "E_BAD_REQUEST",
+        malformedJson ? "the request body is not valid JSON; send a JSON document" : err.message,
+        err.status,
+      );
     }
     if (err instanceof ConfigError) {
       // Fail closed: a half-configured API answers nothing but this.

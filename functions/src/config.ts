@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { parseConfig } from "../../shared/config.ts";
+import { UPSTREAM_KEY_RE } from "../../shared/upstream-auth.ts";
 
 /** Every variable the API reads. Parsed once per isolate; a bad value fails closed naming it. */
 export const configSchema = z
@@ -12,6 +13,14 @@ export const configSchema = z
     UPSTASH_REDIS_REST_TOKEN: z.string().min(1, "is required"),
     /** HS256 key for peer JWTs; every relay has the same value. */
     JWT_SECRET: z.string().min(32, "must be at least 32 characters"),
+    /**
+     * Seals modems' upstream proxy credentials (shared/upstream-auth.ts); gateways and the prober
+     * hold the same value to open them. Unset: registering credentials answers 503 E_CONFIG.
+     */
+    MODEM_UPSTREAM_KEY: z
+      .string()
+      .regex(UPSTREAM_KEY_RE, "must be 32 bytes of base64 (openssl rand -base64 32)")
+      .optional(),
     /** Per client IP, per minute. */
     RATE_LIMIT_REGISTER_PER_MINUTE: z.coerce.number().int().positive().default(30),
     RATE_LIMIT_REFRESH_PER_MINUTE: z.coerce.number().int().positive().default(60),
@@ -38,13 +47,26 @@ export const configSchema = z
     X402_HOUSE_ACCOUNT_ID: z.string().optional(),
     /** Secret: private key of the wallet that pays gas to settle EIP-3009 authorizations. */
     X402_GAS_WALLET_KEY: z.string().optional(),
-    /** `off` refuses bare tx hashes (front-runnable, docs/adr/0002): only bound or EIP-3009 proofs buy. */
-    X402_BARE_HASH: z.enum(["on", "off"]).default("on"),
+    // Supplier payouts (docs/adr/0014). Unset: approvals still record, payouts wait queued.
+    /** Base RPC the treasury pays through; defaults to X402_BASE_RPC_URL. */
+    PAYOUT_BASE_RPC_URL: z.string().optional(),
+    /** Secret: private key of the treasury wallet that holds USDC and pays suppliers on Base. */
+    PAYOUT_TREASURY_KEY: z.string().optional(),
+    /** Blocks including the payout's own before a withdrawal counts as paid. */
+    PAYOUT_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(3),
+    /**
+     * `off` refuses bare tx hashes (front-runnable, docs/adr/0002 and 0008): only bound or EIP-3009
+     * proofs buy. Unset: `off` in production, `on` elsewhere (local agents and tests pay bare).
+     */
+    X402_BARE_HASH: z.enum(["on", "off"]).optional(),
     X402_RATE_LIMIT_PURCHASE_PER_MINUTE: z.coerce.number().int().positive().default(10),
     /** Where agents connect; shown in the purchase response's proxy block. */
     GATEWAY_PUBLIC_HOST: z.string().default("localhost"),
     GATEWAY_HTTP_PORT: z.coerce.number().int().min(1).max(65535).default(7000),
     GATEWAY_SOCKS_PORT: z.coerce.number().int().min(1).max(65535).default(7001),
+    /** The gateways' byte lease and hold lease (gateway-node/config.ts): the x402 caveats quote them. */
+    GATEWAY_BYTE_LEASE: z.coerce.number().int().min(4096).max(1_048_576).default(262_144),
+    GATEWAY_HOLD_LEASE_MS: z.coerce.number().int().min(500).max(300_000).default(30_000),
   })
   .superRefine((c, ctx) => {
     if (c.ENVIRONMENT === "production" && c.NEON_WS_PROXY) {
@@ -66,7 +88,12 @@ export const configSchema = z
         message: "must be https:// in production",
       });
     }
-  });
+  })
+  // A bare hash can be front-run by anyone watching the recipient: production refuses it unless told.
+  .transform((c) => ({
+    ...c,
+    X402_BARE_HASH: c.X402_BARE_HASH ?? ((c.ENVIRONMENT === "production" ? "off" : "on") as "on" | "off"),
+  }));
 
 export type Config = z.output<typeof configSchema>;
 

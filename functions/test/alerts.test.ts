@@ -104,7 +104,8 @@ describe("GET /v1/admin/alerts", () => {
     const customer = await tenant("customer");
     const forbidden = await get("/v1/admin/alerts?open=true", customer.apiKey);
     expect(forbidden.status).toBe(403);
-    expect(((await forbidden.json()) as { error: { code: string } }).error.code).toBe("E_FORBIDDEN");
+    // A customer's key lacks `operate` (and `ops-agent`): the 403 names the scope.
+    expect(((await forbidden.json()) as { error: { code: string } }).error.code).toBe("E_SCOPE_REQUIRED");
     const op = await tenant("operator");
     expect((await get("/v1/admin/alerts?open=yes", op.apiKey)).status).toBe(400);
   });

@@ -152,6 +152,21 @@ describe("supplier earnings cron", () => {
     });
   });
 
+  it("bytes accrue at the class the relay saw the serving socket come from, not the class register recorded (ADR 0011)", async () => {
+    const s = await supplier(["mobile"]);
+    const [id] = s.devices as [string];
+    // The relay classified the socket's address as a datacenter (relay-node/access.test.ts).
+    await redis.hset(keys.deviceBytes(id), { class: "datacenter" });
+    await flush(id, 1n * GB, 0n);
+    await runScheduled(e, [earningsJob]);
+    expect(await ledger(id)).toEqual([{ bytes: String(GB), amount: "100000", rate: "100000" }]);
+    const { rows } = await pool.query<{ ip_type: string }>(
+      "SELECT ip_type FROM earnings_ledger WHERE device_id = $1",
+      [id],
+    );
+    expect(rows.map((r) => r.ip_type)).toEqual(["datacenter"]);
+  });
+
   it("an account's rate override applies to bytes served after it; earlier rows keep their rate", async () => {
     const s = await supplier(["mobile"]);
     const [id] = s.devices as [string];

@@ -3,6 +3,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
 import { upstashRedis } from "../../shared/redis.ts";
+import { openUpstreamAuth } from "../../shared/upstream-auth.ts";
 import { createTenant, type Tenant } from "./helpers/tenant.ts";
 
 // Inside workerd against this run's real Redis and Postgres; modem addresses are loopback only.
@@ -141,5 +142,53 @@ describe("/v1/admin/modem-exits", () => {
     expect(((await bad.json()) as { error: { message: string } }).error.message).toContain("port");
     const { rows } = await pool.query("SELECT 1 FROM modem_exits WHERE port = $1", [port]);
     expect(rows).toHaveLength(0);
+  });
+});
+
+describe("modem upstream credentials", () => {
+  it("are stored sealed in Postgres and Redis, never echoed, and open with MODEM_UPSTREAM_KEY; null clears them", async () => {
+    const op = await operator();
+    const port = uniquePort();
+    const password = `pw-${crypto.randomUUID()}`;
+    const res = await call("POST", "/v1/admin/modem-exits", op.apiKey, {
+      host: "127.0.0.1",
+      port,
+      country: "us",
+      upstreamAuth: { username: "modemuser", password },
+    });
+    expect(res.status).toBe(201);
+    const text = await res.text();
+    expect(text).not.toContain(password);
+    const exit = JSON.parse(text) as { id: string; upstreamAuth: boolean };
+    expect(exit.upstreamAuth).toBe(true);
+    const { rows } = await pool.query<{ upstream_auth_sealed: string }>(
+      "SELECT upstream_auth_sealed FROM modem_exits WHERE id = $1",
+      [exit.id],
+    );
+    const sealed = rows[0]?.upstream_auth_sealed ?? "";
+    expect(sealed).toMatch(/^v1\./);
+    expect(sealed).not.toContain(password);
+    const listed = await redis.hgetall(keys.endpoint(exit.id));
+    expect(listed.upstreamAuth).toBe(sealed);
+    expect(await openUpstreamAuth(e.MODEM_UPSTREAM_KEY ?? "", sealed)).toEqual({
+      username: "modemuser",
+      password,
+    });
+    const audit = await pool.query<{ detail: unknown }>("SELECT detail FROM audit_log WHERE subject = $1", [
+      exit.id,
+    ]);
+    expect(JSON.stringify(audit.rows)).not.toContain(password);
+
+    // Re-registering without the field keeps them; null clears them.
+    await call("POST", "/v1/admin/modem-exits", op.apiKey, { host: "127.0.0.1", port, country: "de" });
+    expect((await redis.hgetall(keys.endpoint(exit.id))).upstreamAuth).toBe(sealed);
+    const cleared = await call("POST", "/v1/admin/modem-exits", op.apiKey, {
+      host: "127.0.0.1",
+      port,
+      country: "de",
+      upstreamAuth: null,
+    });
+    expect(await cleared.json()).toMatchObject({ id: exit.id, upstreamAuth: false });
+    expect((await redis.hgetall(keys.endpoint(exit.id))).upstreamAuth ?? "").toBe("");
   });
 });

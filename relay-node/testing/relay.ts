@@ -7,6 +7,7 @@ import { type TcpRedis, tcpRedis } from "../../shared/redis.node.ts";
 import { stateEnv } from "../../test/helpers/env.ts";
 import { loadRelayConfig } from "../config.ts";
 import { type RunningRelay, relayRedis, startRelay } from "../relay.ts";
+import { redisRevocationFeed } from "../revocations.ts";
 
 export interface TestRelay {
   relay: RunningRelay;
@@ -56,7 +57,11 @@ export async function startTestRelay(env: Record<string, string> = {}): Promise<
   });
   const redis = tcpRedis(config.REDIS_URL);
   const logs: string[] = [];
-  const relay = await startRelay(config, { redis: relayRedis(redis), log: (l) => logs.push(l) });
+  const relay = await startRelay(config, {
+    redis: relayRedis(redis),
+    revocations: redisRevocationFeed(redis),
+    log: (l) => logs.push(l),
+  });
   return {
     relay,
     redis,

@@ -5,6 +5,7 @@
 -- KEYS[2]  pool:holds zset (member "holdId|endpointId|keyId", score = lease expiry ms)
 -- KEYS[3]  conns:cred:{keyId} zset of the credential's live holds (score = expiry ms)
 -- KEYS[4]  session hash sess:{keyId}:{sid} (ignored when ARGV[6] is "")
+-- KEYS[5]  pool:full set for the same pool/country/iptype: listed endpoints at their connection cap
 -- ARGV[1]  now (ms)          ARGV[2] holdId           ARGV[3] keyId (the "customer" for caps)
 -- ARGV[4]  lease ms          ARGV[5] credential connection limit (0 = none)
 -- ARGV[6]  rotation: "" (no sid) | sticky | hard | ondemand | auto
@@ -13,8 +14,12 @@
 -- ARGV[13] space-separated endpoint ids to skip (exits that just failed for this request; may be "")
 -- ARGV[14] pinned endpoint id ("" = none): a dedicated credential gets exactly this endpoint, and only
 --          while ep:{id}:reserved names it; no index, session or preference is consulted
+-- ARGV[15] device id from the username's pin-device ("" = none): exactly that device's endpoint, in
+--          the requested pool (ARGV[16], "any" = either); its state is named when it cannot serve
+--          (presence:{id}, probe:{id}, bytes:dev:{id}, dev:{id}:gen tell offline from unknown)
 -- returns  {"ok", endpointId, holdMember, moved("0"|"1"), field, value, ...endpoint hash}
---          or {"err", code, message}
+--          or {"err", code, message}; code E_NO_CAPACITY when matching endpoints exist but all are
+--          at their caps, E_NO_STOCK when none is listed
 local now = tonumber(ARGV[1])
 local holdId, cust = ARGV[2], ARGV[3]
 local leaseMs, credMax = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -23,6 +28,9 @@ local carrier, city, rnd, pageSize = ARGV[9], ARGV[10], tonumber(ARGV[11]), tonu
 local skip = {}
 for id in string.gmatch(ARGV[13] or "", "%S+") do skip[id] = true end
 local pinnedTo = ARGV[14] or ""
+local pinDevice, wantPool = ARGV[15] or "", ARGV[16] or "any"
+-- a candidate was listed but at its connection or customer cap: busy, not empty
+local busy = false
 
 local function reservedKey(id) return "ep:{" .. id .. "}:reserved" end
 
@@ -46,13 +54,19 @@ end
 local function usable(id)
   local f = redis.call("HMGET", epKey(id), "listed", "conns", "maxConns", "custs", "maxCusts")
   if f[1] ~= "1" then return false end
-  if (tonumber(f[2]) or 0) >= (tonumber(f[3]) or 0) then return false end
   -- A reserved endpoint takes its renter only, past the customer cap (it is the renter's modem);
   -- indexes never hold one, but a sticky session may still name it from before the reservation.
   local renter = redis.call("GET", reservedKey(id))
-  if renter then return renter == cust end
+  if renter and renter ~= cust then return false end
+  if (tonumber(f[2]) or 0) >= (tonumber(f[3]) or 0) then
+    busy = true
+    return false
+  end
+  if renter then return true end
   if (tonumber(f[4]) or 0) < (tonumber(f[5]) or 0) then return true end
-  return (tonumber(redis.call("HGET", custKey(id), cust)) or 0) > 0
+  if (tonumber(redis.call("HGET", custKey(id), cust)) or 0) > 0 then return true end
+  busy = true
+  return false
 end
 
 -- Best = fewest soft-preference misses (carrier, city), then lowest load; random among equals.
@@ -97,10 +111,36 @@ if pinnedTo ~= "" then
   if redis.call("GET", reservedKey(pinnedTo)) ~= cust then
     return { "err", "E_NO_STOCK", "the dedicated endpoint of this credential is no longer reserved to it" }
   end
-  if skip[pinnedTo] or not usable(pinnedTo) then
-    return { "err", "E_NO_STOCK", "the dedicated endpoint of this credential is offline or at its connection limit" }
+  if skip[pinnedTo] then
+    return { "err", "E_NO_STOCK", "the dedicated endpoint of this credential failed to open" }
+  end
+  if not usable(pinnedTo) then
+    if busy then return { "err", "E_NO_CAPACITY", "the dedicated endpoint of this credential is at its connection limit" } end
+    return { "err", "E_NO_STOCK", "the dedicated endpoint of this credential is offline" }
   end
   chosen = pinnedTo
+elseif pinDevice ~= "" then
+  -- Exactly this device or a named refusal; never another device.
+  local name = "device " .. pinDevice
+  local f = redis.call("HMGET", epKey(pinDevice), "listed", "kind", "pool")
+  if f[1] ~= "1" or f[2] ~= "peer" then
+    if redis.call("EXISTS", "presence:{" .. pinDevice .. "}") == 1 then
+      return { "err", "E_NO_STOCK", name .. " is online but not listed for sale (not verified yet, paused or failing probes)" }
+    end
+    local known = redis.call("EXISTS", "probe:{" .. pinDevice .. "}", "bytes:dev:{" .. pinDevice .. "}", "dev:{" .. pinDevice .. "}:gen")
+    if known > 0 then return { "err", "E_NO_STOCK", name .. " is offline" } end
+    return { "err", "E_NO_STOCK", name .. " is unknown (never seen online)" }
+  end
+  if wantPool ~= "any" and f[3] ~= wantPool then
+    return { "err", "E_NO_STOCK", name .. " is in pool " .. tostring(f[3]) .. ", not " .. wantPool }
+  end
+  local renter = redis.call("GET", reservedKey(pinDevice))
+  if renter and renter ~= cust then return { "err", "E_NO_STOCK", name .. " is reserved (a dedicated port)" } end
+  if skip[pinDevice] then return { "err", "E_NO_STOCK", name .. " failed to open a tunnel" } end
+  if not usable(pinDevice) then
+    return { "err", "E_NO_CAPACITY", name .. " is at its connection limit" }
+  end
+  chosen = pinDevice
 elseif rot ~= "" then
   local s = redis.call("HMGET", KEYS[4], "ep", "idx", "rotateAt")
   local pinned = s[1]
@@ -129,7 +169,12 @@ elseif rot ~= "" then
 else
   chosen = pickFresh(nil)
 end
-if not chosen then return { "err", "E_NO_STOCK", "no endpoint available for this pool, country and iptype" } end
+if not chosen then
+  if busy or redis.call("SCARD", KEYS[5]) > 0 then
+    return { "err", "E_NO_CAPACITY", "every endpoint for this pool, country and iptype is at its connection limit" }
+  end
+  return { "err", "E_NO_STOCK", "no endpoint available for this pool, country and iptype" }
+end
 
 redis.call("HINCRBY", epKey(chosen), "conns", 1)
 if tonumber(redis.call("HINCRBY", custKey(chosen), cust, 1)) == 1 then

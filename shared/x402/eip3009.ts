@@ -22,7 +22,7 @@ import { coversPrice, decodeBase64Json } from "./quote.ts";
 import type { PaymentCheck, PaymentFailureCode } from "./result.ts";
 import { shortError, verifyBaseTransfer } from "./verify-base.ts";
 
-const authorizationUsedEvent = parseAbiItem(
+export const authorizationUsedEvent = parseAbiItem(
   "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
 );
 
@@ -196,6 +196,23 @@ export async function checkEip3009Authorization(
   return { ok: true };
 }
 
+/** The token's `transferWithAuthorization(from, to, value, validAfter, validBefore, nonce, v, r, s)` arguments. */
+export function transferWithAuthorizationArgs(payment: Eip3009Payment) {
+  const a = payment.authorization;
+  const { r, s, v, yParity } = parseSignature(payment.signature);
+  return [
+    a.from,
+    a.to,
+    a.value,
+    a.validAfter,
+    a.validBefore,
+    a.nonce,
+    Number(v ?? BigInt(yParity + 27)),
+    r,
+    s,
+  ] as const;
+}
+
 export interface SettleEip3009Input extends CheckEip3009Input {
   publicClient: PublicClient<Transport, Chain | undefined>;
   /** The server's gas wallet; it only pays gas, the USDC moves from the signer to payTo. */
@@ -215,29 +232,18 @@ const SETTLED_LOOKBACK_BLOCKS = 5_000n;
 
 /**
  * Checks, simulates and submits the authorization from our gas wallet, then verifies the mined
- * transfer on-chain. Idempotent: an authorization that is already settled (a retried header, a lost
+ * transfer on-chain. Not for the API: it claims nothing durably and serializes only within one
+ * isolate (the API settles through functions/src/services/x402-settlement.ts, docs/adr/0008). Idempotent: an authorization that is already settled (a retried header, a lost
  * response, a concurrent duplicate) resolves to the transaction that settled it, `alreadySettled`.
  */
 export async function settleEip3009Payment(input: SettleEip3009Input): Promise<SettlementResult> {
   const checked = await checkEip3009Authorization(input);
   if (!checked.ok) return checked;
-  const { authorization: a, signature } = input.payment;
   const { publicClient, walletClient } = input;
   let txHash: Hex;
   try {
     if (await isAuthorizationUsed(input)) return await verifyEarlierSettlement(input);
-    const { r, s, v, yParity } = parseSignature(signature);
-    const args = [
-      a.from,
-      a.to,
-      a.value,
-      a.validAfter,
-      a.validBefore,
-      a.nonce,
-      Number(v ?? BigInt(yParity + 27)),
-      r,
-      s,
-    ] as const;
+    const args = transferWithAuthorizationArgs(input.payment);
     // One submission at a time per gas wallet in this isolate: the node hands out the pending nonce,
     // and two sends racing for it would collide. Simulating inside the lock also means a duplicate
     // of an authorization that just landed fails simulation instead of paying gas to revert.

@@ -51,6 +51,10 @@ export async function deletePurchases(
   if (redisKeys.length) await redis.del(...redisKeys);
   const ids = rows.map((r) => r.id);
   await db.query("DELETE FROM x402_payments WHERE credential_id = ANY($1) OR payer = ANY($2)", [ids, payers]);
+  // EIP-3009 claims name the authorization's `from` as the header spelled it.
+  await db.query("DELETE FROM x402_authorization_claims WHERE lower(payer) = ANY($1)", [
+    payers.map((p) => p.toLowerCase()),
+  ]);
   await db.query("DELETE FROM x402_sessions WHERE credential_id = ANY($1)", [ids]);
   await db.query("DELETE FROM credentials WHERE account_id = $1", [houseAccountId]);
 }
@@ -76,6 +80,13 @@ export async function fundedGasKey(chain: EvmChain): Promise<Hex> {
   const gasKey = generatePrivateKey();
   await chain.testClient.setBalance({ address: privateKeyToAccount(gasKey).address, value: 10n ** 20n });
   return gasKey;
+}
+
+/** Forgets a test gas wallet's nonce row (x402_gas_wallets), for afterAll. */
+export async function deleteGasWallet(db: Queryable, gasKey: Hex) {
+  await db.query("DELETE FROM x402_gas_wallets WHERE address = $1", [
+    privateKeyToAccount(gasKey).address.toLowerCase(),
+  ]);
 }
 
 /** A fresh wallet with ETH and `usdc` micro-USDC, its address added to `payers` for cleanup. */

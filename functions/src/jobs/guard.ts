@@ -2,6 +2,7 @@ import { keys } from "../../../shared/keys.ts";
 import { runScript } from "../../../shared/lua/script.ts";
 import { heartbeat as countRun } from "../../../shared/lua/scripts.gen.ts";
 import type { Deps } from "../deps.ts";
+import { appendAudit } from "../services/audit.ts";
 
 /** A scheduled job. Jobs that move money, change auth, delete in bulk or touch infra must file approvals. */
 export interface Job {
@@ -51,5 +52,14 @@ export async function runGuarded(deps: Deps, job: Job): Promise<JobOutcome> {
     "INSERT INTO job_runs (job, started_at, finished_at, status, detail) VALUES ($1, $2, now(), $3, $4)",
     [job.name, startedAt.toISOString(), outcome.status, JSON.stringify(outcome.detail)],
   );
+  // A loop that was stopped (kill switch, run cap) or broke is an event for the audit chain; money a
+  // successful run moves is audited by the service that moves it, and job_runs records every run.
+  if (outcome.status !== "ok")
+    await appendAudit(deps.db, {
+      actor: `cron:${job.name}`,
+      action: `job.${outcome.status}`,
+      subject: job.name,
+      detail: outcome.detail,
+    });
   return outcome;
 }

@@ -3,6 +3,7 @@ import { earningsJob } from "./earnings.ts";
 import type { Job } from "./guard.ts";
 import { heartbeatJob } from "./heartbeat.ts";
 import { listingJob, rollupJob } from "./listing.ts";
+import { payoutsJob } from "./payouts.ts";
 import { reservationsJob } from "./reservations.ts";
 
 /** Every job the every-minute cron runs, in order. Add a job here and it runs under the guard. */
@@ -10,6 +11,7 @@ export const jobs: Job[] = [
   heartbeatJob,
   credentialUsageJob,
   earningsJob,
+  payoutsJob,
   reservationsJob,
   listingJob,
   rollupJob,

@@ -3,7 +3,14 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../env.ts";
 import { checkHealth } from "../services/health.ts";
 
-const Check = z.object({ ok: z.boolean(), latencyMs: z.number(), error: z.string().optional() });
+const Check = z.object({
+  ok: z.boolean(),
+  latencyMs: z.number(),
+  error: z
+    .enum(["timeout", "unreachable", "unexpected_reply"])
+    .optional()
+    .openapi({ description: "why the check failed; the driver's own message goes to the log only" }),
+});
 const Health = z
   .object({
     status: z.enum(["ok", "degraded"]),

@@ -3,8 +3,11 @@ import { type Queryable, withTransaction } from "../../../shared/db/pool.ts";
 import { hashSecret, randomHex } from "../../../shared/ids.ts";
 import { deriveDeviceId, PEER_TOKEN_TTL_SECONDS, type PeerClaims, signJwt } from "../../../shared/jwt.ts";
 import { keys } from "../../../shared/keys.ts";
+import { runScript } from "../../../shared/lua/script.ts";
+import { deviceRevoke } from "../../../shared/lua/scripts.gen.ts";
+import type { RedisClient } from "../../../shared/redis.ts";
 import type { Deps } from "../deps.ts";
-import { authenticateApiKey } from "./auth.ts";
+import { authenticateApiKey, hasScope } from "./auth.ts";
 import { earningsPerGB } from "./earnings.ts";
 import { getSetting } from "./settings.ts";
 
@@ -42,9 +45,20 @@ export interface Identity {
 
 export type Failure = {
   ok: false;
-  code: "E_UNAUTHORIZED" | "E_DEVICE_LIMIT" | "E_UNPROVEN_LIMIT" | "E_NOT_FOUND";
+  code: "E_UNAUTHORIZED" | "E_DEVICE_LIMIT" | "E_UNPROVEN_LIMIT" | "E_NOT_FOUND" | "E_SCOPE_REQUIRED";
   message: string;
+  details?: Record<string, unknown>;
 };
+
+/** Devices register and mint tokens only with a `supply` key (ADR 0009). */
+function supplyScopeMissing(route: string): Failure {
+  return {
+    ok: false,
+    code: "E_SCOPE_REQUIRED",
+    message: `this API key lacks the \`supply\` scope that ${route} needs`,
+    details: { requiredScope: "supply" },
+  };
+}
 
 interface RelayRegions {
   default: string;
@@ -129,6 +143,7 @@ export async function registerDevice(
 ): Promise<({ ok: true } & Identity) | Failure> {
   const auth = await authenticateApiKey(deps, input.apiKey);
   if (!auth) return { ok: false, code: "E_UNAUTHORIZED", message: "apiKey is missing, unknown or revoked" };
+  if (!hasScope(auth, "supply")) return supplyScopeMissing("device registration");
   const deviceId = await deriveDeviceId(input.apiKey, input.name);
   const ipType = classifyClient(deps, client);
   const nowMs = deps.now().getTime();
@@ -144,7 +159,7 @@ export async function registerDevice(
       const existing = await tx.query<{ revocation_gen: number }>(
         `UPDATE devices SET revocation_gen = revocation_gen + 1, last_registered_at = now(), type = $2,
          connection_method = $3, sdk_version = $4, wallet_address = COALESCE($5, wallet_address),
-         country_hint = $6, carrier = $7, ip_type = $8
+         country_hint = $6, carrier = $7, ip_type = $8, api_key_id = $10
        WHERE id = $1 AND account_id = $9 RETURNING revocation_gen`,
         [
           deviceId,
@@ -156,9 +171,16 @@ export async function registerDevice(
           input.carrier ?? null,
           ipType,
           auth.accountId,
+          auth.apiKeyId,
         ],
       );
       let gen = existing.rows[0]?.revocation_gen;
+      // Re-registration revokes the device's older identity whole: its refresh tokens too, or they
+      // would keep minting JWTs at the new generation.
+      if (gen !== undefined)
+        await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE device_id = $1 AND used_at IS NULL", [
+          deviceId,
+        ]);
       if (gen === undefined) {
         const global = await getSetting(tx, "device_limits", DEFAULT_LIMITS);
         const maxDevices = acct.rows[0]?.max_devices ?? global.maxDevices;
@@ -186,8 +208,8 @@ export async function registerDevice(
         }
         const inserted = await tx.query<{ revocation_gen: number }>(
           `INSERT INTO devices (id, account_id, name, type, connection_method, sdk_version, wallet_address,
-           country_hint, carrier, ip_type)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING revocation_gen`,
+           country_hint, carrier, ip_type, api_key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING revocation_gen`,
           [
             deviceId,
             auth.accountId,
@@ -199,6 +221,7 @@ export async function registerDevice(
             input.country ?? null,
             input.carrier ?? null,
             ipType,
+            auth.apiKeyId,
           ],
         );
         gen = inserted.rows[0]!.revocation_gen;
@@ -208,8 +231,9 @@ export async function registerDevice(
   );
   if ("ok" in out) return out;
 
-  // Relays compare a token's generation with this key: older tokens stop working from here on.
-  await deps.redis.set(keys.deviceGen(deviceId), String(out.gen));
+  // Relays compare a token's generation with this key: older tokens stop working from here on, and
+  // sockets still open on an older one close (the relays hear it on the revocation channel).
+  await publishDeviceRevocations(deps.redis, [{ deviceId, gen: out.gen }]);
   const [jwt, relay, rates] = await Promise.all([
     issueJwt(deps, deviceId, auth.accountId, out.gen, client),
     assignRelay(deps.db, clientCountry(deps, client)),
@@ -243,15 +267,20 @@ export async function refreshIdentity(
   const nowMs = deps.now().getTime();
   return withTransaction(deps.db, async (tx) => {
     // FOR UPDATE: two concurrent rotations of one token serialise here; the second finds it used.
+    // The key that registered the device must still be live (not revoked, not past a rotation's
+    // grace): revoking a key ends its devices' identities, not only new registrations.
     const found = await tx.query<{ account_id: string; revocation_gen: number }>(
       `SELECT d.account_id, d.revocation_gen FROM refresh_tokens t JOIN devices d ON d.id = t.device_id
+         LEFT JOIN api_keys k ON k.id = d.api_key_id
        WHERE t.token_hash = $1 AND t.device_id = $2 AND t.used_at IS NULL AND t.expires_at > $3
+         AND (d.api_key_id IS NULL OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $3)))
        FOR UPDATE OF t`,
       [tokenHash, deviceId, new Date(nowMs).toISOString()],
     );
     const row = found.rows[0];
     if (!row) {
-      const message = "refreshToken is unknown, expired, already used, or not this device's";
+      const message =
+        "refreshToken is unknown, expired, already used or revoked, not this device's, or its API key was revoked: register again";
       return { ok: false, code: "E_UNAUTHORIZED", message } as const;
     }
     const jwt = await issueJwt(deps, deviceId, row.account_id, row.revocation_gen, client);
@@ -275,6 +304,7 @@ export async function tokenForOwner(
       code: "E_UNAUTHORIZED",
       message: "X-API-Key is missing, unknown or revoked",
     } as Failure;
+  if (!hasScope(auth, "supply")) return supplyScopeMissing("GET /v1/peer/token/{deviceId}");
   const { rows } = await deps.db.query<{ revocation_gen: number }>(
     "SELECT revocation_gen FROM devices WHERE id = $1 AND account_id = $2",
     [deviceId, auth.accountId],
@@ -285,4 +315,45 @@ export async function tokenForOwner(
     ok: true as const,
     jwt: await issueJwt(deps, deviceId, auth.accountId, rows[0].revocation_gen, client),
   };
+}
+
+/**
+ * Inside the caller's transaction: every device a key registered gets a new generation and loses
+ * its refresh tokens. Returns what publishDeviceRevocations must announce after the commit.
+ */
+export async function revokeDevicesOfKey(
+  tx: Queryable,
+  keyId: string,
+): Promise<{ deviceId: string; gen: number }[]> {
+  const { rows } = await tx.query<{ id: string; revocation_gen: number }>(
+    "UPDATE devices SET revocation_gen = revocation_gen + 1 WHERE api_key_id = $1 RETURNING id, revocation_gen",
+    [keyId],
+  );
+  if (rows.length === 0) return [];
+  await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE device_id = ANY($1) AND used_at IS NULL", [
+    rows.map((r) => r.id),
+  ]);
+  return rows.map((r) => ({ deviceId: r.id, gen: r.revocation_gen }));
+}
+
+/** Stores each device's generation in Redis and tells the relays, which close older sockets. */
+export async function publishDeviceRevocations(
+  redis: Pick<RedisClient, "eval" | "evalsha">,
+  devices: { deviceId: string; gen: number }[],
+): Promise<void> {
+  // Bounded parallelism: a key with many devices must not open thousands of requests at once.
+  for (let i = 0; i < devices.length; i += 50) {
+    await Promise.all(
+      devices
+        .slice(i, i + 50)
+        .map((d) =>
+          runScript(
+            redis,
+            deviceRevoke,
+            [keys.deviceGen(d.deviceId)],
+            [d.gen, keys.deviceRevokedChannel(), d.deviceId],
+          ),
+        ),
+    );
+  }
 }

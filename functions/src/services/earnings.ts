@@ -16,6 +16,8 @@ import { runScript } from "../../../shared/lua/script.ts";
 import { deviceBytesPending, deviceBytesSettled } from "../../../shared/lua/scripts.gen.ts";
 import { BYTES_PER_GB, parseUsdc } from "../../../shared/money.ts";
 import type { RedisClient } from "../../../shared/redis.ts";
+import { appendAudit } from "./audit.ts";
+import { accrualPostings, postTransaction } from "./ledger.ts";
 import { getSetting } from "./settings.ts";
 
 const IP_CLASSES: readonly IpClass[] = ["mobile", "residential", "datacenter"];
@@ -98,6 +100,8 @@ interface Pending {
   up: string;
   down: string;
   since: string;
+  /** the class the relay saw the socket come from; "" when it could not tell */
+  seenClass: string;
 }
 
 /** Writes the accruals for `pending` in one transaction; devices unknown to Postgres are skipped. */
@@ -120,12 +124,20 @@ async function writeAccruals(tx: Queryable, pending: Pending[]): Promise<Accrual
   if (rows.length === 0) return [];
   const base = await getSetting<Record<string, unknown>>(tx, "earnings_per_gb", {});
   const counters = new Map(
-    pending.map((p) => [p.deviceId, { total: BigInt(p.up) + BigInt(p.down), since: p.since }]),
+    pending.map((p) => [
+      p.deviceId,
+      { total: BigInt(p.up) + BigInt(p.down), since: p.since, seenClass: p.seenClass },
+    ]),
   );
   const out: Accrual[] = [];
   for (const row of rows) {
     const c = counters.get(row.id)!;
-    const rate = rateMicro(mergeRates(base, row.override), row.ip_type);
+    // The class of the socket that served the bytes (the relay classified its address) beats the
+    // class of whatever address called register (ADR 0011).
+    const ipType = (IP_CLASSES as readonly string[]).includes(c.seenClass)
+      ? (c.seenClass as IpClass)
+      : row.ip_type;
+    const rate = rateMicro(mergeRates(base, row.override), ipType);
     const device = {
       settledBytes: BigInt(row.settled_bytes),
       settledSince: row.settled_since,
@@ -136,7 +148,7 @@ async function writeAccruals(tx: Queryable, pending: Pending[]): Promise<Accrual
     out.push({
       deviceId: row.id,
       accountId: row.account_id,
-      ipType: row.ip_type,
+      ipType,
       rateMicroPerGb: rate,
       settledThrough: c.total,
       since: c.since,
@@ -165,6 +177,14 @@ async function writeAccruals(tx: Queryable, pending: Pending[]): Promise<Accrual
       WHERE d.id = u.id`,
     [col("deviceId"), col("settledThrough"), col("since"), col("carry")],
   );
+  // The same money in the double-entry ledger (ADR 0013), in the same database transaction.
+  const ledgerTxn = await postTransaction(tx, { kind: "accrual", ref: null, postings: accrualPostings(out) });
+  await appendAudit(tx, {
+    actor: "cron:supplier-earnings",
+    action: "earnings.accrue",
+    subject: ledgerTxn,
+    detail: { entries: out.length, amountMicro: String(out.reduce((sum, a) => sum + a.amountMicro, 0n)) },
+  });
   return out;
 }
 
@@ -176,12 +196,13 @@ export async function settleEarnings(
   const flat = ((await runScript(deps.redis, deviceBytesPending, [keys.unsettledDevices()], [maxDevices])) ??
     []) as unknown[];
   const pending: Pending[] = [];
-  for (let i = 0; i + 3 < flat.length; i += 4)
+  for (let i = 0; i + 4 < flat.length; i += 5)
     pending.push({
       deviceId: String(flat[i]),
       up: String(flat[i + 1]),
       down: String(flat[i + 2]),
       since: String(flat[i + 3] ?? ""),
+      seenClass: String(flat[i + 4] ?? ""),
     });
   if (pending.length === 0) return { devices: 0, entries: 0, bytes: "0", amountMicro: "0" };
   const accruals = await withTransaction(deps.db, (tx) => writeAccruals(tx, pending));

@@ -19,6 +19,8 @@ export type ModemExitRow = {
   ip_type: IpType;
   /** operator webhook that makes the modem re-dial (dedicated-port rotation); never shown to customers */
   rotation_url: string | null;
+  /** upstream proxy credentials, sealed (shared/upstream-auth.ts); null = none */
+  upstream_auth_sealed: string | null;
   created_by: string;
   created_at: Date;
   updated_at: Date;
@@ -33,6 +35,8 @@ export interface ModemExitInput {
   city?: string;
   ipType?: IpType;
   rotationUrl?: string;
+  /** sealed upstream credentials: a value sets them, null clears them, undefined keeps what is stored */
+  upstreamAuthSealed?: string | null;
 }
 
 /** Registers (or updates the registration at the same host:port); `created` says which. */
@@ -48,20 +52,27 @@ export async function registerModemExit(
     input.ipType ?? "mobile",
     input.rotationUrl ?? null,
   ];
-  const updated = await db.query<ModemExitRow>(
-    `UPDATE modem_exits SET country = $3, carrier = $4, city = $5, ip_type = $6, rotation_url = $7, updated_at = now()
-      WHERE host = $1 AND port = $2 AND deleted_at IS NULL RETURNING *`,
-    [input.host, input.port, ...values],
-  );
+  const auth = [input.upstreamAuthSealed !== undefined, input.upstreamAuthSealed ?? null];
+  const updateSql = `UPDATE modem_exits SET country = $3, carrier = $4, city = $5, ip_type = $6, rotation_url = $7,
+            upstream_auth_sealed = CASE WHEN $8::boolean THEN $9 ELSE upstream_auth_sealed END, updated_at = now()
+      WHERE host = $1 AND port = $2 AND deleted_at IS NULL RETURNING *`;
+  const updated = await db.query<ModemExitRow>(updateSql, [input.host, input.port, ...values, ...auth]);
   let exit = updated.rows[0];
-  const created = !exit;
+  let created = !exit;
   if (!exit) {
+    // Two registrations of one address at once: the loser's insert yields to the winner's row
+    // (modem_exits_address), and it updates that row like a re-registration.
     const inserted = await db.query<ModemExitRow>(
-      `INSERT INTO modem_exits (id, host, port, country, carrier, city, ip_type, rotation_url, created_by)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
-      [newId("modem", 8), input.host, input.port, ...values, actor],
+      `INSERT INTO modem_exits (id, host, port, country, carrier, city, ip_type, rotation_url, created_by, upstream_auth_sealed)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (host, port) WHERE deleted_at IS NULL DO NOTHING RETURNING *`,
+      [newId("modem", 8), input.host, input.port, ...values, actor, input.upstreamAuthSealed ?? null],
     );
-    exit = inserted.rows[0]!;
+    exit = inserted.rows[0];
+    if (!exit) {
+      created = false;
+      exit = (await db.query<ModemExitRow>(updateSql, [input.host, input.port, ...values, ...auth])).rows[0]!;
+    }
   }
   await appendAudit(db, {
     actor,
@@ -73,6 +84,7 @@ export async function registerModemExit(
       country: exit.country,
       ipType: exit.ip_type,
       rotationWebhook: exit.rotation_url !== null,
+      upstreamAuth: exit.upstream_auth_sealed !== null,
     },
   });
   return { exit, created };
@@ -130,5 +142,6 @@ export async function syncModemListing(redis: RedisClient, exit: ModemExitRow): 
     city: exit.city ?? undefined,
     host: exit.host,
     port: exit.port,
+    upstreamAuth: exit.upstream_auth_sealed ?? undefined,
   });
 }

@@ -88,6 +88,20 @@ export async function refreshRollup(deps: { redis: RedisClient; db: Pool }, now:
         now.toISOString(),
       ],
     );
+    // One point per pool per minute for the status chart; a second run in the same minute overwrites.
+    await tx.query(
+      `INSERT INTO pool_rollup_history (minute, pool, online, listed, countries)
+       SELECT date_trunc('minute', $1::timestamptz), p.pool,
+              COALESCE(sum(r.online), 0), COALESCE(sum(r.listed), 0), count(*) FILTER (WHERE r.listed > 0)
+       FROM (VALUES ('peer'), ('mbl')) AS p(pool) LEFT JOIN pool_rollup r ON r.pool = p.pool
+       GROUP BY p.pool
+       ON CONFLICT (minute, pool) DO UPDATE
+         SET online = EXCLUDED.online, listed = EXCLUDED.listed, countries = EXCLUDED.countries`,
+      [now.toISOString()],
+    );
+    await tx.query("DELETE FROM pool_rollup_history WHERE minute < $1::timestamptz - interval '7 days'", [
+      now.toISOString(),
+    ]);
   });
   return rows;
 }

@@ -155,6 +155,8 @@ export async function redeemDedicatedPurchase(
     payment: VerifiedPayment;
     order: DedicatedOrder;
     sessionToken: string | undefined;
+    /** The session token a new mint gets (an EIP-3009 claim's owner token). */
+    mintToken?: string;
   },
 ): Promise<DedicatedRedeem> {
   const { payment, order } = input;
@@ -168,6 +170,7 @@ export async function redeemDedicatedPurchase(
         productKey: dedicatedProductKey(order),
         priceMicro: order.priceMicro,
         sessionToken: input.sessionToken,
+        ...(input.mintToken ? { mintToken: input.mintToken } : {}),
       },
       async (tx, { consumptionKey, now }) => {
         const candidates = await listFreeModems({ db: tx, redis: deps.redis }, order);

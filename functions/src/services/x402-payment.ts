@@ -1,29 +1,16 @@
 /**
- * Reads the payment proof a request carries and checks it on-chain with the shared verifiers:
- * a bare tx hash / Solana signature, our bound form (tx ref + signature by the paying wallet), or a
- * standard x402 `exact` EIP-3009 authorization that we settle ourselves and then verify like any tx.
+ * Reads the payment proof a request carries and checks transaction proofs on-chain with the shared
+ * verifiers: a bare tx hash / Solana signature, or our bound form (tx ref + signature by the paying
+ * wallet). A standard x402 `exact` EIP-3009 authorization is parsed here and settled by
+ * x402-settlement.ts.
  */
-import type { Hex } from "viem";
-import type { Queryable } from "../../../shared/db/pool.ts";
 import {
   type BoundPayment,
   decodeBoundPaymentHeader,
   verifyPaymentBinding,
 } from "../../../shared/x402/binding.ts";
-import {
-  authorizationKey,
-  type CheckEip3009Input,
-  checkEip3009Authorization,
-  decodeEip3009Header,
-  type Eip3009Payment,
-  settleEip3009Payment,
-} from "../../../shared/x402/eip3009.ts";
-import {
-  BASE_USDC_EIP712,
-  CAIP2,
-  type PaymentNetwork,
-  SOLANA_MAINNET_GENESIS_PREFIX,
-} from "../../../shared/x402/networks.ts";
+import { authorizationKey, decodeEip3009Header, type Eip3009Payment } from "../../../shared/x402/eip3009.ts";
+import { CAIP2, type PaymentNetwork, SOLANA_MAINNET_GENESIS_PREFIX } from "../../../shared/x402/networks.ts";
 import { decodeBase64Json } from "../../../shared/x402/quote.ts";
 import type { PaymentCheck } from "../../../shared/x402/result.ts";
 import { verifyBaseTransfer } from "../../../shared/x402/verify-base.ts";
@@ -91,7 +78,10 @@ export interface VerifiedPayment {
   txRef: string;
   payer: string;
   amount: bigint;
-  /** The payer proved it sent this request (binding signature or its own EIP-3009 signature). */
+  /**
+   * The payer proved it sent this request (a fresh binding signature). Never true for an EIP-3009
+   * header: that is public once our settlement is broadcast (docs/adr/0008).
+   */
   payerProven: boolean;
   authorizationKey: string | null;
 }
@@ -162,10 +152,13 @@ async function verifyTransfer(
   return fromCheck(check, network, txRef);
 }
 
-/** Verifies a proof against the price of `resource`; settles EIP-3009 authorizations first. */
+/**
+ * Verifies a transaction proof (bare or bound) against the price of `resource`. EIP-3009
+ * authorizations are settled by x402-settlement.ts, which claims them first.
+ */
 export async function verifyPaymentProof(input: {
   rails: X402Rails;
-  proof: PaymentProof;
+  proof: Exclude<PaymentProof, { kind: "eip3009" }>;
   price: bigint;
   resource: string;
   nowSeconds: number;
@@ -173,132 +166,19 @@ export async function verifyPaymentProof(input: {
   const { rails, proof, price } = input;
   if (proof.kind === "bare") return verifyTransfer(rails, proof.network, proof.txRef, price);
 
-  if (proof.kind === "bound") {
-    const { bound } = proof;
-    const verdict = await verifyTransfer(rails, bound.network, bound.txRef, price);
-    if (!verdict.ok) return verdict;
-    const binding = await verifyPaymentBinding({
-      network: bound.network,
-      message: { resource: input.resource, txRef: bound.txRef, nonce: bound.nonce, expiry: bound.expiry },
-      signature: bound.signature,
-      payer: verdict.payment.payer,
-      expectedResource: input.resource,
-      expectedTxRef: bound.txRef,
-      now: input.nowSeconds,
-      ...(bound.network === "base" && rails.base ? { chainId: rails.base.chainId } : {}),
-    });
-    if (!binding.ok) return refused(binding.code, binding.message);
-    return { ok: true, payment: { ...verdict.payment, payerProven: true } };
-  }
-
-  const base = rails.base;
-  if (!base) return refused("wrong_network", "Base payments are not accepted here");
-  if (!base.gasWallet)
-    return refused(
-      "settlement_unavailable",
-      "EIP-3009 settlement is not configured here; transfer USDC and send the tx hash instead",
-    );
-  const settled = await settleEip3009Payment({
-    ...authorizationTerms(base, proof.payment, price, input.nowSeconds),
-    publicClient: base.client,
-    walletClient: base.gasWallet,
-    expectedChainId: base.chainId,
-    confirmations: base.confirmations,
-    receiptTimeoutMs: 20_000,
+  const { bound } = proof;
+  const verdict = await verifyTransfer(rails, bound.network, bound.txRef, price);
+  if (!verdict.ok) return verdict;
+  const binding = await verifyPaymentBinding({
+    network: bound.network,
+    message: { resource: input.resource, txRef: bound.txRef, nonce: bound.nonce, expiry: bound.expiry },
+    signature: bound.signature,
+    payer: verdict.payment.payer,
+    expectedResource: input.resource,
+    expectedTxRef: bound.txRef,
+    now: input.nowSeconds,
+    ...(bound.network === "base" && rails.base ? { chainId: rails.base.chainId } : {}),
   });
-  const txHash = (settled as { txHash?: Hex }).txHash;
-  if (!settled.ok) {
-    const details: Record<string, string> = txHash ? { txRef: txHash } : {};
-    const pending = settled.retryable;
-    return {
-      ok: false,
-      pending,
-      reason: settled.code,
-      message:
-        txHash && pending
-          ? `${settled.message} (settled as ${txHash}; retry with that hash)`
-          : settled.message,
-      details,
-    };
-  }
-  return {
-    ok: true,
-    payment: {
-      network: "base",
-      txRef: (txHash ?? "").toLowerCase(),
-      payer: settled.from,
-      amount: settled.amount,
-      // Only the holder of the `from` key could have signed the authorization.
-      payerProven: true,
-      authorizationKey: proof.authorizationKey,
-    },
-  };
-}
-
-/** What an EIP-3009 authorization must say to pay `price` into the Base rail. */
-function authorizationTerms(
-  base: NonNullable<X402Rails["base"]>,
-  payment: Eip3009Payment,
-  price: bigint,
-  nowSeconds: number,
-): CheckEip3009Input {
-  return {
-    payment,
-    usdc: base.usdc,
-    domain: BASE_USDC_EIP712,
-    chainId: base.chainId,
-    payTo: base.payTo,
-    price,
-    now: nowSeconds,
-  };
-}
-
-/** Whether an EIP-3009 authorization already bought something here (its payment row exists). */
-export async function authorizationRecorded(db: Queryable, authorizationKey: string): Promise<boolean> {
-  const { rows } = await db.query("SELECT 1 FROM x402_payments WHERE authorization_key = $1", [
-    authorizationKey,
-  ]);
-  return rows.length > 0;
-}
-
-/**
- * Like verifyPaymentProof, but an EIP-3009 authorization we already settled is recognised (its
- * token nonce is burnt, so settling again would fail) and answered from its payment row, after
- * checking its signature again: the same from+nonce alone proves nothing.
- */
-export async function verifyOrRecallPayment(input: {
-  db: Queryable;
-  rails: X402Rails;
-  proof: PaymentProof;
-  price: bigint;
-  resource: string;
-  nowSeconds: number;
-}): Promise<PaymentVerdict> {
-  const { proof, rails } = input;
-  if (proof.kind !== "eip3009" || !rails.base) return verifyPaymentProof(input);
-  const { rows } = await input.db.query<{
-    network: "base";
-    tx_ref: string;
-    payer: string;
-    amount_micro: string;
-  }>("SELECT network, tx_ref, payer, amount_micro FROM x402_payments WHERE authorization_key = $1", [
-    proof.authorizationKey,
-  ]);
-  const row = rows[0];
-  if (!row) return verifyPaymentProof(input);
-  const check = await checkEip3009Authorization(
-    authorizationTerms(rails.base, proof.payment, input.price, input.nowSeconds),
-  );
-  if (!check.ok) return refused(check.code, check.message);
-  return {
-    ok: true,
-    payment: {
-      network: row.network,
-      txRef: row.tx_ref,
-      payer: row.payer,
-      amount: BigInt(row.amount_micro),
-      payerProven: true,
-      authorizationKey: proof.authorizationKey,
-    },
-  };
+  if (!binding.ok) return refused(binding.code, binding.message);
+  return { ok: true, payment: { ...verdict.payment, payerProven: true } };
 }

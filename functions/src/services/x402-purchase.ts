@@ -15,6 +15,7 @@ import {
   syncCredentialMirror,
   topupCredential,
 } from "./credentials.ts";
+import { postTransaction } from "./ledger.ts";
 import { consumptionKey, type VerifiedPayment } from "./x402-payment.ts";
 import { type PoolOrder, poolOfTier, productKey } from "./x402-pricing.ts";
 
@@ -34,7 +35,11 @@ export type X402Session = {
   created_at: Date;
 };
 
+/** Whether the gateway's Redis mirror took the change; "pending" is repaired on the next read. */
+export type MirrorState = "synced" | "pending";
+
 export interface PoolAccess {
+  mirror?: MirrorState;
   session: X402Session;
   credential: CredentialRow;
   /** The pak_ password in clear: only ever in a response, never stored unsealed. */
@@ -185,7 +190,17 @@ async function recordPayment(
       input.now.toISOString(),
     ],
   );
-  return inserted.rows.length > 0;
+  if (inserted.rows.length === 0) return false;
+  // The customer's USDC in the double-entry ledger (docs/adr/0013), in the same transaction.
+  await postTransaction(tx, {
+    kind: "sale",
+    ref: consumptionKey(payment),
+    postings: [
+      { book: "treasury", accountId: null, amountMicro: payment.amount },
+      { book: "sales_revenue", accountId: null, amountMicro: -payment.amount },
+    ],
+  });
+  return true;
 }
 
 /** What a product's mint step made inside the purchase transaction, or why it could not (rolls back). */
@@ -220,6 +235,8 @@ export async function redeemPurchase(
     productKey: string;
     priceMicro: bigint;
     sessionToken: string | undefined;
+    /** The session token a new mint gets (an EIP-3009 claim's owner token); fresh when absent. */
+    mintToken?: string;
   },
   mint: (tx: Queryable, ctx: { consumptionKey: string; now: Date }) => Promise<MintOutcome>,
 ): Promise<RedeemResult | Refused> {
@@ -242,7 +259,7 @@ export async function redeemPurchase(
 
       const minted = await mint(tx, { consumptionKey: key, now });
       if (!minted.ok) throw new MintRefused(minted);
-      const sessionToken = newSessionToken();
+      const sessionToken = input.mintToken ?? newSessionToken();
       const session: X402Session = {
         id: newId("x402ses"),
         token_hash: await hashSecret(sessionToken),
@@ -295,7 +312,7 @@ export async function redeemPurchase(
     throw err;
   }
   if (result.kind === "minted" || result.kind === "reemitted")
-    await syncCredentialMirror({ db: deps.pool, redis: deps.redis }, result.credential.id);
+    return { ...result, mirror: await syncMirrorAfterCommit(deps, result.credential.id) };
   return result;
 
   async function existing(
@@ -344,6 +361,31 @@ export async function redeemPurchase(
   }
 }
 
+/**
+ * Runs after the payment committed: the money moved and the access exists in Postgres, so a Redis
+ * failure here must not fail the answer. The mirror is rebuilt on the session's next read
+ * (routes/x402/guards.ts requireSession) or by the next write; until then the gateway refuses the key.
+ */
+export async function syncMirrorAfterCommit(
+  deps: { pool: Pool; redis: RedisClient },
+  credentialId: string,
+): Promise<MirrorState> {
+  try {
+    await syncCredentialMirror({ db: deps.pool, redis: deps.redis }, credentialId);
+    return "synced";
+  } catch (err) {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "x402: credential mirror not written after commit; repaired on next read",
+        credentialId,
+        error: String(err),
+      }),
+    );
+    return "pending";
+  }
+}
+
 /** Pool access: a capped key of the house account for the order's tier, country and duration. */
 export async function redeemPoolPurchase(
   deps: { pool: Pool; redis: RedisClient; now(): Date },
@@ -353,6 +395,7 @@ export async function redeemPoolPurchase(
     order: PoolOrder;
     priceMicro: bigint;
     sessionToken: string | undefined;
+    mintToken?: string;
   },
 ): Promise<RedeemResult> {
   const { payment, order } = input;
@@ -382,7 +425,7 @@ export async function redeemPoolPurchase(
 }
 
 export type TopupResult =
-  | { kind: "applied" | "already_applied"; credential: CredentialRow }
+  | { kind: "applied" | "already_applied"; credential: CredentialRow; mirror?: MirrorState }
   | { kind: "used_for_other"; consumptionKey: string };
 
 /** Adds the paid bytes to the session's credential once per payment; re-enables a key suspended at its cap. */
@@ -435,7 +478,7 @@ export async function redeemTopup(
     return { kind: "applied", credential };
   });
   if (result.kind !== "used_for_other")
-    await syncCredentialMirror({ db: deps.pool, redis: deps.redis }, result.credential.id);
+    return { ...result, mirror: await syncMirrorAfterCommit(deps, result.credential.id) };
   return result;
 }
 
@@ -460,6 +503,6 @@ export async function regenerateSessionSecret(
     ]);
     return regenerated;
   });
-  await syncCredentialMirror({ db: deps.pool, redis: deps.redis }, out.credential.id);
+  await syncMirrorAfterCommit(deps, out.credential.id);
   return out;
 }

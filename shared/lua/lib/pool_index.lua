@@ -1,6 +1,8 @@
 -- lib/pool_index.lua (inlined by scripts/gen-lua.ts into every script that moves an endpoint's
 -- load or listing): key names mirror shared/keys.ts; reindex keeps the 8 index zsets (pool x
--- country x iptype, each also under "any") in step with the endpoint's load and reservation.
+-- country x iptype, each also under "any") in step with the endpoint's load and reservation, and
+-- the matching pool:full:<pool>:<country>:<iptype> sets of listed endpoints at their connection cap
+-- (so selection can tell "all busy", E_NO_CAPACITY, from "none listed", E_NO_STOCK).
 local function epKey(id) return "ep:{" .. id .. "}" end
 local function custKey(id) return "ep:{" .. id .. "}:cust" end
 
@@ -17,8 +19,11 @@ local function reindex(id)
   for _, p in ipairs({ f[1], "any" }) do
     for _, c in ipairs({ f[2], "any" }) do
       for _, t in ipairs({ f[3], "any" }) do
-        local idx = "pool:idx:" .. p .. ":" .. c .. ":" .. t
-        if f[4] == "1" and not reserved and conns < maxConns then redis.call("ZADD", idx, score, id) else redis.call("ZREM", idx, id) end
+        local suffix = p .. ":" .. c .. ":" .. t
+        local idx = "pool:idx:" .. suffix
+        local shared = f[4] == "1" and not reserved
+        if shared and conns < maxConns then redis.call("ZADD", idx, score, id) else redis.call("ZREM", idx, id) end
+        if shared and conns >= maxConns then redis.call("SADD", "pool:full:" .. suffix, id) else redis.call("SREM", "pool:full:" .. suffix, id) end
       end
     end
   end

@@ -10,7 +10,7 @@ import {
   type WatchdogCheckRow,
 } from "../../services/alerts.ts";
 import { ErrorBody, registerResellerAuth } from "../reseller/common.ts";
-import { requireOperator } from "./common.ts";
+import { requireOpsReader } from "./common.ts";
 
 const Alert = z
   .object({
@@ -72,7 +72,11 @@ const route = createRoute({
       description: "Missing or unknown X-API-Key",
       content: { "application/json": { schema: ErrorBody } },
     },
-    403: { description: "Not an operator account", content: { "application/json": { schema: ErrorBody } } },
+    403: {
+      description:
+        "E_SCOPE_REQUIRED (needs `operate` or `ops-agent`) or E_FORBIDDEN (not an operator or ops account)",
+      content: { "application/json": { schema: ErrorBody } },
+    },
   },
 });
 
@@ -105,7 +109,7 @@ export function registerAdminAlerts(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   // Before validation: anonymous callers learn nothing about the schema.
   app.use("/v1/admin/alerts", async (c, next) => {
-    await requireOperator(c, "alerts");
+    await requireOpsReader(c, "alerts");
     await next();
   });
 

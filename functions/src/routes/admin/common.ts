@@ -1,16 +1,30 @@
 import type { Context } from "hono";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
-import { authenticateApiKey } from "../../services/auth.ts";
+import type { ApiKeyAccount } from "../../services/auth.ts";
+import { requireApiKey } from "../api-key.ts";
 
 /**
- * Operator accounts only (the network's own supply and health, not a customer's): the account id
- * behind X-API-Key, or 401 for no/unknown key and 403 naming `what` for any other account kind.
+ * Human operators only (the network's own supply, accounts and keys): an `operate` key of an
+ * operator account. 401 for no/unknown key, 403 `E_SCOPE_REQUIRED` for a key without `operate`
+ * (an ops-agent key included), 403 naming `what` for any other account kind.
  */
 export async function requireOperator(c: Context<AppEnv>, what: string): Promise<string> {
-  const account = await authenticateApiKey(c.get("deps"), c.req.header("x-api-key"));
-  if (!account) throw new ApiError("E_UNAUTHORIZED", "X-API-Key is missing or not a valid API key");
+  return (await requireOperatorKey(c, what)).accountId;
+}
+
+/** requireOperator, answering with the whole key (its id is the actor of what it does). */
+export async function requireOperatorKey(c: Context<AppEnv>, what: string): Promise<ApiKeyAccount> {
+  const account = await requireApiKey(c, ["operate"]);
   if (account.accountKind !== "operator")
     throw new ApiError("E_FORBIDDEN", `${what} are for operator accounts`);
+  return account;
+}
+
+/** Read-only operations views: a human operator, or an AI operator's `ops-agent` key. */
+export async function requireOpsReader(c: Context<AppEnv>, what: string): Promise<string> {
+  const account = await requireApiKey(c, ["operate", "ops-agent"]);
+  if (account.accountKind !== "operator" && account.accountKind !== "ops")
+    throw new ApiError("E_FORBIDDEN", `${what} are for operator and ops accounts`);
   return account.accountId;
 }

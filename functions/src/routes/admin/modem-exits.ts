@@ -3,6 +3,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { withTransaction } from "../../../../shared/db/pool.ts";
 import { ApiError } from "../../../../shared/errors.ts";
+import { sealUpstreamAuth } from "../../../../shared/upstream-auth.ts";
 import type { AppEnv } from "../../env.ts";
 import {
   findModemExit,
@@ -31,6 +32,9 @@ const ModemExit = z
     rotationWebhook: z
       .boolean()
       .openapi({ description: "a rotation URL is configured (the URL itself is not echoed)" }),
+    upstreamAuth: z
+      .boolean()
+      .openapi({ description: "upstream proxy credentials are stored (sealed; never echoed)" }),
     reservedUntil: z
       .string()
       .nullable()
@@ -61,12 +65,34 @@ const ModemExitCreate = z
     rotationUrl: z
       .string()
       .max(2000)
-      .regex(/^https?:\/\/\S+$/, "must be an http(s) URL")
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters (NUL: Postgres text) are refused
+      .regex(/^https?:\/\/[^\s\x00-\x1f\x7f]+$/, "must be an http(s) URL")
       .optional()
       .openapi({
         description:
           "POSTed by the API when the renter of this modem (x402 dedicated port) asks for a new IP; it should make the modem re-dial and answer 2xx. May carry the operator's token; never shown to customers.",
         example: "https://modem-ops.example/rotate/12?token=...",
+      }),
+    upstreamAuth: z
+      .object({
+        username: z
+          .string()
+          .min(1)
+          .max(255)
+          // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are refused
+          .regex(/^[^:\x00-\x1f\x7f]+$/, "must not contain ':' or control characters"),
+        password: z
+          .string()
+          .min(1)
+          .max(255)
+          // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are refused
+          .regex(/^[^\x00-\x1f\x7f]+$/, "must not contain control characters"),
+      })
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          "the modem proxy's own username/password, sent by gateways and the prober as Proxy-Authorization; stored sealed under MODEM_UPSTREAM_KEY, never echoed. null clears them; omitted keeps what is stored.",
       }),
   })
   .openapi("ModemExitCreate");
@@ -81,7 +107,8 @@ const errors = {
 } as const;
 const unavailable = {
   503: {
-    description: "Saved, but the selection pool was not updated: repeat the same request",
+    description:
+      "Saved, but the selection pool was not updated: repeat the same request (E_UNAVAILABLE); or upstream credentials were given and MODEM_UPSTREAM_KEY is not set (E_CONFIG)",
     content: { "application/json": { schema: ErrorBody } },
   },
 } as const;
@@ -157,6 +184,7 @@ function view(row: ModemExitRow & { reserved_until?: Date | null }) {
     ipType: row.ip_type,
     pool: "mbl" as const,
     rotationWebhook: row.rotation_url !== null,
+    upstreamAuth: row.upstream_auth_sealed !== null,
     ...(row.reserved_until === undefined
       ? {}
       : { reservedUntil: row.reserved_until ? new Date(row.reserved_until).toISOString() : null }),
@@ -191,9 +219,21 @@ export function registerModemExits(app: OpenAPIHono<AppEnv>) {
   const actorOf = (c: Context<AppEnv>) => operators.get(c.req.raw) ?? "unknown";
 
   app.openapi(createExit, async (c) => {
-    const body = c.req.valid("json");
+    const { upstreamAuth, ...body } = c.req.valid("json");
     const deps = c.get("deps");
-    const { exit, created } = await withTransaction(deps.db, (tx) => registerModemExit(tx, actorOf(c), body));
+    let upstreamAuthSealed: string | null | undefined = upstreamAuth === null ? null : undefined;
+    if (upstreamAuth) {
+      const key = deps.config.MODEM_UPSTREAM_KEY;
+      if (!key)
+        throw new ApiError(
+          "E_CONFIG",
+          "MODEM_UPSTREAM_KEY is not set: upstream credentials cannot be stored",
+        );
+      upstreamAuthSealed = await sealUpstreamAuth(key, upstreamAuth);
+    }
+    const { exit, created } = await withTransaction(deps.db, (tx) =>
+      registerModemExit(tx, actorOf(c), { ...body, upstreamAuthSealed }),
+    );
     await syncOr503(c, exit);
     return c.json(view(exit), created ? 201 : 200);
   });

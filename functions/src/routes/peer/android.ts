@@ -2,34 +2,35 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import { registerDevice, tokenForOwner } from "../../services/devices.ts";
 import { clientInfo, fail, limitByIp } from "./common.ts";
-import { walletAddress } from "./register.ts";
+import { peerText, walletAddress } from "./register.ts";
 
 // The Android SDK's shape: key in X-API-Key, name under one of several fields.
 const Body = z
   .object({
-    name: z.string().min(1).max(64).optional(),
-    deviceName: z.string().min(1).max(64).optional(),
-    deviceId: z
-      .string()
+    name: peerText(64).min(1).optional(),
+    deviceName: peerText(64).min(1).optional(),
+    deviceId: peerText(64)
       .min(1)
-      .max(64)
       .optional()
       .openapi({ description: "Client-side id, used as the name if no name" }),
-    type: z.string().max(32).default("android"),
-    sdkVersion: z.string().max(32).optional(),
+    type: peerText(32).default("android"),
+    sdkVersion: peerText(32).optional(),
     walletAddress: walletAddress.optional(),
     country: z
       .string()
       .regex(/^[A-Za-z]{2}$/, "country must be ISO-2")
       .optional(),
-    carrier: z.string().max(64).optional(),
-    connectionMethod: z.string().max(32).optional(),
+    carrier: peerText(64).optional(),
+    connectionMethod: peerText(32).optional(),
   })
   .refine((b) => b.name ?? b.deviceName ?? b.deviceId, {
     message: "one of name, deviceName or deviceId is required",
     path: ["name"],
   })
-  .openapi("PeerRegisterAndroid");
+  // The refinement above, as the document states it.
+  .openapi("PeerRegisterAndroid", {
+    anyOf: [{ required: ["name"] }, { required: ["deviceName"] }, { required: ["deviceId"] }],
+  });
 
 const Headers = z.object({
   "x-api-key": z.string().min(1, "X-API-Key header is required").openapi({ description: "psx_ key" }),
@@ -58,7 +59,7 @@ const registerRoute = createRoute({
       },
     },
     401: { description: "X-API-Key missing or unknown" },
-    403: { description: "Device limits" },
+    403: { description: "E_SCOPE_REQUIRED (the key lacks `supply`), E_DEVICE_LIMIT or E_UNPROVEN_LIMIT" },
     429: { description: "Rate limited" },
   },
 });
@@ -72,6 +73,7 @@ const tokenRoute = createRoute({
   responses: {
     200: { description: "JWT", content: { "application/json": { schema: z.object({ token: z.string() }) } } },
     401: { description: "X-API-Key missing or unknown" },
+    403: { description: "E_SCOPE_REQUIRED: the key lacks `supply`" },
     404: { description: "Not this account's device" },
   },
 });

@@ -35,5 +35,5 @@ export async function limitByIp(c: Context<AppEnv>, scope: "register" | "refresh
 }
 
 export function fail(f: Failure): never {
-  throw new ApiError(f.code, f.message);
+  throw new ApiError(f.code, f.message, f.details ? { details: f.details } : {});
 }

@@ -1,10 +1,10 @@
 /** GET /v1/peer/earnings: what an account's devices have earned (accrued by the cron each minute). */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { ApiError } from "../../../../shared/errors.ts";
 import { formatUsdc } from "../../../../shared/money.ts";
 import type { AppEnv } from "../../env.ts";
-import { authenticateApiKey } from "../../services/auth.ts";
 import { earningsSummary } from "../../services/earnings.ts";
+import { supplierBalance } from "../../services/ledger.ts";
+import { requireApiKey } from "../api-key.ts";
 import { ErrorBody, registerResellerAuth } from "../reseller/common.ts";
 
 const Micro = z.string().regex(/^\d+$/).openapi({ description: "integer micro-USDC", example: "1250000" });
@@ -21,7 +21,9 @@ const Earnings = z
     currency: z.literal("USDC"),
     accruedMicro: Micro,
     accrued: Usdc,
-    paidMicro: Micro.openapi({ description: "paid out so far; payouts are not available yet, so 0" }),
+    paidMicro: Micro.openapi({
+      description: "paid out on-chain so far (GET /v1/peer/withdrawals has the detail)",
+    }),
     pendingMicro: Micro.openapi({ description: "accrued minus paid: the pending payout balance" }),
     bytes: Bytes,
     deviceCount: z.number().int().openapi({ description: "devices that have earned anything" }),
@@ -76,6 +78,10 @@ const route = createRoute({
       description: "Missing or unknown X-API-Key",
       content: { "application/json": { schema: ErrorBody } },
     },
+    403: {
+      description: "E_SCOPE_REQUIRED: the key lacks the `supply` scope",
+      content: { "application/json": { schema: ErrorBody } },
+    },
   },
 });
 
@@ -86,9 +92,7 @@ export function registerPeerEarnings(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   // Before validation: anonymous callers learn nothing about the schema.
   app.use("/v1/peer/earnings", async (c, next) => {
-    const account = await authenticateApiKey(c.get("deps"), c.req.header("x-api-key"));
-    if (!account)
-      throw new ApiError("E_UNAUTHORIZED", "X-API-Key is missing or not a valid API key (psx_...)");
+    const account = await requireApiKey(c, ["supply"]);
     accounts.set(c.req.raw, account.accountId);
     await next();
   });
@@ -97,7 +101,10 @@ export function registerPeerEarnings(app: OpenAPIHono<AppEnv>) {
     const accountId = accounts.get(c.req.raw)!;
     const { days, limit } = c.req.valid("query");
     const deps = c.get("deps");
-    const s = await earningsSummary(deps.db, accountId, { now: deps.now(), days, limit });
+    const [s, balance] = await Promise.all([
+      earningsSummary(deps.db, accountId, { now: deps.now(), days, limit }),
+      supplierBalance(deps.db, accountId),
+    ]);
     c.header("Cache-Control", "no-store");
     return c.json(
       {
@@ -105,8 +112,8 @@ export function registerPeerEarnings(app: OpenAPIHono<AppEnv>) {
         currency: "USDC" as const,
         accruedMicro: String(s.accruedMicro),
         accrued: formatUsdc(s.accruedMicro),
-        paidMicro: "0",
-        pendingMicro: String(s.accruedMicro),
+        paidMicro: String(balance.paidMicro),
+        pendingMicro: String(s.accruedMicro - balance.paidMicro),
         bytes: String(s.bytes),
         deviceCount: s.deviceCount,
         rates: s.rates,

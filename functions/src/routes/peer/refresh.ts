@@ -19,7 +19,10 @@ const tokenRoute = createRoute({
       description: "New JWT",
       content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string() }) } },
     },
-    401: { description: "Refresh token unknown, expired or used" },
+    401: {
+      description:
+        "Refresh token unknown, expired, used, revoked by a re-registration, or its device's API key was revoked",
+    },
     429: { description: "Rate limited" },
   },
 });
@@ -39,7 +42,10 @@ const agentRoute = createRoute({
         },
       },
     },
-    401: { description: "Refresh token unknown, expired or used" },
+    401: {
+      description:
+        "Refresh token unknown, expired, used, revoked by a re-registration, or its device's API key was revoked",
+    },
     429: { description: "Rate limited" },
   },
 });

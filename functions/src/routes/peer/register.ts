@@ -3,41 +3,43 @@ import type { AppEnv } from "../../env.ts";
 import { registerDevice } from "../../services/devices.ts";
 import { clientInfo, fail, limitByIp } from "./common.ts";
 
-const EVM = /^0x[0-9a-fA-F]{40}$/;
-const SOLANA = /^[1-9A-HJ-NP-Za-km-z]{32,44}$/;
+/** An EVM address (0x + 40 hex) or a Solana one (base58, 32-44 chars). */
+const WALLET = /^(?:0x[0-9a-fA-F]{40}|[1-9A-HJ-NP-Za-km-z]{32,44})$/;
 
+// Checks as zod string formats (not refinements) so /openapi.json carries them: a client that
+// follows the document never sends what the route refuses.
 export const walletAddress = z
   .string()
-  .refine(
-    (w) => w.length > 0,
-    "walletAddress must not be empty: omit it or give an EVM (0x...) or Solana address",
-  )
-  .refine(
-    (w) => w.length === 0 || EVM.test(w) || SOLANA.test(w),
-    "walletAddress must be an EVM (0x + 40 hex) or Solana (base58) address",
-  );
+  .min(1, "walletAddress must not be empty: omit it or give an EVM (0x...) or Solana address")
+  .regex(WALLET, "walletAddress must be an EVM (0x + 40 hex) or Solana (base58) address");
+
+/** Free text that Postgres can store: any character but NUL (a text column refuses it). */
+export const peerText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing NUL is the point
+    .regex(/^[^\x00]*$/, "must not contain NUL characters");
 
 export const RegisterBody = z
   .object({
-    name: z
-      .string()
+    name: peerText(64)
       .min(1)
-      .max(64)
       .openapi({ description: "Stable per instance: same apiKey + name = same device" }),
     apiKey: z
       .string()
-      .startsWith("psx_", "apiKey must start with psx_")
+      .regex(/^psx_/, "apiKey must start with psx_")
       .openapi({ description: "Account API key" }),
-    type: z.string().min(1).max(32).default("custom"),
-    connectionMethod: z.string().max(32).optional(),
-    sdkVersion: z.string().max(32).optional(),
+    type: peerText(32).min(1).default("custom"),
+    connectionMethod: peerText(32).optional(),
+    sdkVersion: peerText(32).optional(),
     walletAddress: walletAddress.optional(),
     country: z
       .string()
       .regex(/^[A-Za-z]{2}$/, "country must be ISO-2")
       .optional()
       .openapi({ description: "Hint only" }),
-    carrier: z.string().max(64).optional(),
+    carrier: peerText(64).optional(),
   })
   .openapi("PeerRegister");
 
@@ -66,7 +68,7 @@ const route = createRoute({
     200: { description: "Device identity", content: { "application/json": { schema: Identity } } },
     400: { description: "Invalid body (names the field)" },
     401: { description: "apiKey missing or unknown" },
-    403: { description: "E_DEVICE_LIMIT or E_UNPROVEN_LIMIT" },
+    403: { description: "E_SCOPE_REQUIRED (the key lacks `supply`), E_DEVICE_LIMIT or E_UNPROVEN_LIMIT" },
     429: { description: "Rate limited per IP (Retry-After)" },
   },
 });

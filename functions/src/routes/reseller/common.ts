@@ -5,7 +5,7 @@ import { readUsedBytes } from "../../../../shared/credentials.ts";
 import type { Queryable } from "../../../../shared/db/pool.ts";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
-import { type ApiKeyAccount, authenticateApiKey } from "../../services/auth.ts";
+import type { ApiKeyAccount } from "../../services/auth.ts";
 import {
   type CredentialRow,
   syncCredentialMirror,
@@ -13,6 +13,8 @@ import {
   toPoolKey,
 } from "../../services/credentials.ts";
 import { runIdempotent, type WriteOutcome } from "../../services/idempotency.ts";
+import type { LimitFailure } from "../../services/resell-limits.ts";
+import { requireApiKey } from "../api-key.ts";
 import { errorSchema } from "../errors.ts";
 
 export const TAG = "reseller";
@@ -37,11 +39,8 @@ export function registerResellerAuth(app: OpenAPIHono<AppEnv>) {
     description: "An account API key, `psx_...`",
   });
   app.use("/v1/reseller/*", async (c, next) => {
-    const header = c.req.header("x-api-key");
-    if (!header) throw new ApiError("E_UNAUTHORIZED", "X-API-Key header is required (psx_...)");
-    const account = await authenticateApiKey(c.get("deps"), header);
-    if (!account) throw new ApiError("E_UNAUTHORIZED", "X-API-Key is not a valid API key");
-    accounts.set(c.req.raw, account);
+    // Pool keys are traffic: only keys an operator issued with `resell` mint or change them.
+    accounts.set(c.req.raw, await requireApiKey(c, ["resell"]));
     await next();
   });
 }
@@ -90,7 +89,19 @@ export const { ErrorBody, errorResponse } = errorSchema("Error");
 export const COMMON_ERRORS = {
   400: errorResponse("Invalid input; the message names the field"),
   401: errorResponse("Missing, unknown or revoked X-API-Key"),
+  403: errorResponse("E_SCOPE_REQUIRED: the key lacks the `resell` scope (details.requiredScope)"),
 } as const;
+/** Writes that sell bytes or connections: 403 also when the account's resell limits would be passed. */
+export const LIMIT_ERRORS = {
+  403: errorResponse(
+    "E_SCOPE_REQUIRED: the key lacks the `resell` scope; E_RESELL_LIMIT: the account's lifetime allowance or per-key maxConnections would be passed (details names the limit)",
+  ),
+} as const;
+
+export function limitError(f: LimitFailure): ApiError {
+  return new ApiError(f.code, f.message, { details: f.details });
+}
+
 export const KEY_ERRORS = { ...COMMON_ERRORS, 404: errorResponse("No such key for this account") } as const;
 export const WRITE_ERRORS = {
   409: errorResponse("E_IDEMPOTENCY_MISMATCH: this Idempotency-Key was used with a different request"),

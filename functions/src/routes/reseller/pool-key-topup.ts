@@ -2,10 +2,13 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import { topupCredential } from "../../services/credentials.ts";
+import { drawResellBytes } from "../../services/resell-limits.ts";
 import {
   changeKey,
   IdParam,
   KEY_ERRORS,
+  LIMIT_ERRORS,
+  limitError,
   MAX_BYTES,
   PoolKey,
   registerResellerAuth,
@@ -35,6 +38,7 @@ const topupKey = createRoute({
   responses: {
     200: { description: "The key with its new cap", content: { "application/json": { schema: PoolKey } } },
     ...KEY_ERRORS,
+    ...LIMIT_ERRORS,
     ...WRITE_ERRORS,
   },
 });
@@ -45,6 +49,9 @@ export function registerPoolKeyTopup(app: OpenAPIHono<AppEnv>) {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
     return changeKey(c, id, body, async (key) => {
+      // Same transaction as the topup: a 404 or a failed write gives the bytes back.
+      const drawn = await drawResellBytes(key.deps.db, key.input.accountId, body.addBytes);
+      if (!drawn.ok) throw limitError(drawn);
       const credential = await topupCredential({
         deps: key.deps,
         input: { ...key.input, addBytes: body.addBytes },

@@ -9,12 +9,15 @@ import {
   wasDeleted,
   withUsage,
 } from "../../services/credentials.ts";
+import { checkMaxConnections, resellLimits } from "../../services/resell-limits.ts";
 import {
   accountOf,
   changeKey,
   IdParam,
   idempotentWrite,
   KEY_ERRORS,
+  LIMIT_ERRORS,
+  limitError,
   notFound,
   PoolKey,
   registerResellerAuth,
@@ -57,7 +60,8 @@ const PatchBody = z
     message: "must be in the future",
     path: ["expiresAt"],
   })
-  .openapi("PoolKeyPatch");
+  // The first refinement as the document states it (the second depends on the clock).
+  .openapi("PoolKeyPatch", { minProperties: 1 });
 
 const patchKey = createRoute({
   method: "patch",
@@ -73,6 +77,7 @@ const patchKey = createRoute({
   responses: {
     200: { description: "The updated key", content: { "application/json": { schema: PoolKey } } },
     ...KEY_ERRORS,
+    ...LIMIT_ERRORS,
     ...WRITE_ERRORS,
   },
 });
@@ -115,6 +120,11 @@ export function registerPoolKey(app: OpenAPIHono<AppEnv>) {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
     return changeKey(c, id, body, async (key) => {
+      if (body.maxConnections !== undefined) {
+        const limits = await resellLimits(key.deps.db, key.input.accountId);
+        const tooMany = checkMaxConnections(limits, body.maxConnections);
+        if (tooMany) throw limitError(tooMany);
+      }
       const credential = await updateCredential({
         deps: key.deps,
         input: {

@@ -1,11 +1,20 @@
 /** POST /v1/reseller/pool-keys (create) and GET /v1/reseller/pool-keys (list). */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
-import { listCredentials, mintCredential, toPoolKey, withUsage } from "../../services/credentials.ts";
+import {
+  DEFAULT_MAX_CONNECTIONS,
+  listCredentials,
+  mintCredential,
+  toPoolKey,
+  withUsage,
+} from "../../services/credentials.ts";
+import { checkMaxConnections, drawResellBytes, resellLimits } from "../../services/resell-limits.ts";
 import {
   accountOf,
   COMMON_ERRORS,
   idempotentWrite,
+  LIMIT_ERRORS,
+  limitError,
   MAX_BYTES,
   PoolKey,
   PoolKeyWithSecret,
@@ -55,6 +64,7 @@ const createKey = createRoute({
   responses: {
     201: { description: "Created", content: { "application/json": { schema: PoolKeyWithSecret } } },
     ...COMMON_ERRORS,
+    ...LIMIT_ERRORS,
     ...WRITE_ERRORS,
   },
 });
@@ -98,6 +108,12 @@ export function registerPoolKeys(app: OpenAPIHono<AppEnv>) {
     const body = c.req.valid("json");
     const deps = c.get("deps");
     return idempotentWrite(c, account, body, async (tx) => {
+      const limits = await resellLimits(tx, account.accountId);
+      const maxConnections = body.maxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, limits.maxConnections);
+      const tooMany = checkMaxConnections(limits, maxConnections);
+      if (tooMany) throw limitError(tooMany);
+      const drawn = await drawResellBytes(tx, account.accountId, body.capBytes);
+      if (!drawn.ok) throw limitError(drawn);
       const minted = await mintCredential({
         deps: { db: tx, now: deps.now },
         input: {
@@ -109,7 +125,7 @@ export function registerPoolKeys(app: OpenAPIHono<AppEnv>) {
           country: body.country,
           capBytes: body.capBytes,
           expiresAt: body.expiresAt ? new Date(body.expiresAt) : null,
-          maxConnections: body.maxConnections,
+          maxConnections,
         },
       });
       if (!minted) throw new Error(`account ${account.accountId} vanished mid-request`);

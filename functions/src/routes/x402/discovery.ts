@@ -2,12 +2,19 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { CAIP2 } from "../../../../shared/x402/networks.ts";
+import type { Config } from "../../config.ts";
 import type { AppEnv } from "../../env.ts";
+import { poolCaveats } from "../../services/x402-caveats.ts";
 import { railsFromConfig } from "../../services/x402-config.ts";
 import { paymentOptions } from "../../services/x402-pricing.ts";
-import { CAVEATS, originOf, TAG } from "./common.ts";
+import { originOf } from "./answers.ts";
+import { TAG } from "./schemas.ts";
 
-function skillMd(origin: string, gatewayHost: string, httpPort: number, socksPort: number): string {
+function skillMd(origin: string, config: Config): string {
+  const gatewayHost = config.GATEWAY_PUBLIC_HOST;
+  const httpPort = config.GATEWAY_HTTP_PORT;
+  const socksPort = config.GATEWAY_SOCKS_PORT;
+  const bareOff = config.X402_BARE_HASH === "off";
   return `# Buying proxy access from this network (for AI agents)
 
 You can buy metered access to a pool of production mobile modems with USDC, without an account,
@@ -28,17 +35,30 @@ micro-USDC), \`asset\`, \`payTo\` and \`resource\`. The same object in x402 v2 f
 \`PAYMENT-REQUIRED\` header (base64 JSON). A 400 names the parameter you must fix.
 
 ## 3. Pay, then repeat the request with proof
-Pay on one network:
+Simplest and safest: a standard x402 \`exact\` EIP-3009 payment (what x402 client libraries such as
+@x402/fetch send): you sign a USDC TransferWithAuthorization, we submit it from our gas wallet and
+verify the transfer. Keep the \`sessionToken\` of the answer: re-sending the same payment header
+never gives the credential again (the header is public once settled), and a copy of it is refused.
+If the settlement is not final within ~20 s you get 503 E_PAYMENT_PENDING with
+\`details.sessionToken\`: repeat the same request with the same header and
+\`X-Session-Token: <details.sessionToken>\`; nobody without that token can complete it.
+
+Or pay yourself on one network:
 - Base (chain 8453, CAIP-2 ${CAIP2.base}): transfer USDC (the \`asset\` contract) to payTo.
 - Solana: transfer USDC (mint in accepts) to payTo's token account.
-Then repeat the exact same request with one of:
-- \`Payment-Signature: <Base tx hash | Solana signature>\` (simplest; see the caveat below), or
+Then repeat the exact same request with
 - \`PAYMENT-SIGNATURE: <base64 JSON>\` = \`{"x402Version":2,"accepted":{"scheme":"exact","network":"eip155:8453"},
   "payload":{"txRef":"<tx>","binding":{"nonce":"<8-128 chars>","expiry":<unix s, <= 15 min ahead>,"signature":"<sig>"}}}\`
   where the paying wallet signed {resource, txRef, nonce, expiry} (EIP-712 domain
-  "peerproxy x402 payment binding" v1 on Base; the text form with signMessage on Solana), or
-- a standard x402 \`exact\` EIP-3009 payment (what x402 client libraries send): we submit the
-  authorization ourselves and verify the resulting transfer.
+  "peerproxy x402 payment binding" v1 on Base; the text form with signMessage on Solana)${
+    bareOff
+      ? `.
+- Bare transaction hashes are refused here (400 naming Payment-Signature): a mined hash is public,
+  and anyone watching payTo could present it before you.`
+      : `, or
+- \`Payment-Signature: <Base tx hash | Solana signature>\` (bare: accepted here, but anyone watching
+  payTo can present a mined hash before you do; production deployments refuse it by default).`
+  }
 If the transfer is not final yet you get 503 E_PAYMENT_PENDING: nothing was used, retry the same
 request in a few seconds. Underpaying by more than 2% is refused (402 E_PAYMENT_INVALID).
 
@@ -75,8 +95,11 @@ Header \`X-Session-Token\`:
 - GET .../usage?days=7, GET .../connection, POST .../regenerate, POST .../topup?traffic=1 as for pool access
 
 ## Limits and honest caveats
-${CAVEATS.map((c) => `- ${c}`).join("\n")}
-- Rate limits: purchase 10/min per IP, topup 5/min and regenerate 3/hour per session.
+${poolCaveats(config)
+  .map((c) => `- ${c}`)
+  .join("\n")}
+- Rate limits: paid attempts (purchases and topups alike) ${config.X402_RATE_LIMIT_PURCHASE_PER_MINUTE}/min per IP; topup 5/min and regenerate 3/hour per session.
+- Sessions end with what they bought (expiresAt): an expired X-Session-Token is refused (401).
 - One payment buys one thing: a tx presented for a different order is refused (409 E_PAYMENT_USED).
 - Live stock (counts only, never addresses): ${origin}/v1/gateway/pool/stock
 - Full API description: ${origin}/openapi.json
@@ -98,7 +121,9 @@ function llmsTxt(origin: string): string {
 
 ## Key facts
 - Price is in integer micro-USDC; underpayment tolerance is 2%.
-- Pay USDC on Base (chain 8453) or Solana, then repeat the request with Payment-Signature.
+- Pay with a standard x402 EIP-3009 authorization (Base, chain 8453; we settle it), or pay USDC on Base or
+  Solana and repeat the request with a payment header bound by the paying wallet's signature.
+- A payment header never re-emits a credential (it is public once settled): keep the sessionToken.
 - Keep the sessionToken (x402s_...): credit, usage, topup, regenerate and re-emission need it.
 - Sticky routing pins the device, not the IP, and needs a sid.
 - Live stock: ${origin}/v1/gateway/pool/stock (counts only)
@@ -190,9 +215,7 @@ export function registerX402Discovery(app: OpenAPIHono<AppEnv>) {
   app.get("/skill.md", (c) => {
     const { config } = c.get("deps");
     c.header("Content-Type", "text/markdown; charset=utf-8");
-    return c.body(
-      skillMd(originOf(c), config.GATEWAY_PUBLIC_HOST, config.GATEWAY_HTTP_PORT, config.GATEWAY_SOCKS_PORT),
-    );
+    return c.body(skillMd(originOf(c), config));
   });
   app.get("/llms.txt", (c) => {
     c.header("Content-Type", "text/plain; charset=utf-8");

@@ -3,17 +3,9 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../../env.ts";
 import { liveCountries } from "../../services/stock.ts";
-import {
-  type AuthedSession,
-  accessBody,
-  Credit,
-  creditOf,
-  PoolAccess,
-  requireSession,
-  SessionHeaders,
-  TAG,
-  usedOf,
-} from "./common.ts";
+import { accessBody, creditOf } from "./answers.ts";
+import { type AuthedSession, requireSession, usedOf } from "./guards.ts";
+import { Credit, PoolAccess, SessionHeaders, TAG } from "./schemas.ts";
 import { registerSessionRoutes, SESSION_ERRORS } from "./session.ts";
 
 const BASE = "/v1/x402/manage/pool";

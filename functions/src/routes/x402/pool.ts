@@ -2,25 +2,19 @@
 import { type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../../env.ts";
-import { catalog, parsePoolOrder, poolResource } from "../../services/x402-pricing.ts";
+import { purchase } from "../../services/x402-paid-flow.ts";
+import { catalog, parsePoolOrder, poolResource, productKey } from "../../services/x402-pricing.ts";
 import { redeemPoolPurchase } from "../../services/x402-purchase.ts";
 import {
-  acceptedProof,
   accessBody,
-  fieldError,
   HOW_TO_PAY,
   originOf,
-  PoolAccess,
   paymentRequired,
-  paymentUsed,
   purchaseAnswer,
-  registerPurchaseRoute,
-  requestProof,
-  requireRails,
-  usedOf,
-  verifiedPayment,
-  withRedeemGuard,
-} from "./common.ts";
+  refusalError,
+} from "./answers.ts";
+import { fieldError, paidContext, requestProof, requireRails, usedOf } from "./guards.ts";
+import { PoolAccess, registerPurchaseRoute } from "./schemas.ts";
 
 const PoolQuery = z.object({
   tier: z
@@ -28,7 +22,9 @@ const PoolQuery = z.object({
     .optional()
     .openapi({ example: "mbl", description: "tier on sale (see /v1/x402/pool/pricing)" }),
   country: z.string().optional().openapi({ example: "us", description: "ISO-2 with live stock, or any" }),
-  traffic: z.string().optional().openapi({ example: "0.5", description: "GB (10^9 bytes), at least 0.1" }),
+  traffic: z
+    .string({ error: "traffic (GB) is required" })
+    .openapi({ example: "0.5", description: "GB (10^9 bytes), at least 0.1" }),
   duration: z.string().optional().openapi({ example: "30", description: "days, 1-90, default 30; free" }),
   sid: z.string().optional().openapi({ example: "myjob123", description: "sticky session id, 8-64 a-z0-9_" }),
   rot: z.string().optional().openapi({ example: "sticky", description: "rotation mode (needs sid)" }),
@@ -67,24 +63,32 @@ async function handle(c: Context<AppEnv>): Promise<Response> {
       },
     });
 
-  const payment = await verifiedPayment(c, { rails, proof: await acceptedProof(c, proof), price, resource });
-
-  const result = await withRedeemGuard(c, payment, () =>
-    redeemPoolPurchase(
-      { pool: deps.db, redis: deps.redis, now: deps.now },
-      {
-        houseAccountId: rails.houseAccountId,
-        payment,
-        order,
-        priceMicro: price,
-        sessionToken: c.req.header("x-session-token"),
-      },
-    ),
-  );
-  if (result.kind === "used_for_other" || result.kind === "needs_proof")
-    throw paymentUsed(result, "/v1/x402/manage/pool/connection");
-  const used = await usedOf(c, result.credential.id);
-  return purchaseAnswer(c, payment, result, accessBody(c, { ...result, usedBytes: used, countries }));
+  const outcome = await purchase({
+    ctx: paidContext(c, rails),
+    product: "pool",
+    proof,
+    order: {
+      productKey: productKey(order),
+      priceMicro: price,
+      resource,
+      redeem: ({ payment, sessionToken, mintToken }) =>
+        redeemPoolPurchase(
+          { pool: deps.db, redis: deps.redis, now: deps.now },
+          {
+            houseAccountId: rails.houseAccountId,
+            payment,
+            order,
+            priceMicro: price,
+            sessionToken,
+            ...(mintToken ? { mintToken } : {}),
+          },
+        ),
+    },
+  });
+  if (!outcome.ok) throw refusalError(outcome.refusal, "/v1/x402/manage/pool/connection");
+  const { payment, access } = outcome;
+  const used = await usedOf(c, access.credential.id);
+  return purchaseAnswer(c, payment, access, accessBody(c, { ...access, usedBytes: used, countries }));
 }
 
 export function registerX402Pool(app: OpenAPIHono<AppEnv>) {

@@ -1,8 +1,11 @@
 /** GET /v1/x402/pool/pricing: the catalog (tiers, limits, networks, DSL). Answers even when purchases are off. */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
+import { poolCaveats } from "../../services/x402-caveats.ts";
 import { catalog } from "../../services/x402-pricing.ts";
-import { originOf, PricingNetworks, sheetRails, TAG } from "./common.ts";
+import { originOf } from "./answers.ts";
+import { sheetRails } from "./guards.ts";
+import { PricingNetworks, TAG } from "./schemas.ts";
 
 const Pricing = z
   .object({
@@ -22,6 +25,7 @@ const Pricing = z
     dsl: z.record(z.string(), z.unknown()),
     stockUrl: z.string(),
     purchaseUrl: z.string(),
+    caveats: z.array(z.string()).openapi({ description: "generated from the running configuration" }),
   })
   .openapi("X402Pricing");
 
@@ -44,6 +48,7 @@ export function registerX402Pricing(app: OpenAPIHono<AppEnv>) {
         purchasable,
         ...body,
         purchaseUrl: `${origin}/v1/x402/pool?tier=mbl&country=any&traffic=0.1`,
+        caveats: poolCaveats(c.get("deps").config),
       },
       200,
     );

@@ -5,17 +5,14 @@ import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
 import { reservationOfCredential } from "../../services/modem-reservations.ts";
 import { lastRotation, requestRotation } from "../../services/modem-rotation.ts";
+import { creditOf } from "./answers.ts";
 import {
   type AuthedSession,
-  Credit,
-  creditOf,
   enforceRateLimit,
-  errorResponse,
+  requireReadableBody,
   requireSession,
-  SessionHeaders,
-  TAG,
   usedOf,
-} from "./common.ts";
+} from "./guards.ts";
 import {
   DedicatedAccess,
   dedicatedAccessBody,
@@ -26,6 +23,7 @@ import {
   reservationView,
   rotationView,
 } from "./proxy.ts";
+import { Credit, errorResponse, SessionHeaders, TAG } from "./schemas.ts";
 import { registerSessionRoutes, SESSION_ERRORS } from "./session.ts";
 
 const StatusBody = z
@@ -128,6 +126,7 @@ export function registerX402ProxyManage(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(rotate, async (c) => {
+    await requireReadableBody(c);
     const s = await requireSession(c, "proxy");
     const deps = c.get("deps");
     const pricing = await requireDedicatedPricing(c);

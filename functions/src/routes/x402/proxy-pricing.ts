@@ -2,9 +2,12 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import { countFree, listFreeModems } from "../../services/modem-reservations.ts";
+import { dedicatedCaveats } from "../../services/x402-caveats.ts";
 import { dedicatedCatalog, readDedicatedPricing } from "../../services/x402-dedicated.ts";
 import { networkSheet } from "../../services/x402-pricing.ts";
-import { originOf, PricingNetworks, sheetRails, TAG } from "./common.ts";
+import { originOf } from "./answers.ts";
+import { sheetRails } from "./guards.ts";
+import { PricingNetworks, TAG } from "./schemas.ts";
 
 const Availability = z
   .record(
@@ -25,6 +28,7 @@ const Pricing = z
     availability: Availability,
     networks: PricingNetworks,
     purchaseUrl: z.string(),
+    caveats: z.array(z.string()).openapi({ description: "generated from the running configuration" }),
   })
   .openapi("X402DedicatedPricing");
 
@@ -54,6 +58,7 @@ export function registerX402ProxyPricing(app: OpenAPIHono<AppEnv>) {
         availability,
         networks: networkSheet(rails),
         purchaseUrl: `${origin}/v1/x402/proxy?country=any&duration=${pricing?.minDays ?? 1}`,
+        caveats: dedicatedCaveats(deps.config),
       },
       200,
     );

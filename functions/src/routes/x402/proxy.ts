@@ -6,7 +6,6 @@
 import { type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { ApiError } from "../../../../shared/errors.ts";
-import { CAPS } from "../../../../shared/pool.ts";
 import { formatGb } from "../../../../shared/x402/quote.ts";
 import type { AppEnv } from "../../env.ts";
 import type { CredentialRow } from "../../services/credentials.ts";
@@ -16,39 +15,30 @@ import {
   type ReservationRow,
   reservationOfCredential,
 } from "../../services/modem-reservations.ts";
+import { dedicatedCaveats } from "../../services/x402-caveats.ts";
 import {
   type DedicatedOrder,
   type DedicatedPricing,
   dedicatedCatalog,
+  dedicatedProductKey,
   dedicatedResource,
   parseDedicatedOrder,
   readDedicatedPricing,
   redeemDedicatedPurchase,
 } from "../../services/x402-dedicated.ts";
-import { authorizationRecorded } from "../../services/x402-payment.ts";
+import { purchase } from "../../services/x402-paid-flow.ts";
 import type { X402Session } from "../../services/x402-purchase.ts";
 import {
-  acceptedProof,
-  CAVEATS,
-  Credit,
   creditOf,
-  errorResponse,
-  fieldError,
   HOW_TO_PAY,
   originOf,
-  ProxyEndpoint,
-  PurchasePayment,
   paymentRequired,
-  paymentUsed,
   proxyEndpoint,
   purchaseAnswer,
-  registerPurchaseRoute,
-  requestProof,
-  requireRails,
-  usedOf,
-  verifiedPayment,
-  withRedeemGuard,
-} from "./common.ts";
+  refusalError,
+} from "./answers.ts";
+import { fieldError, paidContext, requestProof, requireRails, usedOf } from "./guards.ts";
+import { Credit, errorResponse, ProxyEndpoint, PurchasePayment, registerPurchaseRoute } from "./schemas.ts";
 
 export const MANAGE_PROXY = "/v1/x402/manage/proxy";
 
@@ -79,32 +69,26 @@ function freeFor(availability: Availability, order: Pick<DedicatedOrder, "countr
 function noFreeModem(
   order: DedicatedOrder,
   availability: Availability,
-  consumed?: { consumptionKey: string },
+  consumed?: { consumptionKey: string; resumeToken: string | null },
 ) {
   const where = `${order.country}${order.carrier ? `/${order.carrier}` : ""}`;
   return new ApiError(
     "E_NO_FREE_MODEM",
     consumed
-      ? `no dedicated modem is free for ${where} right now; your payment ${consumed.consumptionKey} was NOT consumed: present the same proof again once one is free (see availability), or for another order of the same price`
+      ? consumed.resumeToken
+        ? `no dedicated modem is free for ${where} right now; your payment ${consumed.consumptionKey} was NOT consumed: present the same payment header with X-Session-Token: <details.sessionToken> once one is free (see availability)`
+        : `no dedicated modem is free for ${where} right now; your payment ${consumed.consumptionKey} was NOT consumed: present the same proof again once one is free (see availability), or for another order of the same price`
       : `no dedicated modem is free for ${where} right now; nothing was charged, do not pay yet (see availability)`,
     {
       details: {
         availability,
         ...(consumed ? { consumed: false, consumptionKey: consumed.consumptionKey } : {}),
+        ...(consumed?.resumeToken ? { sessionToken: consumed.resumeToken } : {}),
       },
       headers: { "Retry-After": "60", "Cache-Control": "no-store" },
     },
   );
 }
-
-export const DEDICATED_CAVEATS = [
-  "The modem is yours alone until expiresAt: no other customer is routed to it, and tunnels other customers had open on it when you bought it are closed within ~10 s.",
-  "This key routes only to its modem, whatever pool, country or sid the username names; if the modem goes offline connections fail with E_NO_STOCK and we do not move you to another one.",
-  "The exit IP is the modem's carrier IP: carriers re-issue it on their own schedule. POST the rotationUrl (X-Session-Token) to ask the modem to re-dial for a new IP, where rotation.available is true; live connections drop during a re-dial.",
-  `At most ${CAPS.modem.conns} concurrent connections go through the modem (its connection cap).`,
-  "Traffic is metered and capped at the GB included per day bought (see credit); the cap is enforced from metering flushes ~5-35 s late; /topup adds GB at the pool price. Unused days or GB are not refunded.",
-  ...CAVEATS.filter((c) => /sessionToken|bare tx hash/.test(c)),
-];
 
 /** A reservation as the renter sees it (never the modem's address). */
 export function reservationView(reservation: ReservationRow | null, now: Date) {
@@ -178,7 +162,7 @@ export function dedicatedAccessBody(
       rotate: `${origin}${MANAGE_PROXY}/rotate`,
       topup: `${origin}${MANAGE_PROXY}/topup?traffic=1`,
     },
-    caveats: DEDICATED_CAVEATS,
+    caveats: dedicatedCaveats(c.get("deps").config),
   };
 }
 
@@ -231,8 +215,7 @@ export const DedicatedAccess = z
 const ProxyQuery = z.object({
   country: z.string().optional().openapi({ example: "us", description: "ISO-2 with a free modem, or any" }),
   duration: z
-    .string()
-    .optional()
+    .string({ error: "duration (whole days) is required" })
     .openapi({ example: "7", description: "whole days (see /v1/x402/proxy/pricing)" }),
   carrier: z.string().optional().openapi({ example: "tmobile", description: "only a modem on this carrier" }),
 });
@@ -271,31 +254,47 @@ async function handle(c: Context<AppEnv>): Promise<Response> {
     });
   }
 
-  const accepted = await acceptedProof(c, proof);
-  // An EIP-3009 authorization moves money only when we settle it: not while nothing is free.
-  if (accepted.kind === "eip3009" && !(await authorizationRecorded(deps.db, accepted.authorizationKey))) {
-    const availability = countFree(await listFreeModems(deps));
-    if (freeFor(availability, order) === 0) throw noFreeModem(order, availability);
-  }
-  const payment = await verifiedPayment(c, { rails, proof: accepted, price: order.priceMicro, resource });
-
-  const result = await withRedeemGuard(c, payment, () =>
-    redeemDedicatedPurchase(
-      { pool: deps.db, redis: deps.redis, now: deps.now },
-      {
-        houseAccountId: rails.houseAccountId,
-        payment,
-        order,
-        sessionToken: c.req.header("x-session-token"),
+  const outcome = await purchase({
+    ctx: paidContext(c, rails),
+    product: "proxy",
+    proof,
+    order: {
+      productKey: dedicatedProductKey(order),
+      priceMicro: order.priceMicro,
+      resource,
+      // An EIP-3009 authorization moves money only when we settle it: not while nothing is free.
+      async canServe() {
+        const availability = countFree(await listFreeModems(deps));
+        return freeFor(availability, order) === 0
+          ? { kind: "product_refused", reason: "no_free_modem", consumptionKey: null, resumeToken: null }
+          : null;
       },
-    ),
-  );
-  if (result.kind === "refused")
-    throw noFreeModem(order, countFree(await listFreeModems(deps)), {
-      consumptionKey: `${payment.network}:${payment.txRef}`,
-    });
-  if (result.kind === "used_for_other" || result.kind === "needs_proof")
-    throw paymentUsed(result, `${MANAGE_PROXY}/connection`);
+      redeem: ({ payment, sessionToken, mintToken }) =>
+        redeemDedicatedPurchase(
+          { pool: deps.db, redis: deps.redis, now: deps.now },
+          {
+            houseAccountId: rails.houseAccountId,
+            payment,
+            order,
+            sessionToken,
+            ...(mintToken ? { mintToken } : {}),
+          },
+        ),
+    },
+  });
+  if (!outcome.ok) {
+    const { refusal } = outcome;
+    if (refusal.kind === "product_refused")
+      throw noFreeModem(
+        order,
+        countFree(await listFreeModems(deps)),
+        refusal.consumptionKey
+          ? { consumptionKey: refusal.consumptionKey, resumeToken: refusal.resumeToken }
+          : undefined,
+      );
+    throw refusalError(refusal, `${MANAGE_PROXY}/connection`);
+  }
+  const { payment, access: result } = outcome;
   const used = await usedOf(c, result.credential.id);
   const access = dedicatedAccessBody(c, {
     ...result,

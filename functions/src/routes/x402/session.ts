@@ -8,35 +8,30 @@ import { ApiError } from "../../../../shared/errors.ts";
 import { quotePurchase } from "../../../../shared/x402/quote.ts";
 import type { AppEnv } from "../../env.ts";
 import { usageSeries } from "../../services/credentials.ts";
+import { topup } from "../../services/x402-paid-flow.ts";
 import { readTiers } from "../../services/x402-pricing.ts";
-import {
-  redeemTopup,
-  regenerateSessionSecret,
-  unsealSecret,
-  type X402Product,
-} from "../../services/x402-purchase.ts";
+import { regenerateSessionSecret, unsealSecret, type X402Product } from "../../services/x402-purchase.ts";
+import { creditOf, originOf, paymentRequired, refusalError, setPaymentResponse } from "./answers.ts";
 import {
   type AuthedSession,
-  Credit,
-  creditOf,
   enforceRateLimit,
-  errorResponse,
   fieldError,
-  originOf,
+  paidContext,
+  requestProof,
+  requireRails,
+  requireReadableBody,
+  requireSession,
+  usedOf,
+} from "./guards.ts";
+import {
+  Credit,
+  errorResponse,
   PAYMENT_ERRORS,
   PaymentHeaders,
   PaymentRequiredBody,
-  paymentRequired,
-  requestProof,
-  requireRails,
-  requireSession,
   SessionHeaders,
-  setPaymentResponse,
   TAG,
-  usedOf,
-  verifiedPayment,
-  withRedeemGuard,
-} from "./common.ts";
+} from "./schemas.ts";
 
 export const SESSION_ERRORS = {
   401: errorResponse("Missing or unknown X-Session-Token"),
@@ -123,6 +118,7 @@ const TopupBody = z
       consumptionKey: z.string(),
       amountMicroUsdc: z.string(),
       status: z.enum(["applied", "already_applied"]),
+      gatewaySync: z.enum(["synced", "pending"]).optional(),
     }),
   })
   .openapi("X402Topup");
@@ -175,6 +171,7 @@ export function registerSessionRoutes<Access extends z.ZodType>(
   });
 
   app.openapi(regenerateRoute(p), async (c) => {
+    await requireReadableBody(c);
     const s = await requireSession(c, p.product);
     await enforceRateLimit(c, "x402_regenerate", s.session.id, 3, 3_600_000);
     const rails = await requireRails(c);
@@ -187,10 +184,10 @@ export function registerSessionRoutes<Access extends z.ZodType>(
     return c.json(await p.access(c, { ...s, credential: out.credential }, out.secret), 200);
   });
 
-  app.openapi(
-    topupRoute(p.base),
-    async (c) => handleTopup(c, await requireSession(c, p.product), p.base) as never,
-  );
+  app.openapi(topupRoute(p.base), async (c) => {
+    await requireReadableBody(c);
+    return (await handleTopup(c, await requireSession(c, p.product), p.base)) as never;
+  });
 }
 
 /**
@@ -199,7 +196,6 @@ export function registerSessionRoutes<Access extends z.ZodType>(
  */
 async function handleTopup(c: Context<AppEnv>, s: AuthedSession, base: string): Promise<Response> {
   const deps = c.get("deps");
-  await enforceRateLimit(c, "x402_topup", s.session.id, 5, 60_000);
   const rails = await requireRails(c);
   const tier = (await readTiers(deps.db)).find((t) => t.name === s.credential.tier);
   if (!tier) throw new ApiError("E_UNAVAILABLE", `tier ${s.credential.tier} is not on sale any more`);
@@ -211,7 +207,8 @@ async function handleTopup(c: Context<AppEnv>, s: AuthedSession, base: string): 
   const resource = `${originOf(c)}${base}/topup?traffic=${quote.trafficGb}`;
 
   const proof = requestProof(c);
-  if (proof === null)
+  if (proof === null) {
+    await enforceRateLimit(c, "x402_topup", s.session.id, 5, 60_000);
     return paymentRequired(c, {
       rails,
       resource,
@@ -219,34 +216,17 @@ async function handleTopup(c: Context<AppEnv>, s: AuthedSession, base: string): 
       priceMicro: quote.priceMicro,
       extra: { order: { trafficGB: quote.trafficGb, priceMicroUsdc: quote.priceMicro.toString() } },
     });
-  if (!proof.ok) throw fieldError("Payment-Signature", proof.message);
-  // A tx already applied to this very topup verifies fine on-chain, so a refusal here is a real one.
-  const payment = await verifiedPayment(c, {
-    rails,
-    proof: proof.proof,
-    price: quote.priceMicro,
-    resource,
+  }
+  // The purchase's proof policy, per-IP limit, verification, claim and guard (services/x402-paid-flow.ts).
+  const outcome = await topup({
+    ctx: paidContext(c, rails),
+    session: s.session,
+    sessionToken: s.token,
+    proof,
+    order: { addBytes: quote.trafficBytes, priceMicro: quote.priceMicro, resource },
   });
-  const result = await withRedeemGuard(c, payment, () =>
-    redeemTopup(
-      { pool: deps.db, redis: deps.redis, now: deps.now },
-      {
-        houseAccountId: rails.houseAccountId,
-        session: s.session,
-        payment,
-        addBytes: quote.trafficBytes,
-        priceMicro: quote.priceMicro,
-      },
-    ),
-  );
-  if (result.kind === "used_for_other")
-    throw new ApiError(
-      "E_PAYMENT_USED",
-      `payment ${result.consumptionKey} was already used for something else`,
-      {
-        details: { consumptionKey: result.consumptionKey },
-      },
-    );
+  if (!outcome.ok) throw refusalError(outcome.refusal, `${base}/connection`);
+  const { payment, result } = outcome;
   setPaymentResponse(c, payment);
   c.header("Cache-Control", "no-store");
   return c.json(
@@ -258,6 +238,7 @@ async function handleTopup(c: Context<AppEnv>, s: AuthedSession, base: string): 
         consumptionKey: `${payment.network}:${payment.txRef}`,
         amountMicroUsdc: payment.amount.toString(),
         status: result.kind,
+        gatewaySync: result.mirror ?? "synced",
       },
     },
     200,

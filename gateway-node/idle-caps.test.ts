@@ -1,0 +1,233 @@
+// Caps that hold for idle tunnels (issue 16 item 4) and idempotent usage reports (item 8).
+// 100 tunnels of one key lease their first budget and sit idle past the lease lifetime; another
+// tunnel of the same key then downloads all it can, and finally all 100 spend at once. The key's
+// usage must end near its cap (reads in flight only), not a lapsed lease per tunnel above it.
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitUntil } from "../dev/proc.ts";
+import { keys } from "../shared/keys.ts";
+import { delistEndpoint, listEndpoint } from "../shared/pool.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
+import { stateEnv } from "../test/helpers/env.ts";
+import { loadGatewayConfig } from "./config.ts";
+import { type Gateway, startGateway } from "./gateway.ts";
+import { TunnelMeter } from "./metering.ts";
+import { makeCredential, testGatewayEnv } from "./testing.ts";
+
+const COUNTRY = "qw";
+const MiB = 1024 * 1024;
+const LEASE = 256 * 1024;
+const redis = tcpRedis(stateEnv().REDIS_URL);
+const modemIds = Array.from({ length: 20 }, () => `modem_idle_${crypto.randomUUID().slice(0, 8)}`);
+let exitServer: Server;
+/** customer sockets behind the fake modem, each waiting for "go" */
+const held = new Set<Socket>();
+let gw: Gateway;
+
+/**
+ * A modem stand-in that is its own target: it answers CONNECT with 200, then on `spend(n)` writes n
+ * bytes in 16 KiB chunks down every tunnel it holds (tinyproxy allows 64 clients; this test needs 101).
+ */
+function startFakeModem(): Promise<Server> {
+  const srv = createServer((s) => {
+    s.on("error", () => {});
+    let head = "";
+    const onData = (d: Buffer) => {
+      head += d.toString("latin1");
+      if (!head.includes("\r\n\r\n")) return;
+      s.off("data", onData);
+      s.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      held.add(s);
+      s.on("close", () => held.delete(s));
+      s.resume();
+    };
+    s.on("data", onData);
+  });
+  return new Promise((r) => srv.listen(0, "127.0.0.1", () => r(srv)));
+}
+
+function send(s: Socket, bytes: number): void {
+  const chunk = Buffer.alloc(16 * 1024, 0x62);
+  const pump = () => {
+    while (bytes > 0 && !s.destroyed) {
+      const n = Math.min(bytes, chunk.length);
+      bytes -= n;
+      if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+        s.once("drain", pump);
+        return;
+      }
+    }
+    if (!s.destroyed) s.end();
+  };
+  pump();
+}
+
+beforeAll(async () => {
+  exitServer = await startFakeModem();
+  const port = (exitServer.address() as AddressInfo).port;
+  for (const endpointId of modemIds)
+    await listEndpoint(redis, {
+      endpointId,
+      pool: "mbl",
+      kind: "modem",
+      country: COUNTRY,
+      ipType: "mobile",
+      speedTier: "fast",
+      host: "127.0.0.1",
+      port,
+    });
+  gw = await startGateway(
+    loadGatewayConfig(
+      testGatewayEnv({
+        GATEWAY_BYTE_LEASE: String(LEASE),
+        GATEWAY_FLUSH_MS: "1000",
+        // this test is about byte leases: let one key hold 101 tunnels
+        GATEWAY_HOLD_BYTES: "65536",
+        GATEWAY_DRAIN_MS: "500",
+      }),
+    ),
+    { redis },
+  );
+});
+
+afterAll(async () => {
+  await gw?.close();
+  for (const s of held) s.destroy();
+  for (const id of modemIds) await delistEndpoint(redis, id);
+  await new Promise((r) => exitServer?.close(r));
+  await redis.close();
+});
+
+/** A CONNECT tunnel as a customer; resolves with the socket once the gateway said 200, counting what arrives. */
+function openTunnel(auth: string): Promise<{ socket: Socket; received: () => number }> {
+  return new Promise((resolve, reject) => {
+    const s = connect(gw.httpPort, "127.0.0.1");
+    let got = 0;
+    let established = false;
+    s.on("error", () => {});
+    s.on("data", (d: Buffer) => {
+      if (!established) {
+        const text = d.toString("latin1");
+        if (!text.startsWith("HTTP/1.1 200")) return reject(new Error(text));
+        established = true;
+        resolve({ socket: s, received: () => got });
+        return;
+      }
+      got += d.length;
+    });
+    s.write(
+      `CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
+    );
+  });
+}
+
+describe("caps with idle tunnels", () => {
+  it("100 idle tunnels that outlive their lease lifetime, then all spend, end within reads in flight of the cap", async () => {
+    const cap = 30 * MiB;
+    const cred = await makeCredential(redis, { capBytes: cap });
+    const auth = Buffer.from(`${cred.username(`mbl-${COUNTRY}`)}:${cred.secret}`).toString("base64");
+    const idle = [];
+    for (let i = 0; i < 100; i++) idle.push(await openTunnel(auth));
+    await waitUntil(async () => held.size === 100, 5000, "100 tunnels at the modem");
+    const idleSockets = [...held];
+    // Past the lease lifetime (max(10 s, 10 x flush)): an unrenewed lease would have lapsed by now.
+    await new Promise((r) => setTimeout(r, 12_000));
+    const leases = await redis.hgetall(keys.credentialLeases(cred.keyId));
+    const live = Object.values(leases).filter((v) => Number(v.split(":")[1]) > Date.now()).length;
+
+    // Another tunnel of the key downloads everything it is allowed.
+    const greedy = await openTunnel(auth);
+    await waitUntil(async () => held.size === 101, 5000, "greedy tunnel at the modem");
+    const greedyExit = [...held].find((s) => !idleSockets.includes(s));
+    if (!greedyExit) throw new Error("no greedy tunnel");
+    send(greedyExit, 60 * MiB);
+    await waitUntil(
+      async () =>
+        greedy.socket.destroyed || Number(await redis.get(keys.credentialUsed(cred.keyId))) >= cap - 26 * MiB,
+      20_000,
+      "greedy tunnel spent",
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    // Now every idle tunnel spends what it holds (and more, if it could).
+    for (const s of idleSockets) send(s, MiB);
+    await waitUntil(async () => gw.ctx.tunnels.size === 0, 30_000, "every tunnel closed");
+    const used = Number(await redis.get(keys.credentialUsed(cred.keyId)));
+    const overshoot = used - cap;
+    console.log(
+      `idle tunnels: ${live}/100 leases live after 12 s idle; cap ${cap} used ${used} overshoot ${overshoot} B (${(overshoot / 101 / 1024).toFixed(1)} KiB per tunnel); greedy got ${greedy.received()} B, idle ones ${idle.reduce((a, t) => a + t.received(), 0)} B`,
+    );
+    expect(live).toBe(100);
+    // The bug: each lapsed lease (256 KiB) spent again above the cap, ~25 MiB for 100 tunnels.
+    expect(overshoot).toBeLessThanOrEqual(101 * 64 * 1024);
+    expect(overshoot).toBeLessThanOrEqual(101 * MiB);
+  }, 90_000);
+});
+
+describe("idempotent usage reports", () => {
+  /** Redis whose script calls land but whose answer is lost (thrown) while `loseAnswers` > 0. */
+  function lossyRedis(state: { loseAnswers: number; failBefore: number }) {
+    const wrap =
+      (fn: (...a: never[]) => Promise<unknown>) =>
+      async (...args: never[]) => {
+        if (state.failBefore > 0) {
+          state.failBefore--;
+          throw new Error("connection reset before the command");
+        }
+        const r = await fn(...args);
+        if (state.loseAnswers > 0) {
+          state.loseAnswers--;
+          throw new Error("connection reset after the command");
+        }
+        return r;
+      };
+    return {
+      evalsha: wrap(redis.evalsha.bind(redis) as never),
+      eval: wrap(redis.eval.bind(redis) as never),
+    };
+  }
+
+  it("a report whose answer was lost is resent with the same sequence number and billed once", async () => {
+    const cred = await makeCredential(redis, { capBytes: 100 * MiB });
+    const state = { loseAnswers: 0, failBefore: 0 };
+    const meter = new TunnelMeter(
+      { redis: lossyRedis(state), now: Date.now, leaseBytes: LEASE, flushMs: 100_000 },
+      cred.keyId,
+      `t_${crypto.randomUUID()}`,
+    );
+    expect(await meter.start()).toBe(true);
+    meter.consume(200_000); // below half the lease: a report goes out at once
+    state.loseAnswers = 2;
+    await waitUntil(
+      async () => Number(await redis.get(keys.credentialUsed(cred.keyId))) > 0,
+      2000,
+      "first report",
+    );
+    // The retries (same seq) land while the answers are lost, then one gets through.
+    for (let i = 0; i < 5 && state.loseAnswers >= 0; i++) {
+      meter.flush();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    meter.consume(1000);
+    await meter.close();
+    expect(Number(await redis.get(keys.credentialUsed(cred.keyId)))).toBe(201_000);
+  });
+
+  it("a final report that fails is retried until it lands, and a repeated close bills nothing", async () => {
+    const cred = await makeCredential(redis, { capBytes: 100 * MiB });
+    const state = { loseAnswers: 0, failBefore: 0 };
+    const meter = new TunnelMeter(
+      { redis: lossyRedis(state), now: Date.now, leaseBytes: LEASE, flushMs: 100_000 },
+      cred.keyId,
+      `t_${crypto.randomUUID()}`,
+    );
+    expect(await meter.start()).toBe(true);
+    meter.budget = LEASE; // keep consume() from reporting on its own
+    meter.consume(50_000);
+    state.failBefore = 2; // the first two attempts never reach Redis
+    state.loseAnswers = 1; // the third lands but its answer is lost: the fourth must bill nothing
+    await meter.close();
+    expect(Number(await redis.get(keys.credentialUsed(cred.keyId)))).toBe(50_000);
+    const lease = await redis.hgetall(keys.credentialLeases(cred.keyId));
+    expect(Object.values(lease).every((v) => v.endsWith(":c"))).toBe(true);
+  });
+});

@@ -1,0 +1,201 @@
+package peer
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Peer is a running device: identity, N relay sockets, the redirect policy.
+type Peer struct {
+	cfg      Config
+	ids      *Identities
+	out      io.Writer
+	outMu    sync.Mutex
+	resolver Resolver
+
+	mu           sync.Mutex
+	relayURL     string
+	allowlist    []string
+	lastRedirect time.Time
+	sockets      []*relaySocket
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New prepares a peer; log lines go to out (they never contain tokens).
+func New(cfg Config, out io.Writer) *Peer {
+	p := &Peer{cfg: cfg, out: out, resolver: net.DefaultResolver}
+	p.ids = NewIdentities(&p.cfg, nil, p.log)
+	return p
+}
+
+func (p *Peer) log(line string) {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	fmt.Fprintln(p.out, line)
+}
+
+func (p *Peer) verbose(line string) {
+	if p.cfg.Verbose {
+		p.log(line)
+	}
+}
+
+// DeviceID is the registered device ("" before Start).
+func (p *Peer) DeviceID() string {
+	if id := p.ids.Current(); id != nil {
+		return id.DeviceID
+	}
+	return ""
+}
+
+func (p *Peer) relay() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.relayURL
+}
+
+// OpenSockets counts sockets connected to the relay right now.
+func (p *Peer) OpenSockets() int {
+	p.mu.Lock()
+	sockets := p.sockets
+	p.mu.Unlock()
+	n := 0
+	for _, s := range sockets {
+		if s.open() {
+			n++
+		}
+	}
+	return n
+}
+
+// Start registers (or resumes) and opens the sockets. It returns a *RejectedError when the API
+// refused us or the state file cannot be written: retrying will not help.
+func (p *Peer) Start(ctx context.Context) error {
+	id, resumed, err := p.acquireWithRetry(ctx)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.relayURL = id.Relay
+	if p.cfg.RelayURL != "" {
+		p.relayURL = p.cfg.RelayURL
+	}
+	p.allowlist = p.cfg.RelayAllowlist
+	if len(p.allowlist) == 0 {
+		p.allowlist = []string{RelayDomain(id.Relay)}
+	}
+	relay := p.relayURL
+	p.mu.Unlock()
+	p.log(fmt.Sprintf("[REGISTERED] device=%s relay=%s sockets=%d", id.DeviceID, relay, p.cfg.Connections))
+	if id.IPType != "" || resumed {
+		p.verbose(fmt.Sprintf("[IDENTITY] ipType=%s resumed=%t", id.IPType, resumed))
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.mu.Lock()
+	for i := 1; i <= p.cfg.Connections; i++ {
+		p.sockets = append(p.sockets, newRelaySocket(p, i))
+	}
+	for _, s := range p.sockets {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			s.run(runCtx)
+		}()
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// acquireWithRetry waits out a briefly absent API (deploy, 429) rather than crash-looping a fleet.
+func (p *Peer) acquireWithRetry(ctx context.Context) (*Identity, bool, error) {
+	for attempt := 0; ; attempt++ {
+		id, resumed, err := p.ids.Acquire(ctx)
+		if err == nil {
+			return id, resumed, nil
+		}
+		var rejected *RejectedError
+		if errors.As(err, &rejected) {
+			return nil, false, err
+		}
+		delay := time.Second << min(attempt, 6)
+		delay = min(delay, time.Minute)
+		var retry *retryableError
+		if errors.As(err, &retry) && retry.retryAfter > delay {
+			delay = retry.retryAfter
+		}
+		p.log(fmt.Sprintf("[API] %s; retrying in %d s", err, int(delay.Round(time.Second)/time.Second)))
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// renew is called by a socket after 4001/4002; true once a token newer than staleJWT is held.
+func (p *Peer) renew(ctx context.Context, staleJWT string) bool {
+	renewed, err := p.ids.Renew(ctx, staleJWT)
+	if err != nil {
+		if renewed {
+			p.log(fmt.Sprintf("[REFRESH_FAILED] %s", err))
+		}
+		return false
+	}
+	if renewed {
+		p.log(fmt.Sprintf("[REFRESHED] device=%s token renewed for all sockets", p.DeviceID()))
+	}
+	return true
+}
+
+func (p *Peer) onRedirect(target, reason any) {
+	p.mu.Lock()
+	follow, why := DecideRedirect(target, RedirectContext{
+		Pinned:         p.cfg.RelayURL != "",
+		Allowlist:      p.allowlist,
+		CurrentRelay:   p.relayURL,
+		LastRedirectAt: p.lastRedirect,
+		Now:            time.Now(),
+		Cooldown:       p.cfg.Timing.RedirectCooldown,
+	})
+	if !follow {
+		p.mu.Unlock()
+		p.verbose(fmt.Sprintf("[REDIRECT_IGNORED] target=%v why=%s", target, why))
+		return
+	}
+	relay := target.(string)
+	p.lastRedirect = time.Now()
+	p.relayURL = relay
+	sockets := p.sockets
+	p.mu.Unlock()
+	p.ids.SetRelay(relay)
+	if reason == nil {
+		reason = "unspecified"
+	}
+	p.log(fmt.Sprintf("[REDIRECT] relay=%s reason=%v", relay, reason))
+	for _, s := range sockets {
+		select {
+		case s.move <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Stop closes every socket (1000) and its tunnels and waits for them; no reconnects afterwards.
+func (p *Peer) Stop() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	p.log(fmt.Sprintf("[STOPPED] device=%s", p.DeviceID()))
+}
+
+func decodeBase64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }

@@ -1,0 +1,45 @@
+// Device byte counters credit a retried flush once (issue 16 item 8): a flush whose write landed
+// but whose answer was lost is resent with the same sequence number and Redis applies it once.
+import { afterAll, describe, expect, it } from "vitest";
+import { keys } from "../shared/keys.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
+import { stateEnv } from "../test/helpers/env.ts";
+import { createByteCounters } from "./counters.ts";
+
+const redis = tcpRedis(stateEnv().REDIS_URL);
+afterAll(() => redis.close());
+
+describe("device byte counters", () => {
+  it("a flush whose answer was lost is resent and credited once; later bytes still count", async () => {
+    const deviceId = `agent_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+    let loseAnswers = 1;
+    const lossy = {
+      evalsha: async (...a: Parameters<typeof redis.evalsha>) => {
+        const r = await redis.evalsha(...a);
+        if (loseAnswers-- > 0) throw new Error("connection reset after the command");
+        return r;
+      },
+      eval: async (...a: Parameters<typeof redis.eval>) => {
+        const r = await redis.eval(...a);
+        if (loseAnswers-- > 0) throw new Error("connection reset after the command");
+        return r;
+      },
+    };
+    const logs: string[] = [];
+    const counters = createByteCounters({ redis: lossy, flushMs: 60_000, log: (l) => logs.push(l) });
+    try {
+      counters.add(deviceId, 1000, 200);
+      await counters.flush(); // lands, answer lost
+      counters.add(deviceId, 10, 1);
+      await counters.flush(); // resends the first flush (same seq): no second credit
+      await counters.flush(); // then the newer bytes
+      expect(logs.some((l) => l.includes("flush_failed"))).toBe(true);
+      const h = await redis.hgetall(keys.deviceBytes(deviceId));
+      expect({ up: h.up, down: h.down }).toEqual({ up: "1010", down: "201" });
+    } finally {
+      await redis.del(keys.deviceBytes(deviceId), keys.deviceBytesFlushSeq(deviceId));
+      await redis.raw.srem(keys.servedDevices(), deviceId);
+      await redis.raw.srem(keys.unsettledDevices(), deviceId);
+    }
+  });
+});

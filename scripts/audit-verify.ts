@@ -1,0 +1,52 @@
+// `npm run audit:verify`: checks the hash chain of the audit log (docs/adr/0016) in DATABASE_URL
+// (with NEON_WS_PROXY for a plain Postgres), or of the running local network (.local/stack.json)
+// when DATABASE_URL is unset. Prints the rows verified; exits 1 naming the first broken row.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { verifyAuditChain } from "../functions/src/services/audit-chain.ts";
+import { createPool } from "../shared/db/pool.ts";
+
+const root = join(import.meta.dirname, "..");
+
+function target(): { url: string; wsProxy?: string } {
+  if (process.env.DATABASE_URL)
+    return { url: process.env.DATABASE_URL, wsProxy: process.env.NEON_WS_PROXY || undefined };
+  const localDir = process.env.STACK_DIR ?? join(root, ".local");
+  const stackFile = join(localDir, "stack.json");
+  if (!existsSync(stackFile)) {
+    console.error(
+      `audit:verify: set DATABASE_URL, or start the local network (npm start) so ${stackFile} exists`,
+    );
+    process.exit(2);
+  }
+  const stack = JSON.parse(readFileSync(stackFile, "utf8")) as {
+    postgres?: { url?: string; wsProxy?: string };
+  };
+  let url = stack.postgres?.url ?? "";
+  // stack.json masks the password; the local Postgres keeps it beside its data directory.
+  const pwfile = join(localDir, "state", "pg-password");
+  if (url.includes(":***@") && existsSync(pwfile))
+    url = url.replace(":***@", `:${encodeURIComponent(readFileSync(pwfile, "utf8").trim())}@`);
+  if (!url || url.includes(":***@")) {
+    console.error("audit:verify: .local/stack.json has no usable database URL; set DATABASE_URL");
+    process.exit(2);
+  }
+  return { url, wsProxy: stack.postgres?.wsProxy };
+}
+
+const { url, wsProxy } = target();
+const pool = createPool(url, wsProxy);
+try {
+  const check = await verifyAuditChain(pool);
+  if (check.ok) {
+    console.log(`audit chain ok: ${check.verified} rows verified`);
+  } else {
+    const b = check.broken;
+    console.error(
+      `audit chain BROKEN at audit_log id ${b.id} (chain_seq ${b.chainSeq}): ${b.reason}; ${check.verified} rows before it verified`,
+    );
+    process.exitCode = 1;
+  }
+} finally {
+  await pool.end();
+}
