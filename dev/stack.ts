@@ -389,6 +389,8 @@ async function main() {
     secrets: { jwtSecret: "(generated per run)", relaySharedSecret: "(generated per run)" },
   };
   writeFileSync(join(localDir, "stack.json"), `${JSON.stringify(stack, null, 2)}\n`);
+  // stack.json masks the database password; local tools (npm run audit:verify) read the URL here.
+  writeFileSync(join(localDir, "database-url"), `${env.DATABASE_URL}\n`, { mode: 0o600 });
   // What a newcomer opens first: the pages and endpoints this run serves (all in stack.json too).
   const serving: [string, string][] = [
     ["API", apiUrl],

@@ -23,10 +23,9 @@ function target(): { url: string; wsProxy?: string } {
     postgres?: { url?: string; wsProxy?: string };
   };
   let url = stack.postgres?.url ?? "";
-  // stack.json masks the password; the local Postgres keeps it beside its data directory.
-  const pwfile = join(localDir, "state", "pg-password");
-  if (url.includes(":***@") && existsSync(pwfile))
-    url = url.replace(":***@", `:${encodeURIComponent(readFileSync(pwfile, "utf8").trim())}@`);
+  // stack.json masks the password; the launcher writes the full URL beside it (mode 0600).
+  const urlFile = join(localDir, "database-url");
+  if (url.includes(":***@") && existsSync(urlFile)) url = readFileSync(urlFile, "utf8").trim();
   if (!url || url.includes(":***@")) {
     console.error("audit:verify: .local/stack.json has no usable database URL; set DATABASE_URL");
     process.exit(2);

@@ -161,6 +161,14 @@ describe("npm start (dev/stack.ts)", () => {
       });
       expect(agent.stdout).toMatch(/\[5\] credit: used \d+ of 100000000 bytes/);
       expect(agent.stdout).toContain("demo:agent ok");
+
+      // `npm run audit:verify` with no DATABASE_URL checks the running local network's audit chain.
+      const audit = await run(process.execPath, ["scripts/audit-verify.ts"], {
+        cwd: root,
+        env: { ...process.env, STACK_DIR: dir, DATABASE_URL: "", NEON_WS_PROXY: "" },
+        timeout: 60_000,
+      });
+      expect(audit.stdout).toMatch(/audit chain ok: [1-9]\d* rows verified/);
     } finally {
       // Ctrl-C delivers SIGINT to the launcher; it must stop everything it started.
       stack.child.kill("SIGINT");
