@@ -10,11 +10,9 @@ import {
   type Chain,
   createPublicClient,
   createWalletClient,
-  defineChain,
   encodeFunctionData,
   erc20Abi,
   type Hex,
-  http,
   isAddress,
   keccak256,
   type PublicClient,
@@ -29,6 +27,7 @@ import { keys } from "../../../shared/keys.ts";
 import type { RedisClient } from "../../../shared/redis.ts";
 import type { Config } from "../config.ts";
 import { appendAudit } from "./audit.ts";
+import { baseChain } from "./base-chain.ts";
 import { postTransaction } from "./ledger.ts";
 
 export interface Treasury {
@@ -49,13 +48,7 @@ export function treasuryFromConfig(config: Config): Treasury | null {
     !isAddress(config.X402_BASE_USDC, { strict: false })
   )
     return null;
-  const chain = defineChain({
-    id: config.X402_BASE_CHAIN_ID,
-    name: "base",
-    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
-    rpcUrls: { default: { http: [rpcUrl] } },
-  });
-  const transport = http(rpcUrl, { retryCount: 1, timeout: 10_000 });
+  const { chain, transport } = baseChain(config.X402_BASE_CHAIN_ID, rpcUrl);
   return {
     // cacheTime 0: viem otherwise caches the block number for 4 s and confirmations lag behind.
     client: createPublicClient({ chain, transport, pollingInterval: 1_000, cacheTime: 0 }),

@@ -10,9 +10,7 @@ import {
   type Chain,
   createPublicClient,
   createWalletClient,
-  defineChain,
   type Hex,
-  http,
   isAddress,
   isAddressEqual,
   type PublicClient,
@@ -25,6 +23,7 @@ import type { Queryable } from "../../../shared/db/pool.ts";
 import { SOLANA_MAINNET_GENESIS_PREFIX } from "../../../shared/x402/networks.ts";
 import { httpSolanaRpc, type SolanaRpcCall } from "../../../shared/x402/verify-solana.ts";
 import type { Config } from "../config.ts";
+import { baseChain } from "./base-chain.ts";
 
 export interface BaseRail {
   client: PublicClient<Transport, Chain>;
@@ -75,13 +74,7 @@ export function railsFromConfig(config: Config): X402Readiness {
       else problems.push("X402_GAS_WALLET_KEY must be a 0x-prefixed 32-byte hex private key");
     }
     if (problems.length === 0) {
-      const chain = defineChain({
-        id: config.X402_BASE_CHAIN_ID,
-        name: "base",
-        nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
-        rpcUrls: { default: { http: [rpcUrl] } },
-      });
-      const transport = http(rpcUrl, { retryCount: 1, timeout: 10_000 });
+      const { chain, transport } = baseChain(config.X402_BASE_CHAIN_ID, rpcUrl);
       base = {
         // Base makes a block every 2 s; viem's 4 s default polling would double the wait for receipts.
         client: createPublicClient({ chain, transport, pollingInterval: 1_000 }),
