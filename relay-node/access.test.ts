@@ -3,7 +3,7 @@
 // token gets 4002, and the class of the socket's own address wins over the token's.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,12 +11,13 @@ import { keys } from "../shared/keys.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { deviceRevoke } from "../shared/lua/scripts.gen.ts";
 import { openRelayTunnel } from "../shared/tunnel-open.node.ts";
+import { type EchoServer, startEchoServer } from "./testing/echo.ts";
 import { connectPeer, type TestPeer } from "./testing/peer.ts";
 import { startTestRelay, type TestRelay } from "./testing/relay.ts";
 
 let t: TestRelay;
 let seen: TestRelay;
-let echo: Server;
+let echo: EchoServer;
 let echoPort: number;
 let tableDir: string;
 const cleanupKeys: string[] = [];
@@ -31,13 +32,8 @@ beforeAll(async () => {
     startTestRelay({ COUNTER_FLUSH_MS: "200", REVOCATION_SWEEP_MS: "600000" }),
     startTestRelay({ COUNTER_FLUSH_MS: "200", RELAY_ASN_TABLE: table }),
   ]);
-  echo = createServer((s) => {
-    s.on("error", () => {});
-    s.pipe(s);
-  });
-  echoPort = await new Promise<number>((resolve) =>
-    echo.listen(0, "127.0.0.1", () => resolve((echo.address() as { port: number }).port)),
-  );
+  echo = await startEchoServer();
+  echoPort = echo.port;
 });
 
 afterAll(async () => {

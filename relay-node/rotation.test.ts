@@ -2,9 +2,9 @@
 // JWT_SECRET and RELAY_SHARED_SECRET beside the new ones, peers whose JWTs the API signed with the
 // old secret still connect and gateways still holding the old shared secret still open tunnels;
 // anything signed with neither is refused as before.
-import { createServer, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomHex } from "../shared/ids.ts";
+import { type EchoServer, startEchoServer } from "./testing/echo.ts";
 import { connectPeer } from "./testing/peer.ts";
 import { peerToken, startTestRelay, type TestRelay } from "./testing/relay.ts";
 import { requestTunnel } from "./testing/tunnel-client.ts";
@@ -12,18 +12,13 @@ import { requestTunnel } from "./testing/tunnel-client.ts";
 const oldJwt = `old-jwt-${randomHex(12)}`;
 const oldShared = `old-rss-${randomHex(12)}`;
 let t: TestRelay;
-let echo: Server;
+let echo: EchoServer;
 let echoPort: number;
 
 beforeAll(async () => {
   t = await startTestRelay({ JWT_SECRET_PREVIOUS: oldJwt, RELAY_SHARED_SECRET_PREVIOUS: oldShared });
-  echo = createServer((s) => {
-    s.on("error", () => {});
-    s.pipe(s);
-  });
-  echoPort = await new Promise((r) =>
-    echo.listen(0, "127.0.0.1", () => r((echo.address() as { port: number }).port)),
-  );
+  echo = await startEchoServer();
+  echoPort = echo.port;
 });
 
 afterAll(async () => {

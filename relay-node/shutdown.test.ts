@@ -1,4 +1,3 @@
-import { createServer, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProcess } from "../dev/proc.ts";
 import { randomHex } from "../shared/ids.ts";
@@ -6,23 +5,19 @@ import { keys } from "../shared/keys.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { startRelayProcess } from "../test/helpers/relay.ts";
+import { type EchoServer, startEchoServer } from "./testing/echo.ts";
 import { connectPeer } from "./testing/peer.ts";
 import { startTestRelay } from "./testing/relay.ts";
 import { requestTunnel } from "./testing/tunnel-client.ts";
 
 let redis: TcpRedis;
-let echo: Server;
+let echo: EchoServer;
 let echoPort: number;
 
 beforeAll(async () => {
   redis = tcpRedis(stateEnv().REDIS_URL);
-  echo = createServer((s) => {
-    s.on("error", () => {});
-    s.pipe(s);
-  });
-  echoPort = await new Promise((r) =>
-    echo.listen(0, "127.0.0.1", () => r((echo.address() as { port: number }).port)),
-  );
+  echo = await startEchoServer();
+  echoPort = echo.port;
 });
 
 afterAll(async () => {

@@ -6,6 +6,7 @@ import { delistEndpoint } from "../../shared/pool.ts";
 import { upstashRedis } from "../../shared/redis.ts";
 import { decideListing, readPoolSnapshot, reconcileListings } from "../src/services/listing.ts";
 import { computeRollup, refreshRollup } from "../src/services/rollup.ts";
+import { markOnline } from "./helpers/presence.ts";
 
 const e = env as unknown as Record<string, string>;
 const pool = createPool(e.DATABASE_URL!, e.NEON_WS_PROXY);
@@ -32,20 +33,7 @@ function deviceId() {
   return id;
 }
 
-async function online(id: string, country: string, now = Date.now()) {
-  await redis.hset(keys.presence(id), {
-    relayId: "relay-test",
-    relayInternal: "http://127.0.0.1:1",
-    sockets: "4",
-    ipType: "residential",
-    country: country.toUpperCase(),
-  });
-  await redis.eval(
-    "return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])",
-    [keys.onlineDevices()],
-    [String(now), id],
-  );
-}
+const online = (id: string, country: string, now = Date.now()) => markOnline(redis, id, country, now);
 
 async function probe(id: string, fields: Record<string, string>) {
   await redis.hset(keys.probe(id), fields);
