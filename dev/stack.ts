@@ -1,6 +1,7 @@
 // `npm start`: the whole network on one machine. Starts Redis, Postgres and the dev stand-ins, a
 // local EVM chain (anvil, chain 8453, dev USDC at the canonical address), the API in workerd
-// (wrangler dev, cron driven every minute), local targets, the relay, the gateway, a tinyproxy
+// (wrangler dev, cron driven every minute), local targets, the relays and gateways (one each, or
+// STACK_RELAYS / STACK_GATEWAYS of them: dev/edges.ts), a tinyproxy
 // "modem" (pool mbl), two demo peers and the prober; seeds demo, supplier, operator and house accounts; waits
 // until the demo exits are verified and listed; writes .local/stack.json with a demo credential and
 // copy-paste curl lines; prints one `ready` line. Ctrl-C stops everything.
@@ -14,6 +15,7 @@ import { keys } from "../shared/keys.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { BASE_CHAIN_ID } from "../shared/x402/networks.ts";
 import { startEvmChain } from "./chains/evm.ts";
+import { LOCAL_REGIONS, relayRegionsSetting, startGateways, startRelays } from "./edges.ts";
 import { startTinyproxy } from "./modem.ts";
 import { killAllNow, type Service, startProcess, stopAll, waitUntil } from "./proc.ts";
 import { startStateServices } from "./services.ts";
@@ -32,6 +34,16 @@ const ports = {
   gatewayAdmin: port("GATEWAY_ADMIN_PORT", 7002),
   proberAdmin: port("PROBER_ADMIN_PORT", 7003),
 };
+// Horizontal scale, demonstrated (docs/adr/0023): STACK_RELAYS relays, one region each (dev/edges.ts),
+// and STACK_GATEWAYS gateways on the one Redis and Postgres. Relay n > 1 listens on RELAY_PORT +
+// 2(n-1) (internal port one above); gateway n > 1 on GATEWAY_*_PORT + 10(n-1).
+const count = (name: string, max: number) => {
+  const n = Number(process.env[name] ?? 1);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} must be an integer 1..${max}`);
+  return n;
+};
+const relayCount = count("STACK_RELAYS", LOCAL_REGIONS.length);
+const gatewayCount = count("STACK_GATEWAYS", 4);
 const echo = process.env.STACK_VERBOSE === "1";
 const log = (msg: string) => console.log(`[stack] ${msg}`);
 
@@ -152,9 +164,18 @@ async function main() {
     String(100 * 1024 ** 3),
   ]);
   const house = await createAccountWithKey(pool, { name: "x402", kind: "house", id: "acct_house" });
+  const relayPorts = Array.from({ length: relayCount }, (_, i) => ({
+    ws: ports.relay + 2 * i,
+    internal: i === 0 ? ports.relayInternal : ports.relay + 2 * i + 1,
+  }));
   const relayUrl = `ws://127.0.0.1:${ports.relay}`;
+  // Registration sends each device to the relay of its country's region (docs/adr/0023).
   await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
-    JSON.stringify({ default: "local", regions: { local: { relayUrl, countries: [] } } }),
+    JSON.stringify(
+      relayRegionsSetting(
+        relayPorts.map((p, i) => ({ ...LOCAL_REGIONS[i]!, url: `ws://127.0.0.1:${p.ws}` })),
+      ),
+    ),
   ]);
   await pool.end();
 
@@ -178,6 +199,14 @@ async function main() {
     GATEWAY_PUBLIC_HOST: "127.0.0.1",
     GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
     GATEWAY_SOCKS_PORT: String(ports.gatewaySocks),
+    // A simulated fleet (bench/fleet/main.ts) registers from this one address: raise the per-IP
+    // register/refresh limits with STACK_REGISTER_PER_MINUTE (development only).
+    ...(process.env.STACK_REGISTER_PER_MINUTE
+      ? {
+          RATE_LIMIT_REGISTER_PER_MINUTE: process.env.STACK_REGISTER_PER_MINUTE,
+          RATE_LIMIT_REFRESH_PER_MINUTE: process.env.STACK_REGISTER_PER_MINUTE,
+        }
+      : {}),
   };
   await startApi(apiVars);
   const apiUrl = `http://127.0.0.1:${ports.api}`;
@@ -198,40 +227,19 @@ async function main() {
   const caFile = join(localDir, "target-ca.pem");
   writeFileSync(caFile, httpsTarget.caPem);
 
-  // The relay and the gateway, as they run in production: their own processes.
-  const relay = startProcess("relay", process.execPath, ["relay-node/main.ts"], {
-    cwd: root,
+  // The relays and the gateways, as they run in production: their own processes.
+  const relays = await startRelays({ env, ports: relayPorts, echo });
+  for (const r of relays) log(`relay ${r.url} region ${r.region} (internal ${r.internalUrl})`);
+  const gateways = await startGateways({
+    env,
     echo,
-    env: {
-      ENVIRONMENT: "development",
-      RELAY_ID: "relay_local",
-      RELAY_PORT: String(ports.relay),
-      RELAY_INTERNAL_PORT: String(ports.relayInternal),
-      JWT_SECRET: env.JWT_SECRET,
-      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
-      REDIS_URL: env.REDIS_URL,
-      RELAY_REGION: "local",
-    },
+    ports: Array.from({ length: gatewayCount }, (_, i) => ({
+      http: ports.gatewayHttp + 10 * i,
+      socks: ports.gatewaySocks + 10 * i,
+      admin: ports.gatewayAdmin + 10 * i,
+    })),
   });
-  const gateway = startProcess("gateway", process.execPath, ["gateway-node/main.ts"], {
-    cwd: root,
-    echo,
-    env: {
-      ENVIRONMENT: "development",
-      GATEWAY_ID: "gw_local",
-      GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
-      GATEWAY_SOCKS_PORT: String(ports.gatewaySocks),
-      GATEWAY_ADMIN_PORT: String(ports.gatewayAdmin),
-      REDIS_URL: env.REDIS_URL,
-      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
-      // Development only: the demo targets are on loopback.
-      GATEWAY_ALLOW_PRIVATE_TARGETS: "1",
-    },
-  });
-  await relay.waitFor(/relay ready/, 30_000);
-  log(`relay ${relayUrl} (internal http://127.0.0.1:${ports.relayInternal})`);
-  await gateway.waitFor(/gateway ready/, 30_000);
-  log(`gateway http://127.0.0.1:${ports.gatewayHttp} socks5://127.0.0.1:${ports.gatewaySocks}`);
+  for (const g of gateways) log(`gateway ${g.http} ${g.socks5}`);
 
   // A production-modem stand-in (Debian's tinyproxy), registered by the operator as pool mbl.
   const modem = await startTinyproxy();
@@ -354,6 +362,16 @@ async function main() {
       internalUrl: `http://127.0.0.1:${ports.relayInternal}`,
       metrics: `http://127.0.0.1:${ports.relayInternal}/metrics`,
     },
+    // Every relay and gateway (STACK_RELAYS, STACK_GATEWAYS); `relay`/`gateway` are the first ones.
+    relays: relays.map((r) => ({
+      id: r.id,
+      region: r.region,
+      countries: r.countries,
+      url: r.url,
+      internalUrl: r.internalUrl,
+      metrics: r.metrics,
+    })),
+    gateways: gateways.map((g) => ({ id: g.id, http: g.http, socks5: g.socks5, metrics: g.metrics })),
     peers,
     targets: { http: httpTarget.url, https: `https://127.0.0.1:${httpsTarget.port}`, caFile },
     demo: {
@@ -385,7 +403,14 @@ async function main() {
       agent: { address: chain.agent.address, privateKey: chain.keys.agent },
     },
     x402: { pricing: `${apiUrl}/v1/x402/pool/pricing`, houseAccountId: house.accountId },
-    pages: { status: `${apiUrl}/status`, quickstart: `${apiUrl}/pool-quickstart` },
+    pages: {
+      status: `${apiUrl}/status`,
+      quickstart: `${apiUrl}/pool-quickstart`,
+      // Sign in with supplier.apiKey (supplier page) or operator.apiKey (operators' console).
+      farmer: `${apiUrl}/farmer`,
+      admin: `${apiUrl}/admin`,
+      signIn: `${apiUrl}/sign-in`,
+    },
     secrets: { jwtSecret: "(generated per run)", relaySharedSecret: "(generated per run)" },
   };
   writeFileSync(join(localDir, "stack.json"), `${JSON.stringify(stack, null, 2)}\n`);
@@ -396,17 +421,19 @@ async function main() {
     ["API", apiUrl],
     ["status page", `${apiUrl}/status`],
     ["quickstart", `${apiUrl}/pool-quickstart`],
+    ["supplier", `${apiUrl}/farmer (sign in with supplier.apiKey)`],
+    ["operators", `${apiUrl}/admin (sign in with operator.apiKey)`],
     ["health", `${apiUrl}/health`],
     ["OpenAPI", `${apiUrl}/openapi.json`],
     ["agent guide", `${apiUrl}/skill.md`],
     ["x402 pricing", `${apiUrl}/v1/x402/pool/pricing`],
     ["stock", `${apiUrl}/v1/gateway/pool/stock`],
-    ["gateway", `http://${gatewayHttp} (HTTP), socks5://${gatewaySocks}`],
-    ["relay", relayUrl],
+    ["gateway", gateways.map((g) => `${g.http} (HTTP), ${g.socks5}`).join("; ")],
+    ["relay", relays.map((r) => `${r.url} (${r.region})`).join(", ")],
   ];
   for (const [what, url] of serving) log(`${`${what}:`.padEnd(14)}${url}`);
   console.log(
-    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: api ${apiUrl} (see ${join(localDir, "stack.json")}; Ctrl-C stops everything)`,
+    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: api ${apiUrl}, pages ${["/status", "/pool-quickstart", "/farmer", "/admin"].map((p) => apiUrl + p).join(" ")} (see ${join(localDir, "stack.json")}; Ctrl-C stops everything)`,
   );
 }
 

@@ -26,7 +26,7 @@ async function startGatewayProcess() {
   const gw = startProcess("gateway", process.execPath, [join(import.meta.dirname, "main.ts")], {
     env: testGatewayEnv({ GATEWAY_HOLD_LEASE_MS: String(LEASE_MS) }),
   });
-  const m = await gw.waitFor(/gateway ready http=(\d+) socks=(\d+) admin=(\d+)/, 20_000);
+  const m = await gw.waitFor(/"http":(\d+),"socks":(\d+),"admin":(\d+),"msg":"gateway ready"/, 20_000);
   return { gw, httpPort: Number(m[1]), adminPort: Number(m[3]) };
 }
 

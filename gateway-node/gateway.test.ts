@@ -2,6 +2,7 @@ import { type AddressInfo, connect, createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { keys } from "../shared/keys.ts";
+import { memoryLogger } from "../shared/log.ts";
 import { delistEndpoint } from "../shared/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "../test/helpers/env.ts";
@@ -22,6 +23,8 @@ const COUNTRY = "qm";
 const redis = tcpRedis(stateEnv().REDIS_URL);
 let exit: ModemExit;
 let gw: Gateway;
+/** Every line the main gateway of this file logs, for the request-id and no-secrets checks. */
+const gwLogs: string[] = [];
 const endpointId = `modem_${crypto.randomUUID().slice(0, 8)}`;
 
 function gatewayEnv(over: Record<string, string> = {}) {
@@ -30,7 +33,7 @@ function gatewayEnv(over: Record<string, string> = {}) {
 
 beforeAll(async () => {
   exit = await startModemExit(redis, { endpointId, country: COUNTRY });
-  gw = await startGateway(gatewayEnv(), { redis });
+  gw = await startGateway(gatewayEnv(), { redis, log: memoryLogger(gwLogs, "gateway") });
 });
 
 afterAll(async () => {
@@ -363,13 +366,20 @@ describe("gateway end to end through a tinyproxy modem exit", () => {
     expect(ok.stdout).toBe("hello");
   });
 
-  it("serves /health and /metrics on the admin port", async () => {
+  it("serves /health and /metrics on the admin port: setup and select_endpoint histograms, bytes by direction and pool, auth failures, event-loop lag", async () => {
     const health = await fetch(`http://127.0.0.1:${gw.adminPort}/health`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ ok: true, draining: false });
     const metrics = await (await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`)).text();
     expect(metrics).toMatch(/gateway_tunnels_opened_total [1-9]/);
     expect(metrics).toMatch(/gateway_errors_total\{code="E_AUTH_INVALID"\} [1-9]/);
+    expect(metrics).toMatch(/^gateway_auth_failures_total [1-9]/m);
+    expect(metrics).toContain("# TYPE gateway_tunnel_setup_seconds histogram");
+    expect(metrics).toMatch(/^gateway_tunnel_setup_seconds_count\{pool="mbl",result="ok"\} [1-9]/m);
+    expect(metrics).toMatch(/^gateway_select_endpoint_seconds_count\{pool="mbl"\} [1-9]/m);
+    expect(metrics).toMatch(/^gateway_bytes_total\{direction="up",pool="mbl"\} [1-9]/m);
+    expect(metrics).toMatch(/^gateway_bytes_total\{direction="down",pool="mbl"\} [1-9]/m);
+    expect(metrics).toMatch(/^nodejs_eventloop_lag_p99_seconds [\d.e-]+$/m);
   });
 
   it("refuses loopback and private targets with E_TARGET_BLOCKED unless the development flag is set", async () => {
@@ -430,6 +440,34 @@ describe("gateway end to end through a tinyproxy modem exit", () => {
     } finally {
       await strict.close();
     }
+  });
+
+  // Last in the file on purpose: the lines checked are those of every test above as well.
+  it("logs JSON lines: a customer's X-Request-ID with its keyId and endpointId, and never a pool secret", async () => {
+    const cred = await makeCredential(redis);
+    const requestId = `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 20)}`;
+    const r = await curl([
+      "-p",
+      "-x",
+      `http://${cred.username(`mbl-${COUNTRY}`)}:${cred.secret}@127.0.0.1:${gw.httpPort}`,
+      "--proxy-header",
+      `X-Request-ID: ${requestId}`,
+      `http://127.0.0.1:${exit.targets.httpPort}/`,
+    ]);
+    expect(r.stdout).toBe("hello");
+    await waitUntil(async () => gwLogs.some((l) => l.includes(requestId)), 5_000, "the tunnel's log line");
+    const lines = gwLogs.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.find((l) => l.requestId === requestId)).toMatchObject({
+      service: "gateway",
+      msg: "tunnel closed",
+      keyId: cred.keyId,
+      endpointId,
+      pool: "mbl",
+    });
+    expect(lines.some((l) => l.msg === "request refused" && l.code === "E_AUTH_INVALID")).toBe(true);
+    const all = gwLogs.join("\n");
+    expect(all).not.toContain(cred.secret);
+    expect(all).not.toMatch(/pak_|psx_|eyJ/);
   });
 });
 

@@ -10,13 +10,16 @@ import {
   type Server as NetServer,
   type Socket,
 } from "node:net";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { serveMetrics } from "../shared/metrics.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { GatewayConfig } from "./config.ts";
 import { GatewayError, newRequestId, rawHttpError } from "./errors.ts";
 import { HandshakeGuard } from "./handshakes.ts";
 import { handleConnect } from "./http-connect.ts";
 import { handleForward } from "./http-forward.ts";
-import { newMetrics, renderMetrics } from "./metrics.ts";
+import { newMetrics, registerGatewayMetrics } from "./metrics.ts";
+import { startModemByteCounters } from "./modem-bytes.ts";
 import { handleSocks } from "./socks5.ts";
 import type { Lookup } from "./targets.ts";
 import type { GatewayContext } from "./tunnel.ts";
@@ -27,6 +30,8 @@ export interface GatewayDeps {
   now?: () => number;
   /** name -> addresses for modem targets (default: the system resolver) */
   lookup?: Lookup;
+  /** Structured log (default: JSON lines on stdout, warnings and errors only; main.ts logs info). */
+  log?: Logger;
 }
 
 const systemLookup: Lookup = async (name) =>
@@ -57,15 +62,18 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
     redis: deps.redis,
     now: deps.now ?? Date.now,
     metrics: newMetrics(),
+    log: deps.log ?? createLogger({ service: "gateway", level: "warn" }),
     tunnels: new Set(),
     draining: false,
     lookup: deps.lookup ?? systemLookup,
+    modemBytes: startModemByteCounters({ redis: deps.redis, flushMs: config.GATEWAY_FLUSH_MS }),
     handshakes: new HandshakeGuard({
       deadlineMs: config.GATEWAY_HANDSHAKE_TIMEOUT_MS,
       perIp: config.GATEWAY_UNAUTH_PER_IP,
       total: config.GATEWAY_UNAUTH_TOTAL,
     }),
   };
+  registerGatewayMetrics(ctx.metrics, { tunnels: () => ctx.tunnels.size, draining: () => ctx.draining });
   const tooMany = new GatewayError("E_RATE_LIMITED", "too many unauthenticated connections; retry shortly");
 
   // headersTimeout covers later requests on a kept-alive connection; the first is the guard's.
@@ -97,9 +105,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
       const body = JSON.stringify({ ok: !ctx.draining, draining: ctx.draining, tunnels: ctx.tunnels.size });
       res.writeHead(ctx.draining ? 503 : 200, { "Content-Type": "application/json" }).end(body);
     } else if (req.url === "/metrics") {
-      res
-        .writeHead(200, { "Content-Type": "text/plain; version=0.0.4" })
-        .end(renderMetrics(ctx.metrics, ctx.tunnels.size, ctx.draining));
+      void serveMetrics(ctx.metrics.registry, res);
     } else {
       res.writeHead(404).end();
     }
@@ -126,6 +132,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
         await Promise.all([...ctx.tunnels].map((t) => t.close()));
         proxy.closeAllConnections();
         await stopped;
+        await ctx.modemBytes?.stop();
         await new Promise((r) => admin.close(r));
       })();
       return closing;

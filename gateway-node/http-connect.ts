@@ -44,7 +44,7 @@ export async function handleConnect(
     tunnel.splice(socket, head);
   } catch (err) {
     const g = asGatewayError(err);
-    countError(ctx, g, err);
+    countError(ctx, g, err, requestId);
     if (!socket.destroyed) socket.end(rawHttpError(g, requestId));
   }
 }

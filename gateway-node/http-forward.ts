@@ -36,7 +36,7 @@ export async function handleForward(
   let tunnel: Tunnel | undefined;
   const fail = (err: unknown) => {
     const g = asGatewayError(err);
-    countError(ctx, g, err);
+    countError(ctx, g, err, requestId);
     if (res.headersSent) {
       res.destroy();
       return;

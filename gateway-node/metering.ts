@@ -9,6 +9,7 @@
  * number so a retry never bills twice.
  */
 import { keys } from "../shared/keys.ts";
+import type { Logger } from "../shared/log.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { leaseBytes } from "../shared/lua/scripts.gen.ts";
 import type { RedisClient } from "../shared/redis.ts";
@@ -19,6 +20,8 @@ export interface MeterDeps {
   leaseBytes: number;
   flushMs: number;
   onBytes?: (n: number) => void;
+  /** Where a lost final usage report is said (default: stderr). */
+  log?: Pick<Logger, "error">;
 }
 
 /** How often a final report is tried before its bytes are given up on (logged). */
@@ -155,9 +158,9 @@ export class TunnelMeter {
         await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
       }
     }
-    console.error(
-      `gateway: final usage report of tunnel ${this.tunnelId} (key ${this.keyId}) failed ${FINAL_REPORT_ATTEMPTS} times`,
-    );
+    const fields = { tunnelId: this.tunnelId, keyId: this.keyId, attempts: FINAL_REPORT_ATTEMPTS };
+    if (this.deps.log) this.deps.log.error(fields, "final usage report failed");
+    else console.error(JSON.stringify({ level: "error", ...fields, msg: "final usage report failed" }));
   }
 
   private async call(

@@ -8,9 +8,13 @@ export function requestIdFrom(header: string | string[] | undefined): string {
   return v && /^[A-Za-z0-9._:-]{6,100}$/.test(v) ? v : newRequestId();
 }
 
-export function countError(ctx: GatewayContext, g: GatewayError, original: unknown): void {
+/** Counts a refused request by code and logs it once with its request id. */
+export function countError(ctx: GatewayContext, g: GatewayError, original: unknown, requestId: string): void {
   ctx.metrics.errors.set(g.code, (ctx.metrics.errors.get(g.code) ?? 0) + 1);
   if (g.code === "E_AUTH_INVALID") ctx.metrics.authFailures++;
-  // Unexpected failures are logged (never with secrets: errors here carry no credentials).
-  if (g.code === "E_INTERNAL" && original !== g) console.error("gateway internal error:", original);
+  // Unexpected failures are logged (never with secrets: errors here carry no credentials, and the
+  // logger scrubs secret-shaped values anyway).
+  if (g.code === "E_INTERNAL" && original !== g)
+    ctx.log.error({ requestId, err: original }, "gateway internal error");
+  else ctx.log.info({ requestId, code: g.code }, "request refused");
 }

@@ -149,7 +149,7 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
       return;
     }
     const g = asGatewayError(err);
-    countError(ctx, g, err);
+    countError(ctx, g, err, requestId);
     if (socket.destroyed) return;
     socket.end(authed ? reply(g.socksRep) : Buffer.from([0x01, 0x01]));
   }

@@ -6,6 +6,7 @@
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { keys } from "../shared/keys.ts";
+import type { Logger } from "../shared/log.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
 import { type Hold, releaseHold, renewHold, type SelectedEndpoint, selectEndpoint } from "../shared/pool.ts";
@@ -16,7 +17,8 @@ import { GatewayError } from "./errors.ts";
 import { openExit } from "./exits.ts";
 import type { HandshakeGuard } from "./handshakes.ts";
 import { TunnelMeter } from "./metering.ts";
-import type { Metrics } from "./metrics.ts";
+import { type Metrics, type PoolBytes, poolBytes } from "./metrics.ts";
+import type { ModemByteCounters } from "./modem-bytes.ts";
 import { checkTarget, type Lookup, resolveForExit, type Target, type TargetPolicy } from "./targets.ts";
 
 export interface GatewayContext {
@@ -24,11 +26,14 @@ export interface GatewayContext {
   redis: RedisClient;
   now: () => number;
   metrics: Metrics;
+  log: Logger;
   tunnels: Set<Tunnel>;
   draining: boolean;
   /** name -> addresses, for exits that cannot check targets themselves (modems) */
   lookup: Lookup;
   handshakes: HandshakeGuard;
+  /** bytes each modem exit served, for its farmer (ADR 0017); absent in tests that do not count */
+  modemBytes?: ModemByteCounters;
 }
 
 export function targetPolicy(config: GatewayConfig): TargetPolicy {
@@ -45,7 +50,11 @@ export class Tunnel {
   readonly meter: TunnelMeter;
   readonly exit: Socket;
   readonly head: Buffer;
+  /** This tunnel's lines carry requestId, keyId, endpointId and deviceId. */
+  readonly log: Logger;
   private readonly ctx: GatewayContext;
+  /** this pool's byte counters, looked up once: the pump adds per chunk without a label lookup */
+  private readonly poolBytes: PoolBytes;
   private client: Duplex | undefined;
   private renewTimer: NodeJS.Timeout;
   private closing: Promise<void> | undefined;
@@ -55,6 +64,7 @@ export class Tunnel {
   private stallReported = false;
   /** last time a byte moved either way (monotonic ms): an idle tunnel gives its hold back */
   private lastActivity = performance.now();
+  private readonly openedAt = performance.now();
 
   constructor(
     ctx: GatewayContext,
@@ -65,9 +75,13 @@ export class Tunnel {
       meter: TunnelMeter;
       exit: Socket;
       head: Buffer;
+      log: Logger;
     },
   ) {
     this.ctx = ctx;
+    this.log = p.log;
+    // The exit's own pool (a route may ask for `any`).
+    this.poolBytes = poolBytes(ctx.metrics, p.endpoint.pool);
     this.principal = p.principal;
     this.endpoint = p.endpoint;
     this.hold = p.hold;
@@ -131,10 +145,13 @@ export class Tunnel {
       from.on("data", (chunk: Buffer) => {
         this.lastActivity = performance.now();
         meter.consume(chunk.length);
+        this.countModem(from === exit, chunk.length);
         if (from === exit) {
+          this.poolBytes.up += chunk.length;
           this.bytesFromExit += chunk.length;
           this.exitAnswered();
         } else {
+          this.poolBytes.down += chunk.length;
           this.bytesToExit += chunk.length;
           this.customerWaiting();
         }
@@ -148,13 +165,17 @@ export class Tunnel {
     pump(client, exit);
     pump(exit, client);
     if (this.head.length) {
+      this.poolBytes.up += this.head.length;
       this.bytesFromExit += this.head.length;
       meter.consume(this.head.length);
+      this.countModem(true, this.head.length);
       client.write(this.head);
     }
     if (clientHead?.length) {
+      this.poolBytes.down += clientHead.length;
       this.bytesToExit += clientHead.length;
       meter.consume(clientHead.length);
+      this.countModem(false, clientHead.length);
       exit.write(clientHead);
     }
     if (!paused) {
@@ -179,6 +200,12 @@ export class Tunnel {
     this.stallTimer.unref();
   }
 
+  /** A modem exit's bytes earn its farmer (ADR 0017); a peer's are counted by its relay. */
+  private countModem(fromExit: boolean, n: number): void {
+    if (this.endpoint.kind !== "modem") return;
+    this.ctx.modemBytes?.add(this.endpoint.endpointId, fromExit ? n : 0, fromExit ? 0 : n);
+  }
+
   private exitAnswered(): void {
     clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
@@ -195,6 +222,10 @@ export class Tunnel {
       await releaseHold(this.ctx.redis, this.hold, this.ctx.now()).catch(() => {});
       this.ctx.tunnels.delete(this);
       this.ctx.metrics.tunnelsClosed++;
+      this.log.info(
+        { up: this.bytesFromExit, down: this.bytesToExit, ms: Math.round(performance.now() - this.openedAt) },
+        "tunnel closed",
+      );
     })();
     return this.closing;
   }
@@ -208,6 +239,27 @@ export async function openTunnel(
   requestId: string,
 ): Promise<Tunnel> {
   if (ctx.draining) throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
+  const started = performance.now();
+  const pool = principal.route.pool;
+  const log = ctx.log.child({ requestId, keyId: principal.keyId });
+  try {
+    const tunnel = await pickAndOpen(ctx, principal, target, requestId, log);
+    ctx.metrics.tunnelSetupSeconds.observe({ pool, result: "ok" }, (performance.now() - started) / 1000);
+    return tunnel;
+  } catch (err) {
+    const code = err instanceof GatewayError ? err.code : "E_INTERNAL";
+    ctx.metrics.tunnelSetupSeconds.observe({ pool, result: code }, (performance.now() - started) / 1000);
+    throw err; // logged once, with the request id, where it is answered (countError)
+  }
+}
+
+async function pickAndOpen(
+  ctx: GatewayContext,
+  principal: Principal,
+  target: Target,
+  requestId: string,
+  log: Logger,
+): Promise<Tunnel> {
   const policy = targetPolicy(ctx.config);
   const checked = checkTarget(target, policy);
   // Resolved once per request, and only if a modem is picked (peers resolve and check on their side).
@@ -219,9 +271,7 @@ export async function openTunnel(
       now: ctx.now,
       leaseBytes: ctx.config.GATEWAY_BYTE_LEASE,
       flushMs: ctx.config.GATEWAY_FLUSH_MS,
-      onBytes: (n) => {
-        ctx.metrics.bytes += n;
-      },
+      log,
     },
     principal.keyId,
     `${ctx.config.GATEWAY_ID}:${requestId}`,
@@ -240,6 +290,7 @@ export async function openTunnel(
   const failed: string[] = [];
   try {
     for (let attempt = 0; attempt < MAX_EXIT_ATTEMPTS; attempt++) {
+      const selectStarted = performance.now();
       const picked = await selectEndpoint(ctx.redis, {
         keyId: principal.keyId,
         pool: route.pool,
@@ -257,6 +308,10 @@ export async function openTunnel(
         endpointId: principal.endpointId,
         pinDevice: route.pinDevice,
       });
+      ctx.metrics.selectEndpointSeconds.observe(
+        { pool: route.pool },
+        (performance.now() - selectStarted) / 1000,
+      );
       if (!picked.ok) {
         if (attempt > 0 && picked.code === "E_NO_STOCK") throw last;
         throw new GatewayError(
@@ -290,10 +345,20 @@ export async function openTunnel(
           meter,
           exit: exit.socket,
           head: exit.head,
+          log: log.child({
+            endpointId: picked.endpoint.endpointId,
+            deviceId: picked.endpoint.deviceId,
+            pool: picked.endpoint.pool,
+            target: `${checked.host}:${checked.port}`,
+          }),
         });
       }
       await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
       void reportFailure(ctx, picked.endpoint, exit.reason);
+      log.warn(
+        { endpointId: picked.endpoint.endpointId, deviceId: picked.endpoint.deviceId, reason: exit.reason },
+        "exit failed",
+      );
       last = exit.error;
       failed.push(picked.endpoint.endpointId);
       // A target the exit cannot reach will not be reachable from the next one either; a session
@@ -318,5 +383,10 @@ async function reportFailure(ctx: GatewayContext, endpoint: SelectedEndpoint, re
     gatewayId: ctx.config.GATEWAY_ID,
     at: ctx.now(),
   });
-  await runScript(ctx.redis, tunnelFailure, [keys.tunnelFailures()], [entry, 10_000]).catch(() => {});
+  await runScript(ctx.redis, tunnelFailure, [keys.tunnelFailures()], [entry, 10_000]).catch((err) =>
+    ctx.log.warn(
+      { endpointId: endpoint.endpointId, reason, err: (err as Error).message },
+      "breaker report_failed",
+    ),
+  );
 }

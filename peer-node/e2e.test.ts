@@ -12,6 +12,7 @@ import { createAccountWithKey } from "../shared/accounts.ts";
 import { createPool, type Pool } from "../shared/db/pool.ts";
 import { deriveDeviceId } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
+import { silentLogger } from "../shared/log.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
 import { type Api, startApi, stateVars } from "../test/helpers/api.ts";
 import { stateEnv } from "../test/helpers/env.ts";
@@ -284,7 +285,7 @@ describe("peer CLI against the real API and relay", () => {
     inProcessRelay = await startRelay(loadRelayConfig(relayEnv()), {
       redis: relayRedis(inProcessRedis),
       now: () => Date.now() + skewMs,
-      log: () => {},
+      log: silentLogger(),
     });
     await waitUntil(async () => acks() === before.acks + 4, 20_000, "4 sockets back with the new token");
     expect(refreshCalls() - before.refresh).toBe(1);

@@ -107,6 +107,8 @@ describe("relay sockets", () => {
       3_000,
       "heartbeats",
     );
+    // Everything the SDK sent is in the peer -> relay union of shared/messages.ts.
+    for (const c of conns) expect(c.offContract).toEqual([]);
   });
 
   it("a 4002 on every socket causes exactly one refresh, then all sockets come back with the new token", async () => {
@@ -299,6 +301,7 @@ describe("tunnels", () => {
       5_000,
       "tunnel_closed",
     );
+    expect(conn.offContract).toEqual([]);
   });
 
   it("a name whose lookup never answers fails with timeout instead of leaving the relay waiting", async () => {

@@ -2,6 +2,7 @@
 // balancers) and `GET /metrics` in Prometheus text. Keep it on a private interface.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { serveMetrics } from "../shared/metrics.ts";
 import type { RunningProber } from "./scheduler.ts";
 
 export interface ProberAdmin {
@@ -12,7 +13,7 @@ export interface ProberAdmin {
 /** Serves health and metrics for a running prober; healthy while Redis answers a PING. */
 export async function startProberAdmin(
   opts: { host: string; port: number },
-  deps: { prober: Pick<RunningProber, "stats">; ping(): Promise<unknown> },
+  deps: { prober: Pick<RunningProber, "metrics">; ping(): Promise<unknown> },
 ): Promise<ProberAdmin> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -29,21 +30,7 @@ export async function startProberAdmin(
       return;
     }
     if (req.method === "GET" && path === "/metrics") {
-      const s = deps.prober.stats();
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
-      res.end(
-        [
-          "# TYPE prober_probes_total counter",
-          `prober_probes_total ${s.probes}`,
-          "# TYPE prober_breaker_probes_total counter",
-          `prober_breaker_probes_total ${s.breakerProbes}`,
-          "# TYPE prober_history_errors_total counter",
-          `prober_history_errors_total ${s.historyErrors}`,
-          "# TYPE prober_probes_running gauge",
-          `prober_probes_running ${s.running}`,
-          "",
-        ].join("\n"),
-      );
+      void serveMetrics(deps.prober.metrics.registry, res);
       return;
     }
     reply(res, 404, { error: "not found: GET /health or /metrics" });

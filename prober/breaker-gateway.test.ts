@@ -11,6 +11,7 @@ import { curl, makeCredential } from "../gateway-node/testing.ts";
 import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
+import { silentLogger } from "../shared/log.ts";
 import { delistEndpoint, listEndpoint } from "../shared/pool.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { loadProberConfig } from "./config.ts";
@@ -64,7 +65,7 @@ beforeAll(async () => {
     redis: proberRedis(relay.redis),
     db: null,
     target: { host: target.host, port: target.port, caPem: target.caPem, pathTemplate: "/bytes/{n}" },
-    log: () => {},
+    log: silentLogger(),
   });
   peer = await startFaultPeer({ url: relay.relay.wsUrl, token: await relay.token(deviceId), fault: "good" });
   await waitUntil(

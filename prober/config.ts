@@ -68,6 +68,10 @@ const schema = z
     PROBE_NEW_SPREAD_MS: ms(1_000),
     PROBE_CONCURRENCY: count(8, 256),
     PROBE_BREAKER_CONCURRENCY: count(8, 256),
+    /** runaway cap: probes (scheduled and breaker) per UTC hour; past it the prober records run_cap */
+    PROBE_MAX_PER_HOUR: count(100_000, 10_000_000),
+    /** runaway cap: scheduled watchdog runs per UTC hour */
+    WATCHDOG_MAX_RUNS_PER_HOUR: count(120, 100_000),
     PROBE_TICK_MS: ms(500, 20),
     PROBE_DISCOVER_MS: ms(2_000, 20),
     /** after a breaker re-probe of an endpoint, further reports about it are ignored this long */

@@ -2,6 +2,7 @@
 // variable's name), then grades every online device and modem until SIGINT/SIGTERM.
 import { processEnv } from "../shared/config.ts";
 import { createPool, type Pool } from "../shared/db/pool.ts";
+import { loggerFromEnv } from "../shared/log.ts";
 import { checkRedis, tcpRedis } from "../shared/redis.node.ts";
 import { startProberAdmin } from "./admin.ts";
 import { loadProberConfig } from "./config.ts";
@@ -10,11 +11,12 @@ import { proberRedis, startProber } from "./scheduler.ts";
 import { type ProbeTarget, startProbeTarget } from "./target.ts";
 import { type RunningWatchdog, startWatchdog, watchdogConfigFrom } from "./watchdog.ts";
 
+const log = loggerFromEnv("prober", process.env);
 let config: ReturnType<typeof loadProberConfig>;
 try {
   config = loadProberConfig(processEnv());
 } catch (err) {
-  console.error(`prober: ${(err as Error).message}`);
+  log.fatal(`prober: ${(err as Error).message}`);
   process.exit(2);
 }
 
@@ -23,7 +25,7 @@ let target: ProbeTargetConfig;
 if (config.PROBE_LOCAL_TARGET === "1") {
   local = await startProbeTarget();
   target = { host: local.host, port: local.port, caPem: local.caPem, pathTemplate: "/bytes/{n}" };
-  console.log(`prober: local probe target on https://${local.host}:${local.port}`);
+  log.info({ target: `https://${local.host}:${local.port}` }, "local probe target");
 } else {
   target = {
     host: config.PROBE_TARGET_HOST ?? "",
@@ -33,27 +35,27 @@ if (config.PROBE_LOCAL_TARGET === "1") {
   };
 }
 
-const redis = tcpRedis(config.REDIS_URL);
+const redis = tcpRedis(config.REDIS_URL, { log });
 try {
   await checkRedis(redis, config.REDIS_URL);
 } catch (err) {
-  console.error(`prober: cannot start: ${(err as Error).message}`);
+  log.fatal(`prober: cannot start: ${(err as Error).message}`);
   await redis.close();
   process.exit(1);
 }
 let pool: Pool | null = null;
-if (config.DATABASE_URL) pool = createPool(config.DATABASE_URL, config.NEON_WS_PROXY);
-else console.log("prober: DATABASE_URL not set, probe history is off");
+if (config.DATABASE_URL) pool = createPool(config.DATABASE_URL, config.NEON_WS_PROXY, { log });
+else log.warn("DATABASE_URL not set, probe history is off");
 
-const prober = startProber(config, { redis: proberRedis(redis), db: pool, target });
+const prober = startProber(config, { redis: proberRedis(redis), db: pool, target, log });
 
 // The fleet watchdog buys through the gateway like a customer; it only records and alerts.
 const wd = watchdogConfigFrom(config, target);
 let watchdog: RunningWatchdog | undefined;
 if (wd.on && pool) {
-  watchdog = startWatchdog(wd.config, { db: pool, redis });
-  console.log(`prober: watchdog on ${wd.config.proxyUrl} every ${wd.config.intervalMs} ms`);
-} else console.log(`prober: watchdog off: ${wd.on ? "DATABASE_URL not set" : wd.reason}`);
+  watchdog = startWatchdog(wd.config, { db: pool, redis, log, metrics: prober.metrics });
+  log.info({ proxy: wd.config.proxyUrl, intervalMs: wd.config.intervalMs }, "watchdog on");
+} else log.info({ reason: wd.on ? "DATABASE_URL not set" : wd.reason }, "watchdog off");
 let admin: Awaited<ReturnType<typeof startProberAdmin>>;
 try {
   admin = await startProberAdmin(
@@ -61,10 +63,10 @@ try {
     { prober, ping: () => redis.ping() },
   );
 } catch (err) {
-  console.error(`prober: cannot start the admin port: ${(err as Error).message}`);
+  log.fatal(`prober: cannot start the admin port: ${(err as Error).message}`);
   process.exit(1);
 }
-console.log(`prober ready admin=${admin.port}`);
+log.info({ admin: admin.port }, "prober ready");
 
 let stopping = false;
 const shutdown = async () => {

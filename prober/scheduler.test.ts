@@ -7,6 +7,7 @@ import { createPool, type Pool } from "../shared/db/pool.ts";
 import type { GateOutcome } from "../shared/gate.ts";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
+import { memoryLogger } from "../shared/log.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
 import { listEndpoint } from "../shared/pool.ts";
@@ -85,7 +86,7 @@ function prober(
       caPem: target.caPem,
       pathTemplate: config.PROBE_TARGET_PATH,
     },
-    log: (l) => logs.push(l),
+    log: memoryLogger(logs, "prober"),
     onResult: (result, outcome, trigger) => seen.push({ result, outcome, trigger }),
   });
   probers.push(p);

@@ -8,7 +8,9 @@
 import type { Queryable } from "../shared/db/pool.ts";
 import { applyProbe, type GateOutcome, gateFromHash, gateToHash } from "../shared/gate.ts";
 import { keys } from "../shared/keys.ts";
-import { killSwitchEngaged, recordKillSwitchSkip } from "../shared/kill-switch.ts";
+import { loopStopped, recordLoopSkip } from "../shared/kill-switch.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { HourlyCap } from "../shared/loop-cap.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { probeClaim } from "../shared/lua/scripts.gen.ts";
 import { delistEndpoint } from "../shared/pool.ts";
@@ -16,6 +18,7 @@ import type { TcpRedis } from "../shared/redis.node.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import { basicProxyAuthorization, openUpstreamAuth } from "../shared/upstream-auth.ts";
 import type { ProberConfig } from "./config.ts";
+import { countProbe, newProberMetrics, type ProberMetrics, registerProberMetrics } from "./metrics.ts";
 import {
   type ProbeExit,
   type ProbeOptions,
@@ -56,18 +59,23 @@ export interface ProberDeps {
   redis: ProberRedis;
   /** probe history; null = Postgres unavailable (probing goes on, the gap is logged) */
   db: Queryable | null;
-  log?: (line: string) => void;
+  /** Structured log (default: JSON lines on stdout, warnings and errors only; main.ts logs info). */
+  log?: Logger;
   now?: () => number;
   /** every finished probe, after its state was written (tests and metrics) */
   onResult?: (r: ProbeResult, outcome: GateOutcome, trigger: ProbeTrigger) => void;
   /** the kill switch's Redis key; tests pass their own so they stop no one else's loops */
   killSwitchKey?: string;
+  /** this loop's pause key (keys.loopPaused); tests pass their own, like killSwitchKey */
+  pauseKey?: string;
 }
 
 export interface RunningProber {
   /** Probes one endpoint now, outside the schedule (returns the in-flight run if there is one). */
   probeNow(endpointId: string, trigger: ProbeTrigger): Promise<ProbeResult>;
   stats(): { running: number; probes: number; breakerProbes: number; historyErrors: number };
+  /** Prometheus registry: probe outcomes by failure code, default process metrics (admin.ts serves it). */
+  metrics: ProberMetrics;
   /** Stops the loop and waits for probes in flight. */
   stop(): Promise<void>;
 }
@@ -106,7 +114,8 @@ export function startProber(
   deps: ProberDeps & { target: ProbeTargetConfig },
 ): RunningProber {
   const { redis } = deps;
-  const log = deps.log ?? ((line: string) => console.log(line));
+  const log = deps.log ?? createLogger({ service: "prober", level: "warn" });
+  const metrics = newProberMetrics();
   const now = deps.now ?? Date.now;
   const opts = probeOptionsFrom(config, deps.target);
   const prefix = config.PROBE_ENDPOINT_PREFIX;
@@ -124,7 +133,9 @@ export function startProber(
   const breakerSince = now() - BREAKER_START_WINDOW_MS;
   let stopped = false;
   let ticking = false;
-  let halted = false;
+  let halted: false | "kill_switch" | "paused" = false;
+  // Runaway cap (ADR 0018): at most PROBE_MAX_PER_HOUR probes are launched per UTC hour.
+  const probeCap = new HourlyCap("prober", config.PROBE_MAX_PER_HOUR, now);
 
   const jitter = (base: number) =>
     Math.round(base * (1 + (Math.random() * 2 - 1) * config.PROBE_JITTER_RATIO));
@@ -182,7 +193,7 @@ export function startProber(
       // Postgres being down must not stop grading; say so at most once a minute.
       if (now() - lastHistoryLog > 60_000) {
         lastHistoryLog = now();
-        log(`prober: probe history not written (${(err as Error).message}); probing continues`);
+        log.warn({ err: (err as Error).message }, "probe history not written; probing continues");
       }
     }
   }
@@ -190,6 +201,12 @@ export function startProber(
   async function runProbe(endpointId: string, trigger: ProbeTrigger): Promise<ProbeResult> {
     const { exit, kind } = await resolveExit(endpointId);
     const result = await probeExit(endpointId, exit, opts);
+    countProbe(
+      metrics,
+      result.ok ? "ok" : (result.failureReason ?? "unknown"),
+      trigger,
+      result.durationMs / 1000,
+    );
     const probeKey = keys.probe(endpointId);
     const prevHash = await redis.hgetall(probeKey);
     const outcome = applyProbe(gateFromHash(prevHash), { ok: result.ok, breaker: trigger === "breaker" });
@@ -211,7 +228,10 @@ export function startProber(
     await redis.hset(probeKey, fields);
     if (outcome.delist) {
       await delistEndpoint(redis, endpointId);
-      log(`prober: delisted ${endpointId} (${outcome.transitions.join(",")}: ${result.failureReason})`);
+      log.info(
+        { endpointId, transitions: outcome.transitions, failureReason: result.failureReason },
+        "endpoint delisted",
+      );
     }
     if (result.failureReason === "no_exit_ip" && kind === "peer" && !outcome.next.verified) {
       // Offline and not admitted: stop probing until presence brings it back (discovery re-adds it).
@@ -224,7 +244,7 @@ export function startProber(
           : config.PROBE_ADMIT_INTERVAL_MS;
       await redis.zadd(keys.probeDue(), now() + jitter(wait), endpointId);
     }
-    for (const t of outcome.transitions) log(`prober: ${endpointId} ${t}`);
+    for (const t of outcome.transitions) log.info({ endpointId, transition: t }, "gate transition");
     void recordHistory(result, outcome, trigger);
     deps.onResult?.(result, outcome, trigger);
     return result;
@@ -234,13 +254,14 @@ export function startProber(
     const running = inFlight.get(endpointId);
     if (running) return running;
     probes++;
+    probeCap.spend();
     if (trigger === "breaker") {
       breakerProbes++;
       breakerRunning++;
     } else scheduledRunning++;
     const p = runProbe(endpointId, trigger)
       .catch((err: unknown) => {
-        log(`prober: probe of ${endpointId} could not be recorded: ${(err as Error).message}`);
+        log.warn({ endpointId, err: (err as Error).message }, "probe not recorded");
         throw err;
       })
       .finally(() => {
@@ -291,14 +312,14 @@ export function startProber(
     for (const { endpointId } of reports) {
       if (!mine(endpointId) || inFlight.has(endpointId)) continue;
       if (now() - (breakerDoneAt.get(endpointId) ?? 0) < config.PROBE_BREAKER_COOLDOWN_MS) continue;
-      if (breakerRunning >= config.PROBE_BREAKER_CONCURRENCY) break;
-      log(`prober: breaker re-probe of ${endpointId}`);
+      if (breakerRunning >= config.PROBE_BREAKER_CONCURRENCY || probeCap.left() === 0) break;
+      log.info({ endpointId }, "breaker re-probe");
       void launch(endpointId, "breaker").catch(() => {});
     }
   }
 
   async function due(): Promise<void> {
-    const free = config.PROBE_CONCURRENCY - scheduledRunning;
+    const free = Math.min(config.PROBE_CONCURRENCY - scheduledRunning, probeCap.left());
     if (free <= 0) return;
     const lease = config.PROBE_OVERALL_TIMEOUT_MS + 30_000;
     const claimed = (await runScript(
@@ -316,16 +337,30 @@ export function startProber(
     try {
       // Engaged, the prober neither probes nor delists (the breaker re-probes included); it says
       // so once per engagement, in the log and in job_runs like the API's crons.
-      if (await killSwitchEngaged(redis, deps.killSwitchKey)) {
-        if (!halted) {
-          halted = true;
-          log("prober: skipped: kill_switch (no probes until a human releases it)");
-          await recordKillSwitchSkip(deps.db, "prober");
+      // A pause of the prober alone (ADR 0018) stops it the same way, recorded as `paused`.
+      const stop = await loopStopped(redis, "prober", deps.killSwitchKey, deps.pauseKey);
+      if (stop) {
+        if (halted !== stop) {
+          halted = stop;
+          log.warn(
+            { reason: stop },
+            `probing stopped: ${stop} (no probes until ${stop === "paused" ? "resumed" : "a human releases it"})`,
+          );
+          await recordLoopSkip(deps.db, "prober", stop);
         }
         return;
       }
-      if (halted) log("prober: kill switch released, probing again");
+      if (halted)
+        log.info(
+          { reason: halted },
+          `${halted === "paused" ? "resumed" : "kill switch released"}, probing again`,
+        );
       halted = false;
+      if (probeCap.left() === 0) {
+        if (await probeCap.recordSkip(deps.db))
+          log.warn({ reason: "run_cap", cap: probeCap.cap }, "probing stopped: run_cap until the next hour");
+        return;
+      }
       await breaker();
       if (now() - lastDiscover >= config.PROBE_DISCOVER_MS) {
         lastDiscover = now();
@@ -333,18 +368,21 @@ export function startProber(
       }
       await due();
     } catch (err) {
-      log(`prober: tick failed: ${(err as Error).message}`);
+      log.warn({ err: (err as Error).message }, "tick failed");
     } finally {
       ticking = false;
     }
   }
 
+  const stats = () => ({ running: inFlight.size, probes, breakerProbes, historyErrors });
+  registerProberMetrics(metrics, stats);
   const timer = setInterval(() => void tick(), config.PROBE_TICK_MS);
   void tick();
 
   return {
     probeNow: (endpointId, trigger) => launch(endpointId, trigger),
-    stats: () => ({ running: inFlight.size, probes, breakerProbes, historyErrors }),
+    stats,
+    metrics,
     async stop() {
       stopped = true;
       clearInterval(timer);

@@ -10,8 +10,10 @@ import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
 import { createPool, type Pool, type Queryable } from "../shared/db/pool.ts";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
+import { memoryLogger, silentLogger } from "../shared/log.ts";
 import { delistEndpoint, listEndpoint } from "../shared/pool.ts";
 import { stateEnv } from "../test/helpers/env.ts";
+import { newProberMetrics, registerProberMetrics } from "./metrics.ts";
 import { type ProbeTarget, startProbeTarget } from "./target.ts";
 import { type FaultPeer, startFaultPeer } from "./testing/fault-peer.ts";
 import {
@@ -165,7 +167,7 @@ function watchdog(
     {
       db,
       redis: relay.redis,
-      log: (l) => logs.push(l),
+      log: memoryLogger(logs, "prober"),
       onRun: (r) => runAts.push(r.runAt),
       ...deps,
     },
@@ -298,8 +300,10 @@ describe("fleet watchdog through the real gateway", () => {
     expect(await alertsFor([PEER_SCOPE, MODEM_SCOPE, `http://127.0.0.1:${gw.httpPort}`])).toEqual([]);
   });
 
-  it("one broken group opens one watchdog_fleet alert after two failed runs, for that scope only, and one clean run resolves it", async () => {
-    const w = watchdog();
+  it("one broken group opens one watchdog_fleet alert after two failed runs, for that scope only, and one clean run resolves it; the checks are counted by result", async () => {
+    const metrics = newProberMetrics();
+    registerProberMetrics(metrics, () => ({ running: 0, probes: 0, breakerProbes: 0, historyErrors: 0 }));
+    const w = watchdog({}, { metrics });
     peer.fault = "drop_on_client_hello";
     const first = await w.runOnce();
     expect(verdicts(first)).toBe("fleet:mbl=ok,peer=tls_failed");
@@ -328,7 +332,12 @@ describe("fleet watchdog through the real gateway", () => {
     const after = await alertsFor([PEER_SCOPE, MODEM_SCOPE]);
     expect(after).toHaveLength(1);
     expect(after[0]?.resolved_at).toBeInstanceOf(Date);
-    expect(w.logs.some((l) => l.includes(`opened: watchdog_fleet ${PEER_SCOPE}`))).toBe(true);
+    expect(w.logs.map((l) => JSON.parse(l))).toContainEqual(
+      expect.objectContaining({ msg: "alert opened", kind: "watchdog_fleet", scope: PEER_SCOPE }),
+    );
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('prober_watchdog_checks_total{result="tls_failed",pool="peer"} 3\n');
+    expect(text).toContain('prober_watchdog_checks_total{result="ok",pool="mbl"} 4\n');
   });
 
   it("a dead target is a watchdog_self alert, never fleet alerts", async () => {
@@ -502,7 +511,7 @@ describe("fleet watchdog through the real gateway", () => {
       },
       {
         db,
-        log: () => {},
+        log: silentLogger(),
         onRun: (r) => {
           runAts.push(r.runAt);
           seen.push(r);

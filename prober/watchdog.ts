@@ -9,99 +9,48 @@
  * rows in `alerts`. It reads `pool_rollup` (and, optionally, its own key's tier from Redis) and
  * writes nothing else: it never restarts, delists or pauses anything.
  *
- * Check error codes (stable: rows keep them; documented in prober/README.md). Our side of the
- * wire, whatever group it happened in: `gateway_unreachable` (no TCP to the gateway, or it closed
- * before answering), `proxy_auth_failed` (our key was refused: 407, cap 402, suspended 403, 429,
- * bad username 400), `gateway_error` (any other non-exit answer: 503, target blocked, garbage).
- * The exit's side: `no_exit` (502 E_NO_STOCK / E_SESSION_PEER_GONE), `tunnel_failed` (502: the exit
- * could not reach the target), `tls_failed` (handshake inside the tunnel failed or the certificate
- * did not verify), `http_status` (not 200), `body_failed` (closed before the whole body),
- * `timeout` (over WATCHDOG_TIMEOUT_MS). Self-check only: `target_unreachable` (no TCP to the target).
+ * The parts: `watchdog-checks.ts` (one check over the wire: CONNECT through the gateway, TLS,
+ * GET), `watchdog-classify.ts` (whose fault a run's failures are), `watchdog-alerts.ts` (rows in
+ * `watchdog_checks` and `alerts`); this file holds the configuration, one run, and the schedule.
  */
 import { createHash } from "node:crypto";
-import { request as httpRequest, type IncomingMessage } from "node:http";
-import { isIP, connect as netConnect, type Socket } from "node:net";
-import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import type { Queryable } from "../shared/db/pool.ts";
 import { formatUsername } from "../shared/dsl.ts";
-import { newId, randomHex } from "../shared/ids.ts";
+import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
-import { killSwitchEngaged, recordKillSwitchSkip } from "../shared/kill-switch.ts";
+import { loopStopped, recordLoopSkip } from "../shared/kill-switch.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { HourlyCap } from "../shared/loop-cap.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { ProberConfig } from "./config.ts";
+import { countWatchdogCheck, type ProberMetrics } from "./metrics.ts";
 import type { ProbeTargetConfig } from "./probe.ts";
+import { type AlertChange, countBy, summary, watchdogAlerts } from "./watchdog-alerts.ts";
+import {
+  fetchOver,
+  type GroupCheck,
+  type GroupPool,
+  proxyConnect,
+  type SelfCheck,
+  tcpConnect,
+  timed,
+  type WatchdogGroup,
+} from "./watchdog-checks.ts";
+import { type Classification, classifyWatchdog } from "./watchdog-classify.ts";
 
-export const WATCHDOG_ERRORS = [
-  "gateway_unreachable",
-  "proxy_auth_failed",
-  "gateway_error",
-  "no_exit",
-  "tunnel_failed",
-  "tls_failed",
-  "http_status",
-  "body_failed",
-  "timeout",
-  "target_unreachable",
-] as const;
-export type WatchdogError = (typeof WATCHDOG_ERRORS)[number];
-
-/** Failures that say nothing about the exit: the gateway or our own key refused us. */
-const OWN_SIDE: ReadonlySet<WatchdogError> = new Set([
-  "gateway_unreachable",
-  "proxy_auth_failed",
-  "gateway_error",
-]);
-
-export type GroupPool = "mbl" | "peer";
-
-export interface WatchdogGroup {
-  pool: GroupPool;
-  /** ISO-2 lowercase */
-  country: string;
-}
-
-export interface CheckResult {
-  ok: boolean;
-  /** start of the check to the last body byte (or to the TCP connect for the gateway port) */
-  latencyMs?: number;
-  error?: WatchdogError;
-  /** free text for logs and alert details (never a selector, never a secret) */
-  detail?: string;
-}
-
-export interface GroupCheck extends WatchdogGroup, CheckResult {
-  /** X-Request-ID sent to the gateway, to find the request in its logs */
-  requestId: string;
-}
-
-export interface SelfCheck {
-  ok: boolean;
-  /** TCP connect to the gateway's customer port */
-  gateway: CheckResult;
-  /** the target fetched directly from the watchdog's host, no gateway */
-  target: CheckResult;
-}
-
-export type Classification =
-  | { verdict: "clean" }
-  | { verdict: "fleet"; failing: GroupCheck[] }
-  | { verdict: "self"; reason: "self_check_failed" | "own_side_error" | "every_group_failed" };
-
-/**
- * Whose fault a run's failures are. Self (the fleet cannot be judged from here) when the
- * self-check failed, when any group failed on our side of the wire (gateway down, key refused),
- * or when two or more groups were checked and every one failed. Otherwise each failing group is
- * a fleet failure. A single group that fails with the self-check passing is the fleet's.
- */
-export function classifyWatchdog(results: readonly GroupCheck[], selfCheck: SelfCheck): Classification {
-  if (!selfCheck.ok) return { verdict: "self", reason: "self_check_failed" };
-  const failing = results.filter((r) => !r.ok);
-  if (failing.some((r) => r.error !== undefined && OWN_SIDE.has(r.error)))
-    return { verdict: "self", reason: "own_side_error" };
-  if (results.length >= 2 && failing.length === results.length)
-    return { verdict: "self", reason: "every_group_failed" };
-  return failing.length > 0 ? { verdict: "fleet", failing } : { verdict: "clean" };
-}
+// The parts, for callers that knew them here.
+export type { AlertChange, AlertKind } from "./watchdog-alerts.ts";
+export {
+  type CheckResult,
+  connectFailure,
+  type GroupCheck,
+  type GroupPool,
+  type SelfCheck,
+  WATCHDOG_ERRORS,
+  type WatchdogError,
+  type WatchdogGroup,
+} from "./watchdog-checks.ts";
+export { type Classification, classifyWatchdog } from "./watchdog-classify.ts";
 
 export interface WatchdogConfig {
   /** the gateway's customer HTTP port, e.g. http://127.0.0.1:7000 */
@@ -118,6 +67,8 @@ export interface WatchdogConfig {
   bytes: number;
   /** "<pool>-<country>" scopes to check; undefined = every listed group */
   groups?: readonly string[];
+  /** runaway cap: scheduled runs per UTC hour (default 120); past it the schedule records run_cap */
+  maxRunsPerHour?: number;
 }
 
 /** The watchdog's settings from the prober's config, or why it stays off. Never echoes secrets. */
@@ -141,17 +92,10 @@ export function watchdogConfigFrom(
       timeoutMs: config.WATCHDOG_TIMEOUT_MS,
       concurrency: config.WATCHDOG_CONCURRENCY,
       bytes: config.WATCHDOG_BYTES,
+      maxRunsPerHour: config.WATCHDOG_MAX_RUNS_PER_HOUR,
       ...(config.WATCHDOG_GROUPS ? { groups: config.WATCHDOG_GROUPS } : {}),
     },
   };
-}
-
-export type AlertKind = "watchdog_self" | "watchdog_fleet";
-
-export interface AlertChange {
-  id: string;
-  kind: AlertKind;
-  scope: string;
 }
 
 export interface WatchdogRun {
@@ -170,9 +114,14 @@ export interface WatchdogDeps {
   redis?: Pick<RedisClient, "get" | "hgetall">;
   now?: () => number;
   onRun?: (run: WatchdogRun) => void;
-  log?: (line: string) => void;
+  /** Structured log (default: JSON lines on stdout, warnings and errors only). */
+  log?: Logger;
+  /** the prober's registry: each check counted by result and pool (prober_watchdog_checks_total) */
+  metrics?: ProberMetrics;
   /** the kill switch's Redis key; tests pass their own so they stop no one else's loops */
   killSwitchKey?: string;
+  /** this loop's pause key (keys.loopPaused); tests pass their own, like killSwitchKey */
+  pauseKey?: string;
 }
 
 export interface RunningWatchdog {
@@ -187,7 +136,7 @@ const scopeOf = (g: WatchdogGroup) => `${g.pool}-${g.country}`;
 /** Starts the schedule (first run one interval after start); see the file header for what it does. */
 export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): RunningWatchdog {
   const now = deps.now ?? Date.now;
-  const log = deps.log ?? ((l: string) => console.log(l));
+  const log = (deps.log ?? createLogger({ service: "prober", level: "warn" })).child({ loop: "watchdog" });
   const proxy = new URL(config.proxyUrl);
   const proxyAddr = { host: proxy.hostname.replace(/^\[|\]$/g, ""), port: Number(proxy.port || 80) };
   const selfScope = proxy.origin;
@@ -207,7 +156,7 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
     // A key sold for one pool routes only to that pool (gateway-node/auth.ts): checking the other
     // pool with it would silently measure the wrong exits.
     if (tier === "mbl" || tier === "peer") {
-      if (tierNoted !== tier) log(`prober: watchdog: the key's tier is ${tier}: checking pool ${tier} only`);
+      if (tierNoted !== tier) log.info({ tier }, `the key's tier is ${tier}: checking pool ${tier} only`);
       tierNoted = tier;
       return [tier];
     }
@@ -229,7 +178,13 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
     const username = formatUsername({ account, pool: g.pool, country: g.country });
     const authorization = `Basic ${Buffer.from(`${username}:${config.password}`).toString("base64")}`;
     const result = await timed(config.timeoutMs, async (track, started) => {
-      const opened = await proxyConnect(proxyAddr, config.target, { authorization, requestId }, track);
+      const opened = await proxyConnect(
+        proxyAddr,
+        config.target,
+        { authorization, requestId },
+        track,
+        config.timeoutMs,
+      );
       if (!opened.ok) return opened;
       return fetchOver(opened.socket, config.target, config.bytes, track, started);
     });
@@ -253,82 +208,11 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
     return { ok: gateway.ok && target.ok, gateway, target };
   }
 
-  async function record(runAt: Date, self: SelfCheck, checks: GroupCheck[]): Promise<void> {
-    const selfError = self.gateway.error ?? self.target.error ?? null;
-    const rows = [
-      { pool: "self", country: null, ok: self.ok, latencyMs: self.target.latencyMs, error: selfError },
-      ...checks.map((c) => ({ ...c, error: c.error ?? null })),
-    ];
-    await deps.db.query(
-      `INSERT INTO watchdog_checks (run_at, pool, country, ok, latency_ms, error)
-       SELECT $1::timestamptz, * FROM unnest($2::text[], $3::text[], $4::bool[], $5::int[], $6::text[])`,
-      [
-        runAt.toISOString(),
-        rows.map((r) => r.pool),
-        rows.map((r) => r.country),
-        rows.map((r) => r.ok),
-        rows.map((r) => (r.ok ? (r.latencyMs ?? null) : null)),
-        rows.map((r) => (r.ok ? null : (r.error ?? "timeout"))),
-      ],
-    );
-  }
-
-  /** Opens (or refreshes) the scope's alert once its streak reaches the threshold. */
-  async function failing(
-    kind: AlertKind,
-    scope: string,
-    streak: number,
-    detail: Record<string, unknown>,
-    at: Date,
-  ): Promise<AlertChange | undefined> {
-    const body = JSON.stringify({ ...detail, consecutiveFailures: streak, proxy: selfScope });
-    if (streak < config.failsToAlert) {
-      // Below the threshold (e.g. just after a restart) an alert that is already open stays open.
-      await deps.db.query(
-        "UPDATE alerts SET last_seen_at = $3, detail = $4::jsonb WHERE kind = $1 AND scope = $2 AND resolved_at IS NULL",
-        [kind, scope, at.toISOString(), body],
-      );
-      return undefined;
-    }
-    const { rows } = await deps.db.query<{ id: string; inserted: boolean }>(
-      `INSERT INTO alerts (id, kind, scope, detail, opened_at, last_seen_at)
-       VALUES ($1, $2, $3, $4::jsonb, $5, $5)
-       ON CONFLICT (kind, scope) WHERE resolved_at IS NULL
-       DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at, detail = EXCLUDED.detail
-       RETURNING id, (xmax = 0) AS inserted`,
-      [newId("alert"), kind, scope, body, at.toISOString()],
-    );
-    const row = rows[0];
-    return row?.inserted ? { id: row.id, kind, scope } : undefined;
-  }
-
-  async function resolve(kind: AlertKind, scope: string, at: Date): Promise<AlertChange[]> {
-    const { rows } = await deps.db.query<{ id: string }>(
-      `UPDATE alerts SET resolved_at = GREATEST(opened_at, $3::timestamptz)
-       WHERE kind = $1 AND scope = $2 AND resolved_at IS NULL RETURNING id`,
-      [kind, scope, at.toISOString()],
-    );
-    return rows.map((r) => ({ id: r.id, kind, scope }));
-  }
-
-  /** Fleet alerts in this watchdog's remit whose group is no longer listed: nothing left to sell there. */
-  async function resolveUnlisted(
-    pools: readonly GroupPool[],
-    checked: string[],
-    at: Date,
-  ): Promise<AlertChange[]> {
-    const { rows } = await deps.db.query<{ id: string; scope: string }>(
-      `UPDATE alerts SET resolved_at = GREATEST(opened_at, $1::timestamptz),
-              detail = detail || '{"resolvedBy": "not_listed"}'::jsonb
-       WHERE kind = 'watchdog_fleet' AND resolved_at IS NULL
-         AND split_part(scope, '-', 1) = ANY($2::text[])
-         AND NOT (scope = ANY($3::text[]))
-         AND ($4::text[] IS NULL OR scope = ANY($4::text[]))
-       RETURNING id, scope`,
-      [at.toISOString(), pools, checked, config.groups ?? null],
-    );
-    return rows.map((r) => ({ id: r.id, kind: "watchdog_fleet" as const, scope: r.scope }));
-  }
+  const { record, failing, resolve, resolveUnlisted } = watchdogAlerts(deps.db, {
+    failsToAlert: config.failsToAlert,
+    proxyScope: selfScope,
+    ...(config.groups ? { groups: config.groups } : {}),
+  });
 
   async function run(): Promise<WatchdogRun> {
     const started = performance.now();
@@ -394,9 +278,17 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
       for (const scope of fleetStreaks.keys()) if (!checked.has(scope)) fleetStreaks.delete(scope);
       add(resolved, await resolveUnlisted(pools, [...checked], runAt));
     }
-    for (const a of opened) log(`prober: watchdog: alert ${a.id} opened: ${a.kind} ${a.scope}`);
-    for (const a of resolved) log(`prober: watchdog: alert ${a.id} resolved: ${a.kind} ${a.scope}`);
+    for (const a of opened) log.warn({ alertId: a.id, kind: a.kind, scope: a.scope }, "alert opened");
+    for (const a of resolved) log.info({ alertId: a.id, kind: a.kind, scope: a.scope }, "alert resolved");
 
+    if (deps.metrics) {
+      countWatchdogCheck(
+        deps.metrics,
+        "self",
+        self.ok ? "ok" : (self.gateway.error ?? self.target.error ?? "timeout"),
+      );
+      for (const c of checks) countWatchdogCheck(deps.metrics, c.pool, c.ok ? "ok" : (c.error ?? "timeout"));
+    }
     const out: WatchdogRun = {
       runAt,
       self,
@@ -420,26 +312,36 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let failures = 0;
-  let halted = false;
+  let halted: false | "kill_switch" | "paused" = false;
+  const runCap = new HourlyCap("watchdog", config.maxRunsPerHour ?? 120, deps.now ?? Date.now);
   const schedule = () => {
     timer = setTimeout(async () => {
       try {
         // Engaged, scheduled runs stop (no purchases through the gateway, no alerts), recorded once
         // per engagement in the log and in job_runs like the API's crons.
-        if (deps.redis && (await killSwitchEngaged(deps.redis, deps.killSwitchKey))) {
-          if (!halted) {
-            halted = true;
-            log("prober: watchdog: skipped: kill_switch");
-            await recordKillSwitchSkip(deps.db, "watchdog");
+        // A pause of the watchdog alone (ADR 0018) stops it the same way, recorded as `paused`.
+        const stop = deps.redis
+          ? await loopStopped(deps.redis, "watchdog", deps.killSwitchKey, deps.pauseKey)
+          : null;
+        if (stop) {
+          if (halted !== stop) {
+            halted = stop;
+            log.warn({ reason: stop }, `watchdog stopped: ${stop}`);
+            await recordLoopSkip(deps.db, "watchdog", stop);
           }
+        } else if (runCap.left() === 0) {
+          halted = false;
+          if (await runCap.recordSkip(deps.db))
+            log.warn({ reason: "run_cap", cap: runCap.cap }, "watchdog stopped: run_cap until the next hour");
         } else {
           halted = false;
+          runCap.spend();
           await runOnce();
         }
         failures = 0;
       } catch (err) {
         // Postgres down or the like: say so once per outage, keep the schedule.
-        if (failures++ === 0) log(`prober: watchdog: run failed: ${(err as Error).message}`);
+        if (failures++ === 0) log.warn({ err: (err as Error).message }, "watchdog run failed");
       }
       if (!stopped) schedule();
     }, config.intervalMs);
@@ -457,21 +359,6 @@ export function startWatchdog(config: WatchdogConfig, deps: WatchdogDeps): Runni
   };
 }
 
-function summary(c: CheckResult): Record<string, unknown> {
-  return {
-    ok: c.ok,
-    ...(c.error ? { error: c.error } : {}),
-    ...(c.detail ? { detail: c.detail.slice(0, 200) } : {}),
-    ...(c.latencyMs !== undefined ? { latencyMs: c.latencyMs } : {}),
-  };
-}
-
-function countBy(items: string[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const i of items) out[i] = (out[i] ?? 0) + 1;
-  return out;
-}
-
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
@@ -483,208 +370,4 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
-}
-
-type Track = (cleanup: () => void) => void;
-type Failure = { ok: false; error: WatchdogError; detail?: string };
-
-/** Runs one check under a deadline; never throws; destroys every socket it opened either way. */
-async function timed(
-  timeoutMs: number,
-  work: (track: Track, started: number) => Promise<CheckResult>,
-): Promise<CheckResult> {
-  const started = performance.now();
-  const cleanups: (() => void)[] = [];
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<CheckResult>((resolve) => {
-    timer = setTimeout(
-      () => resolve({ ok: false, error: "timeout", detail: `over ${timeoutMs} ms` }),
-      timeoutMs,
-    );
-  });
-  try {
-    return await Promise.race([
-      work((c) => cleanups.push(c), started).catch(
-        (err: Error): CheckResult => ({ ok: false, error: "body_failed", detail: err.message }),
-      ),
-      deadline,
-    ]);
-  } finally {
-    clearTimeout(timer);
-    for (const c of cleanups) c();
-  }
-}
-
-function tcpConnect(
-  addr: { host: string; port: number },
-  track: Track,
-): Promise<{ ok: true; socket: Socket } | { ok: false; detail: string }> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: addr.host, port: addr.port });
-    track(() => socket.destroy());
-    // Resolving twice is harmless; the listener also keeps a later reset from being an uncaught error.
-    socket.on("error", (err: NodeJS.ErrnoException) =>
-      resolve({ ok: false, detail: err.code ?? err.message }),
-    );
-    socket.once("connect", () => resolve({ ok: true, socket }));
-  });
-}
-
-const MAX_HEADER = 16 * 1024;
-
-function authority(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-/** The gateway's answer to CONNECT, as our code: by its error code (Proxy-Status) first, then status. */
-export function connectFailure(status: number, gatewayCode: string | undefined): WatchdogError {
-  switch (gatewayCode) {
-    case "E_NO_STOCK":
-    case "E_SESSION_PEER_GONE":
-      return "no_exit";
-    case "E_TARGET_UNREACHABLE":
-      return "tunnel_failed";
-    case "E_AUTH_REQUIRED":
-    case "E_AUTH_INVALID":
-    case "E_CAP_EXCEEDED":
-    case "E_CREDENTIAL_SUSPENDED":
-    case "E_USERNAME_PARSE":
-    case "E_RATE_LIMITED":
-      return "proxy_auth_failed";
-    case "E_TARGET_BLOCKED":
-    case "E_INTERNAL":
-      return "gateway_error";
-  }
-  if (status === 502) return "tunnel_failed";
-  if ([400, 402, 407, 429].includes(status)) return "proxy_auth_failed";
-  return "gateway_error";
-}
-
-/** HTTP CONNECT through the gateway as a customer; the open tunnel, or why not. */
-function proxyConnect(
-  proxy: { host: string; port: number },
-  target: ProbeTargetConfig,
-  auth: { authorization: string; requestId: string },
-  track: Track,
-): Promise<{ ok: true; socket: Socket } | Failure> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: proxy.host, port: proxy.port });
-    track(() => socket.destroy());
-    let settled = false;
-    const done = (r: { ok: true; socket: Socket } | Failure) => {
-      if (settled) return;
-      settled = true;
-      socket.off("data", onData);
-      resolve(r);
-    };
-    let buf = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (buf.length > MAX_HEADER) done({ ok: false, error: "gateway_error", detail: "oversized reply" });
-        return;
-      }
-      const head = buf.subarray(0, end).toString("latin1");
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-      if (status === 200) {
-        socket.pause();
-        const rest = buf.subarray(end + 4);
-        if (rest.length > 0) socket.unshift(rest);
-        done({ ok: true, socket });
-        return;
-      }
-      const code = /\r\nproxy-status:[^\r\n]*details="([A-Z_]+)"/i.exec(head)?.[1];
-      done({
-        ok: false,
-        error: connectFailure(status, code),
-        detail: `gateway ${status || "garbage"}${code ? ` ${code}` : ""}`,
-      });
-    };
-    socket.on("data", onData);
-    socket.on("error", (err: NodeJS.ErrnoException) =>
-      done({ ok: false, error: "gateway_unreachable", detail: err.code ?? err.message }),
-    );
-    socket.on("close", () =>
-      done({ ok: false, error: "gateway_unreachable", detail: "closed before answering CONNECT" }),
-    );
-    socket.on("connect", () => {
-      const t = authority(target.host, target.port);
-      socket.write(
-        `CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\nProxy-Authorization: ${auth.authorization}\r\n` +
-          `X-Request-ID: ${auth.requestId}\r\n\r\n`,
-      );
-    });
-  });
-}
-
-/** TLS to the target over an open socket (a tunnel or a direct connection), then one GET of n bytes. */
-async function fetchOver(
-  socket: Socket,
-  target: ProbeTargetConfig,
-  n: number,
-  track: Track,
-  started: number,
-): Promise<CheckResult> {
-  const tls = await new Promise<{ ok: true; tls: TLSSocket } | Failure>((resolve) => {
-    const t = tlsConnect({
-      socket,
-      host: target.host,
-      // SNI must not be an IP literal (RFC 6066); identity is then checked against `host`.
-      servername: isIP(target.host) ? undefined : target.host,
-      ca: target.caPem,
-      rejectUnauthorized: true,
-    });
-    track(() => t.destroy());
-    t.once("secureConnect", () => resolve({ ok: true, tls: t }));
-    // `on`, not `once`: a second error on the same socket must not become an uncaught one.
-    t.on("error", (err: NodeJS.ErrnoException) =>
-      resolve({ ok: false, error: "tls_failed", detail: err.code ?? err.message }),
-    );
-    t.once("close", () => resolve({ ok: false, error: "tls_failed", detail: "closed during the handshake" }));
-    socket.resume();
-  });
-  if (!tls.ok) return tls;
-  return new Promise<CheckResult>((resolve) => {
-    const req = httpRequest({
-      createConnection: () => tls.tls,
-      method: "GET",
-      path: target.pathTemplate.replace("{n}", String(n)),
-      headers: {
-        Host: authority(target.host, target.port),
-        "User-Agent": "peerproxy-watchdog/1",
-        Connection: "close",
-      },
-    });
-    track(() => req.destroy());
-    req.on("error", (err: NodeJS.ErrnoException) =>
-      resolve({ ok: false, error: "body_failed", detail: err.code ?? err.message }),
-    );
-    req.on("response", (res: IncomingMessage) => {
-      if (res.statusCode !== 200) {
-        res.resume();
-        resolve({ ok: false, error: "http_status", detail: `target answered ${res.statusCode}` });
-        return;
-      }
-      let bytes = 0;
-      res.on("data", (chunk: Buffer) => {
-        bytes += chunk.length;
-      });
-      res.on("end", () => {
-        if (res.complete) resolve({ ok: true, latencyMs: Math.round(performance.now() - started) });
-        else resolve({ ok: false, error: "body_failed", detail: `closed after ${bytes} body bytes` });
-      });
-      res.on("error", (err: NodeJS.ErrnoException) =>
-        resolve({
-          ok: false,
-          error: "body_failed",
-          detail: `${err.code ?? err.message} after ${bytes} bytes`,
-        }),
-      );
-      res.on("aborted", () =>
-        resolve({ ok: false, error: "body_failed", detail: `aborted after ${bytes} body bytes` }),
-      );
-    });
-    req.end();
-  });
 }

@@ -173,8 +173,14 @@ describe("the class of the socket's own address", () => {
     expect(await seen.redis.raw.hget(keys.deviceBytes(dev.id), "class")).toBe("datacenter");
     expect(await metric(seen, 'relay_class_mismatch_total{field="ip_type"}')).toBeGreaterThanOrEqual(1);
     expect(await metric(seen, 'relay_class_mismatch_total{field="country"}')).toBeGreaterThanOrEqual(1);
-    expect(seen.logs.join("\n")).toMatch(
-      new RegExp(`peer class_mismatch device=${dev.id} field=ip_type token=mobile seen=datacenter`),
+    expect(seen.logs.map((l) => JSON.parse(l))).toContainEqual(
+      expect.objectContaining({
+        msg: "peer class_mismatch",
+        deviceId: dev.id,
+        field: "ip_type",
+        tokenSays: "mobile",
+        seen: "datacenter",
+      }),
     );
     // device_info cannot talk the country back.
     dev.peers[0]!.sendControl("device_info", { country: "US" });

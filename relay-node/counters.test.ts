@@ -2,6 +2,7 @@
 // but whose answer was lost is resent with the same sequence number and Redis applies it once.
 import { afterAll, describe, expect, it } from "vitest";
 import { keys } from "../shared/keys.ts";
+import { memoryLogger } from "../shared/log.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { createByteCounters } from "./counters.ts";
@@ -10,7 +11,7 @@ const redis = tcpRedis(stateEnv().REDIS_URL);
 afterAll(() => redis.close());
 
 describe("device byte counters", () => {
-  it("a flush whose answer was lost is resent and credited once; later bytes still count", async () => {
+  it("a flush whose answer was lost is resent and credited once; later bytes still count; the flush lag covers unacknowledged bytes", async () => {
     const deviceId = `agent_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
     let loseAnswers = 1;
     const lossy = {
@@ -26,13 +27,24 @@ describe("device byte counters", () => {
       },
     };
     const logs: string[] = [];
-    const counters = createByteCounters({ redis: lossy, flushMs: 60_000, log: (l) => logs.push(l) });
+    const flushes: number[] = [];
+    const counters = createByteCounters({
+      redis: lossy,
+      flushMs: 60_000,
+      log: memoryLogger(logs),
+      onFlush: (s) => flushes.push(s),
+    });
     try {
       counters.add(deviceId, 1000, 200);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(counters.lagMs()).toBeGreaterThanOrEqual(20); // counted, not yet in Redis
       await counters.flush(); // lands, answer lost
+      expect(counters.lagMs()).toBeGreaterThanOrEqual(20); // unacknowledged: still lagging
       counters.add(deviceId, 10, 1);
       await counters.flush(); // resends the first flush (same seq): no second credit
       await counters.flush(); // then the newer bytes
+      expect(counters.lagMs()).toBe(0);
+      expect(flushes.length).toBeGreaterThanOrEqual(3);
       expect(logs.some((l) => l.includes("flush_failed"))).toBe(true);
       const h = await redis.hgetall(keys.deviceBytes(deviceId));
       expect({ up: h.up, down: h.down }).toEqual({ up: "1010", down: "201" });

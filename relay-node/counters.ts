@@ -1,4 +1,5 @@
 import { keys } from "../shared/keys.ts";
+import type { Logger } from "../shared/log.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { deviceBytesFlush } from "../shared/lua/scripts.gen.ts";
 import type { RelayRedis } from "./state.ts";
@@ -11,12 +12,16 @@ export interface ByteCounters {
   start(): void;
   /** Stops the timer and flushes what is left. */
   stop(): Promise<void>;
+  /** Age in ms of the oldest counted byte not yet acknowledged by Redis (0 when all are written). */
+  lagMs(): number;
 }
 
 export function createByteCounters(deps: {
   redis: Pick<RelayRedis, "eval" | "evalsha">;
   flushMs: number;
-  log: (line: string) => void;
+  log: Logger;
+  /** Called with each flush's duration in seconds (the relay's flush histogram). */
+  onFlush?: (seconds: number) => void;
 }): ByteCounters {
   let pending = new Map<string, { up: number; down: number }>();
   let timer: NodeJS.Timeout | undefined;
@@ -27,11 +32,17 @@ export function createByteCounters(deps: {
   const writer = `relay_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
   let seq = 0;
   const unacked = new Map<string, { seq: number; up: number; down: number }>();
+  // Flush lag: when the oldest byte still pending (or sent but unacknowledged) was counted.
+  let pendingSince = 0;
+  let unackedSince = 0;
 
   const flushOnce = async () => {
     if (pending.size === 0 && unacked.size === 0) return;
+    const started = performance.now();
     const batch = pending;
     pending = new Map();
+    if (pendingSince && (!unackedSince || pendingSince < unackedSince)) unackedSince = pendingSince;
+    pendingSince = 0;
     for (const [deviceId, c] of batch) {
       if (unacked.has(deviceId)) pending.set(deviceId, c);
       else unacked.set(deviceId, { seq: ++seq, ...c });
@@ -53,14 +64,17 @@ export function createByteCounters(deps: {
           unacked.delete(deviceId);
         } catch (err) {
           // Kept (unacked) and resent as is: they are the supplier's earnings.
-          deps.log(`counters flush_failed device=${deviceId} error=${(err as Error).message}`);
+          deps.log.warn({ deviceId, err: (err as Error).message }, "counters flush_failed");
         }
       }),
     );
+    if (unacked.size === 0) unackedSince = 0;
+    deps.onFlush?.((performance.now() - started) / 1000);
   };
 
   const counters: ByteCounters = {
     add(deviceId, up, down) {
+      if (pendingSince === 0) pendingSince = Date.now();
       const c = pending.get(deviceId);
       if (c) {
         c.up += up;
@@ -79,6 +93,13 @@ export function createByteCounters(deps: {
     async stop() {
       clearInterval(timer);
       await counters.flush();
+    },
+    lagMs() {
+      const oldest = Math.min(
+        pendingSince || Number.POSITIVE_INFINITY,
+        unackedSince || Number.POSITIVE_INFINITY,
+      );
+      return Number.isFinite(oldest) ? Date.now() - oldest : 0;
     },
   };
   return counters;

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { timingSafeEqual } from "../shared/ids.ts";
-import { renderMetrics } from "./metrics.ts";
+import { serveMetrics } from "../shared/metrics.ts";
 import type { RelayState } from "./state.ts";
 import { openTunnel, respondError } from "./tunnels.ts";
 
@@ -48,8 +48,7 @@ export function handleInternalRequest(state: RelayState, req: IncomingMessage, r
     return;
   }
   if (req.method === "GET" && path === "/metrics") {
-    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
-    res.end(renderMetrics(state));
+    void serveMetrics(state.metrics.registry, res);
     return;
   }
   const status = path === "/tunnel" ? 426 : 404;
@@ -90,7 +89,7 @@ export function handleInternalUpgrade(state: RelayState, req: IncomingMessage, s
   const selfDealing = typeof buyer === "string" && buyer !== "" && buyer === device.accountId;
   if (selfDealing) {
     state.metrics.selfDealingTunnels++;
-    state.log(`tunnel self_dealing device=${device.id} account=${device.accountId}`);
+    state.log.info({ deviceId: device.id, accountId: device.accountId }, "tunnel self_dealing");
   }
   openTunnel(state, device, target, gw, head, {
     requestId: typeof requestId === "string" ? requestId.slice(0, 64).replace(/[^\w.-]/g, "_") : "",

@@ -1,7 +1,23 @@
+// The relay's Prometheus metrics (relay-node/README.md lists each). Hot paths bump plain numbers in
+// `Metrics` (per chunk, never a label lookup); the registry reads them, and the gauges read live
+// state, only when /metrics is scraped.
+import {
+  byLabel,
+  createRegistry,
+  Histogram,
+  LATENCY_BUCKETS,
+  type Registry,
+  scrapedCounter,
+  scrapedGauge,
+} from "../shared/metrics.ts";
 import type { RelayState } from "./state.ts";
 
-/** Monotonic counters; gauges are read from live state when /metrics renders. */
 export interface Metrics {
+  registry: Registry;
+  /** Tunnel request to the peer's tcp_open_ok (or its failure), by result. */
+  tunnelSetupSeconds: Histogram<"result">;
+  /** Duration of each earnings-counter flush to Redis. */
+  counterFlushSeconds: Histogram;
   bytesUp: number;
   bytesDown: number;
   frameErrors: number;
@@ -19,7 +35,22 @@ export interface Metrics {
 }
 
 export function newMetrics(): Metrics {
+  const registry = createRegistry();
   return {
+    registry,
+    tunnelSetupSeconds: new Histogram({
+      name: "relay_tunnel_setup_seconds",
+      help: "From the gateway's tunnel request to the peer's answer, by result (ok, failed).",
+      labelNames: ["result"],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    counterFlushSeconds: new Histogram({
+      name: "relay_counter_flush_seconds",
+      help: "Duration of each flush of the devices' earnings counters to Redis.",
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
     bytesUp: 0,
     bytesDown: 0,
     frameErrors: 0,
@@ -37,61 +68,98 @@ export function bump(map: Map<string, number>, key: string) {
   map.set(key, (map.get(key) ?? 0) + 1);
 }
 
-/** Prometheus text exposition (version 0.0.4). */
-export function renderMetrics(state: RelayState): string {
+/** A socket's framing: flow-v1 (credit windows, binary), binary-v1, or legacy JSON/base64. */
+function protocolOf(conn: { binary: boolean; flow: boolean }): string {
+  return conn.flow ? "flow-v1" : conn.binary ? "binary-v1" : "json";
+}
+
+/** Registers the counters and gauges read from the relay's state at scrape time. */
+export function registerStateMetrics(state: RelayState): void {
   const m = state.metrics;
-  let sockets = 0;
-  for (const d of state.devices.values()) sockets += d.conns.size;
-  const lines: string[] = [];
-  const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, v] of samples) lines.push(`${name}${labels} ${v}`);
-  };
-  metric("relay_sockets", "gauge", "Open peer WebSockets.", [["", sockets]]);
-  metric("relay_devices", "gauge", "Devices with at least one open socket.", [["", state.devices.size]]);
-  metric("relay_tunnels", "gauge", "Open or opening tunnel sessions.", [["", state.sessions.size]]);
-  metric("relay_tunnels_opened_total", "counter", "Tunnels that reached the open state.", [
-    ["", m.tunnelsOpened],
+  const r = m.registry;
+  scrapedGauge(
+    r,
+    "relay_sockets",
+    "Open peer WebSockets, by framing protocol (flow-v1, binary-v1, json).",
+    () => {
+      const by = new Map<string, number>([
+        ["flow-v1", 0],
+        ["binary-v1", 0],
+        ["json", 0],
+      ]);
+      for (const d of state.devices.values())
+        for (const c of d.conns) by.set(protocolOf(c), (by.get(protocolOf(c)) ?? 0) + 1);
+      return byLabel("protocol", by);
+    },
+    ["protocol"],
+  );
+  scrapedGauge(r, "relay_devices", "Devices with at least one open socket.", () => [
+    [{}, state.devices.size],
   ]);
-  metric(
+  scrapedGauge(r, "relay_tunnels", "Open or opening tunnel sessions.", () => [[{}, state.sessions.size]]);
+  scrapedGauge(
+    r,
+    "relay_counter_flush_lag_seconds",
+    "Age of the oldest counted byte not yet written to Redis (earnings staleness).",
+    () => [[{}, state.counters.lagMs() / 1000]],
+  );
+  scrapedGauge(
+    r,
+    "relay_session_buffered_bytes_max",
+    "Most bytes ever held in memory for one session.",
+    () => [[{}, m.maxSessionBuffered]],
+  );
+  scrapedCounter(r, "relay_tunnels_opened_total", "Tunnels that reached the open state.", () => [
+    [{}, m.tunnelsOpened],
+  ]);
+  scrapedCounter(
+    r,
     "relay_tunnel_failures_total",
-    "counter",
-    "Tunnel opens that failed, by reason.",
-    [...m.tunnelFailures].map(([k, v]) => [`{reason="${k}"}`, v]),
+    "Tunnel opens that failed, by reason (the error code the gateway receives).",
+    () => byLabel("reason", m.tunnelFailures),
+    ["reason"],
   );
-  metric("relay_bytes_total", "counter", "Tunnel bytes; up = peer to customer, down = customer to peer.", [
-    ['{direction="up"}', m.bytesUp],
-    ['{direction="down"}', m.bytesDown],
-  ]);
-  metric("relay_frame_errors_total", "counter", "Malformed or oversized frames and protocol violations.", [
-    ["", m.frameErrors],
-  ]);
-  metric(
+  scrapedCounter(
+    r,
+    "relay_bytes_total",
+    "Tunnel bytes; up = peer to customer, down = customer to peer.",
+    () => [
+      [{ direction: "up" }, m.bytesUp],
+      [{ direction: "down" }, m.bytesDown],
+    ],
+    ["direction"],
+  );
+  scrapedCounter(
+    r,
+    "relay_frame_errors_total",
+    "Malformed or oversized frames and protocol violations.",
+    () => [[{}, m.frameErrors]],
+  );
+  scrapedCounter(
+    r,
     "relay_sockets_refused_total",
-    "counter",
     "Peer sockets closed at connect, by reason.",
-    [...m.socketsRefused].map(([k, v]) => [`{reason="${k}"}`, v]),
+    () => byLabel("reason", m.socketsRefused),
+    ["reason"],
   );
-  metric(
+  scrapedCounter(
+    r,
     "relay_self_dealing_tunnels_total",
-    "counter",
     "Tunnels for a credential of the device's own account: carried, earning nothing.",
-    [["", m.selfDealingTunnels]],
+    () => [[{}, m.selfDealingTunnels]],
   );
-  metric(
+  scrapedCounter(
+    r,
     "relay_class_mismatch_total",
-    "counter",
     "Peer sockets whose address classified otherwise than their token said, by field (ip_type, country).",
-    [...m.classMismatches].map(([k, v]) => [`{field="${k}"}`, v]),
+    () => byLabel("field", m.classMismatches),
+    ["field"],
   );
-  metric(
+  scrapedCounter(
+    r,
     "relay_sockets_revoked_total",
-    "counter",
     "Open peer sockets closed with 4002, by reason (revoked, expired).",
-    [...m.socketsRevoked].map(([k, v]) => [`{reason="${k}"}`, v]),
+    () => byLabel("reason", m.socketsRevoked),
+    ["reason"],
   );
-  metric("relay_session_buffered_bytes_max", "gauge", "Most bytes ever held in memory for one session.", [
-    ["", m.maxSessionBuffered],
-  ]);
-  return `${lines.join("\n")}\n`;
 }

@@ -127,18 +127,33 @@ describe("relay peer sockets: messages", () => {
     peer.close();
   });
 
-  it("ignores unknown message types, junk text and malformed binary frames and keeps the socket open", async () => {
-    const peer = await connectPeer({ url: t.relay.wsUrl, token: await t.token(t.newDeviceId()) });
+  it("ignores unknown message types, counts and ignores malformed control messages and frames, and keeps the socket open", async () => {
+    const id = t.newDeviceId();
+    const peer = await connectPeer({ url: t.relay.wsUrl, token: await t.token(id) });
     await peer.waitFor("connected");
-    peer.sendControl("from_the_future", { x: 1 });
-    peer.ws.send("not json at all");
+    peer.sendControl("heartbeat");
+    await peer.waitFor("heartbeat_ack");
+    const before = t.relay.state.metrics.frameErrors;
+    // Not counted: an unknown type (newer peers may send more) and an unknown binary type byte.
+    peer.sendText(JSON.stringify({ type: "from_the_future", payload: { x: 1 } }));
+    peer.ws.send(Buffer.from([0x7e, 0x01, 0x61, 0x00]));
+    // Counted: text that is no control message, known types with malformed fields (the union in
+    // shared/messages.ts), malformed binary frames.
+    peer.sendText("not json at all");
+    peer.sendText(JSON.stringify({ type: "tunnel_connected", payload: { sessionId: 7 } }));
+    peer.sendText(
+      JSON.stringify({ type: "device_info", payload: { protocol: "json", capabilities: "flow-v1" } }),
+    );
     peer.ws.send(Buffer.from([0x01]));
     peer.ws.send(Buffer.from([0x01, 0x00, 0x09]));
     peer.ws.send(Buffer.from([0x01, 0x09, 0x61]));
-    peer.ws.send(Buffer.from([0x7e, 0x01, 0x61, 0x00]));
     peer.sendControl("heartbeat");
-    await peer.waitFor("heartbeat_ack");
+    await expect.poll(() => peer.messages.filter((m) => m.type === "heartbeat_ack").length).toBe(2);
+    expect(t.relay.state.metrics.frameErrors - before).toBe(6);
     expect(peer.ws.readyState).toBe(WebSocket.OPEN);
+    // The malformed device_info changed nothing: the socket still speaks binary-v1.
+    expect(t.relay.state.devices.get(id)?.protocol).toBe("binary-v1");
+    expect(peer.offContract).toEqual([]);
     peer.close();
   });
 
@@ -212,9 +227,10 @@ describe("relay peer sockets: messages", () => {
 
 describe("relay peer sockets: idle", () => {
   it("closes a socket that sends no frame within IDLE_TIMEOUT_MS, and keeps one that heartbeats", async () => {
+    // Taken before connecting: the silent socket's idle clock starts at its last frame, never earlier.
+    const started = Date.now();
     const silent = await connectPeer({ url: idle.relay.wsUrl, token: await idle.token(idle.newDeviceId()) });
     const chatty = await connectPeer({ url: idle.relay.wsUrl, token: await idle.token(idle.newDeviceId()) });
-    const started = Date.now();
     const beat = setInterval(() => chatty.sendControl("heartbeat"), 100);
     try {
       const closed = await silent.closed;

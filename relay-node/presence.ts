@@ -61,7 +61,7 @@ export async function refreshRelayInfo(state: RelayState): Promise<void> {
 /** Fire-and-forget wrapper: presence errors are logged, never fatal to the peer's socket. */
 export function touchPresence(state: RelayState, device: Device) {
   refreshPresence(state, device).catch((err) =>
-    state.log(`presence refresh_failed device=${device.id} error=${(err as Error).message}`),
+    state.log.warn({ deviceId: device.id, err: (err as Error).message }, "presence refresh_failed"),
   );
 }
 
@@ -76,7 +76,7 @@ export function startPresenceLoop(state: RelayState): () => void {
     // One line per tick, not one per device: a Redis outage must not flood the log.
     if (failed.length > 0) {
       const first = (failed[0] as PromiseRejectedResult).reason as Error;
-      state.log(`presence refresh_failed count=${failed.length} error=${first?.message}`);
+      state.log.warn({ count: failed.length, err: first?.message }, "presence refresh_failed");
     }
   };
   void tick();

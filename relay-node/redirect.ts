@@ -15,6 +15,6 @@ export async function maybeRedirect(state: RelayState, conn: PeerConn): Promise<
   if (!relay || relay === state.publicUrl) return false;
   if (conn.ws.readyState !== WebSocket.OPEN) return false;
   conn.ws.send(control("relay_redirect", { relay, reason: "geo" }));
-  state.log(`peer redirect device=${conn.device.id} region=${region}`);
+  state.log.info({ deviceId: conn.device.id, region }, "peer redirect");
   return true;
 }

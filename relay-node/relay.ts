@@ -2,12 +2,13 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type AsnTable, parseAsnTable } from "../shared/asn.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
 import { deviceBytesFlush, presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
 import type { TcpRedis } from "../shared/redis.node.ts";
 import type { RelayConfig } from "./config.ts";
 import { createByteCounters } from "./counters.ts";
 import { handleInternalRequest, handleInternalUpgrade } from "./internal.ts";
-import { newMetrics } from "./metrics.ts";
+import { newMetrics, registerStateMetrics } from "./metrics.ts";
 import { createPeerServer } from "./peers.ts";
 import { refreshRelayInfo, removePresence, startPresenceLoop } from "./presence.ts";
 import { type RevocationFeed, startGenerationSweep, startRevocationListener } from "./revocations.ts";
@@ -18,7 +19,8 @@ export interface RelayDeps {
   redis: RelayRedis;
   /** Where revocations arrive while sockets are open (redisRevocationFeed); without it only the sweep. */
   revocations?: RevocationFeed;
-  log?: (line: string) => void;
+  /** Structured log (default: JSON lines on stdout, warnings and errors only; main.ts logs info). */
+  log?: Logger;
   now?: () => number;
 }
 
@@ -71,7 +73,7 @@ function urlHost(host: string) {
 
 /** Starts the peers' WebSocket port and the internal port; resolves once both listen. */
 export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
-  const log = deps.log ?? ((line: string) => console.log(line));
+  const log = deps.log ?? createLogger({ service: "relay", level: "warn" });
   const now = deps.now ?? Date.now;
   // Preloading makes EVALSHA hit on the first call, so commands keep their issue order (the
   // NOSCRIPT fallback would re-issue a script after later commands).
@@ -79,13 +81,19 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     [presenceRefresh, presenceRemove, deviceBytesFlush].map((s) => deps.redis.scriptLoad(s.source)),
   );
 
+  const metrics = newMetrics();
   const state: RelayState = {
     config,
     redis: deps.redis,
     log,
     now,
-    metrics: newMetrics(),
-    counters: createByteCounters({ redis: deps.redis, flushMs: config.COUNTER_FLUSH_MS, log }),
+    metrics,
+    counters: createByteCounters({
+      redis: deps.redis,
+      flushMs: config.COUNTER_FLUSH_MS,
+      log,
+      onFlush: (s) => metrics.counterFlushSeconds.observe(s),
+    }),
     devices: new Map(),
     sessions: new Map(),
     publicUrl: "",
@@ -94,6 +102,7 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     ...(config.RELAY_ASN_TABLE ? { asnTable: loadAsnTable(config.RELAY_ASN_TABLE) } : {}),
   };
 
+  registerStateMetrics(state);
   const peers = createPeerServer(state);
   const publicServer = createServer((_req, res) => {
     res.writeHead(426, { "content-type": "text/plain", upgrade: "websocket" });

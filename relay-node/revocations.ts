@@ -59,7 +59,7 @@ export function startGenerationSweep(state: RelayState, intervalMs: number): () 
         if (current !== null) revokeDeviceSockets(state, id, Number(current));
       }
     } catch (err) {
-      state.log(`revocation sweep_failed error=${(err as Error).message}`);
+      state.log.warn({ err: (err as Error).message }, "revocation sweep_failed");
     } finally {
       running = false;
     }

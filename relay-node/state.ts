@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
 import type { AsnTable } from "../shared/asn.ts";
+import type { Logger } from "../shared/log.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { RelayConfig } from "./config.ts";
 import type { ByteCounters } from "./counters.ts";
@@ -49,6 +50,8 @@ export interface PeerConn {
   /** device_info arrived, so binary/flow above are what the peer asked for. */
   infoReceived: boolean;
   lastFrameAt: number;
+  /** The token's `exp` in ms: the idle sweep closes the socket with 4002 `expired` from then on. */
+  expiresAt: number;
   sessions: Map<string, Session>;
   /** Sessions whose gateway socket is paused until this WebSocket's send buffer drains. */
   waitingForWsDrain: Set<Session>;
@@ -85,6 +88,8 @@ export interface Session {
   requestId: string;
   /** Counted for the device's earnings; false for the prober's own measurements (X-Traffic: probe). */
   billable: boolean;
+  /** This tunnel's lines: every one carries requestId, deviceId and sessionId. */
+  log: Logger;
   settle?: (outcome: OpenOutcome) => void;
 }
 
@@ -95,7 +100,7 @@ export type OpenOutcome =
 export interface RelayState {
   config: RelayConfig;
   redis: RelayRedis;
-  log: (line: string) => void;
+  log: Logger;
   now: () => number;
   metrics: Metrics;
   counters: ByteCounters;

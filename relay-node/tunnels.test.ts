@@ -184,7 +184,7 @@ describe("internal port: health and metrics", () => {
     dev.close();
   });
 
-  it("GET /metrics exposes sockets, devices, tunnels, bytes both ways and frame errors as Prometheus text", async () => {
+  it("GET /metrics exposes sockets by protocol, devices, tunnels, bytes both ways, frame errors, the setup and flush histograms, flush lag and event-loop lag", async () => {
     const dev = await devicePeer({ mode: "binary" });
     const res = await tunnel(dev.id, `127.0.0.1:${echoPort}`);
     if (!res.ok) throw new Error(`status ${res.status}`);
@@ -195,7 +195,14 @@ describe("internal port: health and metrics", () => {
     const text = await (await fetch(`${t.relay.internalUrl}/metrics`)).text();
     const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? Number.NaN);
     expect(text).toContain("# TYPE relay_sockets gauge");
-    expect(value("relay_sockets")).toBeGreaterThanOrEqual(1);
+    expect(value('relay_sockets\\{protocol="binary-v1"\\}')).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^relay_sockets\{protocol="flow-v1"\} \d+$/m);
+    expect(text).toContain("# TYPE relay_tunnel_setup_seconds histogram");
+    expect(value('relay_tunnel_setup_seconds_count\\{result="ok"\\}')).toBeGreaterThanOrEqual(1);
+    expect(text).toContain("# TYPE relay_counter_flush_seconds histogram");
+    expect(text).toMatch(/^relay_counter_flush_lag_seconds [\d.]+$/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds [\d.e-]+$/m);
+    expect(text).toMatch(/^process_resident_memory_bytes \d+$/m);
     expect(value("relay_devices")).toBeGreaterThanOrEqual(1);
     expect(value("relay_tunnels")).toBeGreaterThanOrEqual(1);
     expect(value('relay_bytes_total\\{direction="up"\\}')).toBeGreaterThanOrEqual(14);
@@ -231,12 +238,33 @@ describe("POST /tunnel: errors", () => {
     dev.close();
   });
 
-  it("maps tunnel_open_failed to 502 with the peer's reason (connection_refused)", async () => {
+  it("maps tunnel_open_failed to 502 with the peer's reason (connection_refused), logged with the gateway's request id", async () => {
     const dev = await devicePeer();
     const res = await tunnel(dev.id, `127.0.0.1:${await closedPort()}`);
     expect(res.status).toBe(502);
     expect(!res.ok && res.body).toMatchObject({
       code: "tunnel_open_failed",
+      reason: "connection_refused",
+    });
+    const requestId = `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 20)}`;
+    const again = await openRelayTunnel({
+      relayInternal: t.relay.internalUrl,
+      deviceId: dev.id,
+      secret: t.sharedSecret,
+      target: { host: "127.0.0.1", port: await closedPort() },
+      timeoutMs: 5_000,
+      requestId,
+    });
+    expect(again).toMatchObject({ ok: false, failure: "refused", status: 502 });
+    const line = t.logs
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.requestId === requestId);
+    expect(line).toMatchObject({
+      level: "warn",
+      service: "relay",
+      msg: "tunnel failed",
+      deviceId: dev.id,
+      sessionId: expect.stringMatching(/^[0-9a-f]{16}$/),
       reason: "connection_refused",
     });
     dev.close();
@@ -290,7 +318,7 @@ describe("POST /tunnel: lifecycle", () => {
         res.socket.resume();
       });
       expect(text).toBe("220 hello from a server that speaks first\r\n");
-      expect(dev.peers[0]!.messages.some((m) => m.type === "tunnel_connected")).toBe(false);
+      expect(dev.peers[0]!.offContract).toEqual([]);
       dev.close();
     } finally {
       banner.close();

@@ -13,7 +13,13 @@ import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
-import { control, TUNNEL_FAILURE_REASONS, type TunnelFailureReason } from "../shared/messages.ts";
+import {
+  type ControlPayload,
+  control,
+  type RelayToPeer,
+  TUNNEL_FAILURE_REASONS,
+  type TunnelFailureReason,
+} from "../shared/messages.ts";
 import { bump } from "./metrics.ts";
 import type { Device, PeerConn, RelayState, Session } from "./state.ts";
 
@@ -59,7 +65,7 @@ function pickConn(device: Device): PeerConn | undefined {
   return best;
 }
 
-function sendControl(conn: PeerConn, type: string, payload: Record<string, unknown>) {
+function sendControl<T extends RelayToPeer["type"]>(conn: PeerConn, type: T, payload: ControlPayload<T>) {
   if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(control(type, payload));
 }
 
@@ -109,8 +115,9 @@ export function openTunnel(
   }
   gw.pause();
   gw.setNoDelay(true);
+  const id = randomHex(8);
   const s: Session = {
-    id: randomHex(8),
+    id,
     conn,
     target: `${target.host}:${target.port}`,
     gw,
@@ -128,6 +135,7 @@ export function openTunnel(
     maxBuffered: 0,
     requestId,
     billable: meta.billable ?? true,
+    log: state.log.child({ requestId: requestId || undefined, deviceId: device.id, sessionId: id }),
   };
   state.sessions.set(s.id, s);
   conn.sessions.set(s.id, s);
@@ -145,9 +153,10 @@ export function openTunnel(
       return;
     }
     bump(state.metrics.tunnelFailures, outcome.body.reason ?? outcome.body.code);
-    state.log(
-      `tunnel failed session=${s.id} device=${device.id} status=${outcome.status} code=${outcome.body.code}` +
-        ` reason=${outcome.body.reason ?? "-"} req=${requestId || "-"}`,
+    state.metrics.tunnelSetupSeconds.observe({ result: "failed" }, (state.now() - s.openedAt) / 1000);
+    s.log.warn(
+      { status: outcome.status, code: outcome.body.code, reason: outcome.body.reason },
+      "tunnel failed",
     );
     forget(state, s);
     respondError(gw, outcome.status, outcome.body);
@@ -170,6 +179,7 @@ export function openTunnel(
 function startPiping(state: RelayState, s: Session) {
   s.state = "open";
   state.metrics.tunnelsOpened++;
+  state.metrics.tunnelSetupSeconds.observe({ result: "ok" }, (state.now() - s.openedAt) / 1000);
   s.gw.write(SWITCHING_PROTOCOLS);
   s.gw.on("data", (chunk: Buffer) => fromCustomer(state, s, chunk));
   s.gw.on("end", () => {
@@ -239,7 +249,7 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
     if (s.peerCredit < 0) {
       // Past its window the peer could grow our buffer without bound: that is a protocol violation.
       state.metrics.frameErrors++;
-      state.log(`tunnel window_exceeded session=${s.id} device=${conn.device.id}`);
+      s.log.warn("tunnel window_exceeded");
       closeSession(state, s, { notifyPeer: true, abort: true });
       return;
     }
@@ -393,6 +403,6 @@ async function reportPeerDrop(state: RelayState, deviceId: string): Promise<void
     at: state.now(),
   });
   await runScript(state.redis, tunnelFailure, [keys.tunnelFailures()], [entry, 10_000]).catch((err) =>
-    state.log(`breaker report_failed device=${deviceId} error=${(err as Error).message}`),
+    state.log.warn({ deviceId, err: (err as Error).message }, "breaker report_failed"),
   );
 }

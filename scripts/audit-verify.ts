@@ -1,9 +1,11 @@
 // `npm run audit:verify`: checks the hash chain of the audit log (docs/adr/0016) in DATABASE_URL
 // (with NEON_WS_PROXY for a plain Postgres), or of the running local network (.local/stack.json)
-// when DATABASE_URL is unset. Prints the rows verified; exits 1 naming the first broken row.
+// when DATABASE_URL is unset. Prints the rows verified and the chain's head (record it outside the
+// database); `-- --expect-head <chain_seq>:<hash>` also checks that a head recorded earlier is still
+// there (a rewrite that rehashed everything after it is caught). Exits 1 naming the first broken row.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { verifyAuditChain } from "../functions/src/services/audit-chain.ts";
+import { type ChainHead, verifyAuditChain } from "../functions/src/services/audit-chain.ts";
 import { createPool } from "../shared/db/pool.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -33,12 +35,32 @@ function target(): { url: string; wsProxy?: string } {
   return { url, wsProxy: stack.postgres?.wsProxy };
 }
 
+function expectedHead(): ChainHead | undefined {
+  const i = process.argv.indexOf("--expect-head");
+  if (i < 0) return undefined;
+  const m = /^(\d+):([0-9a-fA-F]{64})$/.exec(process.argv[i + 1] ?? "");
+  if (!m) {
+    console.error(
+      "audit:verify: --expect-head takes <chain_seq>:<64 hex hash>, as a previous run printed it",
+    );
+    process.exit(2);
+  }
+  return { chainSeq: m[1]!, hash: m[2]!.toLowerCase() };
+}
+
+const expectHead = expectedHead();
 const { url, wsProxy } = target();
 const pool = createPool(url, wsProxy);
 try {
-  const check = await verifyAuditChain(pool);
+  const check = await verifyAuditChain(pool, expectHead ? { expectHead } : {});
   if (check.ok) {
-    console.log(`audit chain ok: ${check.verified} rows verified`);
+    console.log(
+      `audit chain ok: ${check.verified} rows verified${expectHead ? `; recorded head ${expectHead.chainSeq} still in place` : ""}`,
+    );
+    if (check.head)
+      console.log(
+        `head ${check.head.chainSeq}:${check.head.hash} (record it elsewhere; check later with --expect-head ${check.head.chainSeq}:${check.head.hash})`,
+      );
   } else {
     const b = check.broken;
     console.error(

@@ -5,6 +5,11 @@
 export const keys = {
   // ops
   killSwitch: () => "ops:kill_switch",
+  /** string: who paused the named autonomous loop and when (ADR 0018); while it exists the loop
+   *  records `skipped: paused` instead of acting. Loops: the cron jobs by name, prober, watchdog */
+  loopPaused: (loop: string) => `ops:paused:${loop}`,
+  /** hash deviceId -> who delisted it and when: the listing cron keeps these off sale (ADR 0018) */
+  opsDelisted: () => "ops:delisted",
   jobRuns: (job: string, window: string) => `ops:job_runs:${job}:${window}`,
 
   // identity (API writes, relay reads)
@@ -36,6 +41,12 @@ export const keys = {
   unsettledDevices: () => "devices:unsettled",
   /** set of deviceIds that have served at least one byte (ends the unproven state) */
   servedDevices: () => "devices:served",
+  /** set of modem exit ids whose counters grew since their last settlement. A modem exit's counters
+   *  are the same hash as a device's (bytes:dev:{modem_...}, written by the gateway; ids never
+   *  collide) so the same Lua settles them; the farmer earnings cron drains this set (ADR 0017) */
+  unsettledModems: () => "modems:unsettled",
+  /** set of modem exit ids that have served at least one byte */
+  servedModems: () => "modems:served",
   /** hash deviceId -> region: operator setting that a device belongs to another region (relay_redirect) */
   deviceRegionOverride: () => "ops:device_region",
 

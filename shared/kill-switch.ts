@@ -25,3 +25,31 @@ export async function recordKillSwitchSkip(db: Queryable | null, loop: string): 
     ])
     .catch(() => {}); // Postgres down must not keep a stopped loop from staying stopped
 }
+
+/**
+ * Why `loop` must not act now: the kill switch (everything stops), a pause of this loop alone
+ * (ADR 0018, keys.loopPaused), or null. `killKey` and `pauseKey` are for tests, as in killSwitchEngaged.
+ */
+export async function loopStopped(
+  redis: Pick<RedisClient, "get"> | Pick<RedisClient, "eval">,
+  loop: string,
+  killKey = keys.killSwitch(),
+  pauseKey = keys.loopPaused(loop),
+): Promise<"kill_switch" | "paused" | null> {
+  if (await killSwitchEngaged(redis, killKey)) return "kill_switch";
+  return (await killSwitchEngaged(redis, pauseKey)) ? "paused" : null;
+}
+
+/** Records that `loop` stopped acting (kill switch or pause), as the guard does for the crons. */
+export async function recordLoopSkip(
+  db: Queryable | null,
+  loop: string,
+  reason: "kill_switch" | "paused",
+): Promise<void> {
+  await db
+    ?.query("INSERT INTO job_runs (job, finished_at, status, detail) VALUES ($1, now(), 'skipped', $2)", [
+      loop,
+      JSON.stringify({ reason }),
+    ])
+    .catch(() => {});
+}

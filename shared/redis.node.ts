@@ -1,4 +1,5 @@
 import { Redis as IORedis } from "ioredis";
+import { type ConnectionLog, ERROR_LOG_WINDOW_MS, errorLimiter, stderrLog } from "./log-core.ts";
 import type { RedisClient } from "./redis.ts";
 
 export interface TcpRedis extends RedisClient {
@@ -70,16 +71,30 @@ export async function checkRedis(redis: TcpRedis, url: string, timeoutMs = 10_00
 }
 
 /** Redis over TCP for long-lived Node processes (Upstash speaks RESP over TLS too: use rediss://). */
-export function tcpRedis(url: string): TcpRedis {
+export function tcpRedis(url: string, opts: { log?: ConnectionLog } = {}): TcpRedis {
   const r = new IORedis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true, lazyConnect: false });
-  // Without a listener ioredis logs every reconnect attempt as an unhandled error event; the last
-  // one is kept so a start-up check can say why (checkRedis).
+  const log = opts.log ?? stderrLog;
+  const where = redactRedisUrl(url);
+  const limit = errorLimiter(ERROR_LOG_WINDOW_MS);
+  // Every connection error is logged (rate limited, without the URL's credentials); the last one
+  // is kept so a start-up check can say why (checkRedis).
   let last: Error | null = null;
-  r.on("error", (err: Error) => {
+  let failing = false;
+  r.on("error", (err: NodeJS.ErrnoException) => {
     last = err;
+    failing = true;
+    const code = err.code ?? err.name;
+    const pass = limit(code);
+    if (pass)
+      log.warn(
+        { redis: where, code, err: err.message, suppressed: pass.suppressed },
+        "redis connection error",
+      );
   });
   r.on("ready", () => {
     last = null;
+    if (failing) log.info({ redis: where }, "redis connection restored");
+    failing = false;
   });
   return {
     raw: r,

@@ -6,7 +6,7 @@
  * failure reasons); this module only reports what happened on the wire.
  */
 import { request } from "node:http";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 
 export interface TunnelTarget {
   host: string;
@@ -28,8 +28,11 @@ export type TunnelOpen =
   | { ok: false; failure: "transport"; code: string }
   /** the modem closed before answering, or its answer was unparseable or oversized */
   | { ok: false; failure: "closed" | "bad_reply" }
-  /** a non-success answer; `code`/`reason` from the relay's JSON body when it sent one */
-  | { ok: false; failure: "refused"; status: number; code?: string; reason?: string }
+  /**
+   * a non-success answer; `code`/`reason` from the relay's JSON body when it sent one, and a CONNECT
+   * proxy's `Proxy-Status` header (RFC 9209) when it sent one
+   */
+  | { ok: false; failure: "refused"; status: number; code?: string; reason?: string; proxyStatus?: string }
   | { ok: false; failure: "aborted" };
 
 interface OpenCommon {
@@ -137,53 +140,65 @@ export function openRelayTunnel(
   });
 }
 
-const MAX_HEADER = 16 * 1024;
-
-/** HTTP CONNECT through an upstream proxy (a production modem's port). */
+/**
+ * HTTP CONNECT through an upstream proxy: a production modem's port (gateway, prober) or the
+ * gateway itself (the prober's fleet watchdog, buying like a customer). On node:http's `connect`
+ * event, which Node emits for a CONNECT answer of any status with the raw socket: the header parser
+ * (and its limits) is Node's, not ours.
+ */
 export function openConnectTunnel(
-  opts: OpenCommon & { host: string; port: number; proxyAuthorization?: string },
+  opts: OpenCommon & {
+    host: string;
+    port: number;
+    proxyAuthorization?: string;
+    /** extra request headers, e.g. X-Request-ID */
+    headers?: Record<string, string>;
+  },
 ): Promise<TunnelOpen> {
   return new Promise((resolve) => {
-    const socket = connect({ host: opts.host, port: opts.port });
-    let buf = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (buf.length > MAX_HEADER) s.done({ ok: false, failure: "bad_reply" });
-        return;
-      }
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buf.subarray(0, end).toString("latin1"))?.[1] ?? 0);
-      if (status === 200) {
-        socket.pause();
-        s.done({ ok: true, socket, head: buf.subarray(end + 4) });
-      } else if (status === 0) s.done({ ok: false, failure: "bad_reply" });
-      else s.done({ ok: false, failure: "refused", status });
-    };
-    const s = settler(
-      resolve,
-      (r) => {
-        socket.off("data", onData);
-        if (!r.ok) socket.destroy();
+    const t = formatTarget(opts.target);
+    const req = request({
+      host: opts.host,
+      port: opts.port,
+      method: "CONNECT",
+      path: t,
+      agent: false,
+      headers: {
+        Host: t,
+        ...(opts.proxyAuthorization ? { "Proxy-Authorization": opts.proxyAuthorization } : {}),
+        ...opts.headers,
       },
-      opts.signal,
-    );
+    });
+    const s = settler(resolve, (r) => !r.ok && req.destroy(), opts.signal);
     if (s.aborted()) return s.done({ ok: false, failure: "aborted" });
     let connected = false;
+    req.on("socket", (sock) => sock.once("connect", () => (connected = true)));
     s.startTimer(opts.timeoutMs, () => ({ ok: false, failure: "timeout", connected }));
-    socket.on("data", onData);
-    socket.on("error", (err: NodeJS.ErrnoException) =>
-      s.done({ ok: false, failure: "transport", code: err.code ?? "error" }),
-    );
-    socket.on("close", () => s.done({ ok: false, failure: "closed" }));
-    socket.on("connect", () => {
-      connected = true;
-      const t = formatTarget(opts.target);
-      socket.write(
-        `CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\n` +
-          (opts.proxyAuthorization ? `Proxy-Authorization: ${opts.proxyAuthorization}\r\n` : "") +
-          "\r\n",
-      );
+    req.on("connect", (res, socket, head) => {
+      if (res.statusCode === 200) {
+        socket.pause();
+        // node:http lets go of the socket here, listeners included: until the caller attaches its
+        // own, an error (a reset) must not become an uncaught exception.
+        socket.on("error", () => {});
+        s.done({ ok: true, socket, head });
+        return;
+      }
+      socket.destroy();
+      const proxyStatus = res.headers["proxy-status"];
+      s.done({
+        ok: false,
+        failure: "refused",
+        status: res.statusCode ?? 0,
+        ...(typeof proxyStatus === "string" ? { proxyStatus } : {}),
+      });
     });
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      const code = err.code ?? "error";
+      // "socket hang up": the proxy closed before answering; HPE_*: its answer was not HTTP or too big.
+      if (code === "ECONNRESET" && err.message === "socket hang up") s.done({ ok: false, failure: "closed" });
+      else if (code.startsWith("HPE_")) s.done({ ok: false, failure: "bad_reply" });
+      else s.done({ ok: false, failure: "transport", code });
+    });
+    req.end();
   });
 }

@@ -8,8 +8,13 @@ import {
   CLOSE_BAD_TOKEN,
   CLOSE_NO_TOKEN,
   CLOSE_REDIRECT,
+  type ControlType,
   control,
+  PEER_TO_RELAY_TYPES,
   parseControl,
+  RELAY_TO_PEER_TYPES,
+  receiveFromPeer,
+  receiveFromRelay,
   TUNNEL_FAILURE_REASONS,
 } from "./messages.ts";
 
@@ -28,11 +33,19 @@ interface Vectors {
     text: string;
     parsed: { type: string; payload: Record<string, unknown> } | null;
   }[];
-  controlEncode: { type: string; payload: Record<string, unknown>; json: string }[];
+  controlEncode: { type: ControlType; payload: Record<string, unknown>; json: string }[];
+  messages: MessageVector[];
+  invalidMessages: MessageVector[];
   dsl: {
     valid: { username: string; parsed: RouteRequest }[];
     invalid: { username: string; token: string }[];
   };
+}
+
+interface MessageVector {
+  direction: "peerToRelay" | "relayToPeer";
+  name: string;
+  json: string;
 }
 
 const vectors = JSON.parse(
@@ -86,7 +99,58 @@ describe("shared wire vectors (shared/testdata/wire-vectors.json)", () => {
   });
 
   it("control messages are sent in the nested form", () => {
-    for (const c of vectors.controlEncode) expect(control(c.type, c.payload)).toBe(c.json);
+    for (const c of vectors.controlEncode) expect(control(c.type, c.payload as never)).toBe(c.json);
+  });
+
+  const receive = (v: MessageVector) =>
+    v.direction === "peerToRelay" ? receiveFromPeer(v.json) : receiveFromRelay(v.json);
+
+  it("hold a valid vector for every control message type of both unions, and no other type", () => {
+    const covered = (d: MessageVector["direction"]) =>
+      [
+        ...new Set(vectors.messages.filter((v) => v.direction === d).map((v) => parseControl(v.json)?.type)),
+      ].sort();
+    expect(covered("peerToRelay")).toEqual([...PEER_TO_RELAY_TYPES].sort());
+    expect(covered("relayToPeer")).toEqual([...RELAY_TO_PEER_TYPES].sort());
+  });
+
+  it.each(vectors.messages.map((v) => [`${v.direction} ${v.name}`, v] as const))(
+    "control message is valid in its union and re-encodes to the same text: %s",
+    (_, v) => {
+      const r = receive(v);
+      expect(r.kind, JSON.stringify(r)).toBe("known");
+      const raw = parseControl(v.json)!;
+      expect(control(raw.type as ControlType, raw.payload as never)).toBe(v.json);
+    },
+  );
+
+  it.each(vectors.invalidMessages.map((v) => [`${v.direction} ${v.name}`, v] as const))(
+    "malformed control message is invalid in its union: %s",
+    (_, v) => {
+      expect(receive(v).kind).toBe("invalid");
+    },
+  );
+
+  it("unknown types are unknown (ignored, not counted) and JSON that is no control message is invalid", () => {
+    expect(receiveFromPeer('{"type":"future_thing","payload":{"x":1}}')).toEqual({
+      kind: "unknown",
+      type: "future_thing",
+    });
+    // Direction matters: heartbeat is a peer -> relay message only.
+    expect(receiveFromRelay('{"type":"heartbeat","payload":{}}')).toEqual({
+      kind: "unknown",
+      type: "heartbeat",
+    });
+    expect(receiveFromPeer("[1,2]").kind).toBe("invalid");
+  });
+
+  it("the flat form parses into the same typed message, and a port sent as text becomes a number", () => {
+    expect(
+      receiveFromRelay('{"type":"tunnel_connect","sessionId":"s1","host":"example.com","port":"443"}'),
+    ).toEqual({
+      kind: "known",
+      msg: { type: "tunnel_connect", payload: { sessionId: "s1", host: "example.com", port: 443 } },
+    });
   });
 
   it("DSL examples parse to their result and format back", () => {

@@ -28,11 +28,11 @@ afterAll(async () => {
 });
 
 /** `npm run audit:verify` against this file's database. */
-function verify(): Promise<{ code: number; stdout: string; stderr: string }> {
+function verify(args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(root, "scripts", "audit-verify.ts")],
+      [join(root, "scripts", "audit-verify.ts"), ...args],
       { cwd: root, env: { ...process.env, DATABASE_URL: dbUrl, NEON_WS_PROXY: e.NEON_WS_PROXY } },
       (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
@@ -106,5 +106,44 @@ describe("audit:verify", () => {
     const out = await verify();
     expect(out.code).toBe(1);
     expect(out.stderr).toContain(`audit_log id ${rows[0]!.id} (chain_seq none): the row is not in the chain`);
+  });
+
+  it("a rewrite that rehashes every later row passes a plain check but not one against a recorded head", async () => {
+    // The previous test left an unchained row behind: take it out so this chain starts sound.
+    await pool.query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update");
+    await pool.query("DELETE FROM audit_log WHERE chain_seq IS NULL");
+    await pool.query("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update");
+    for (let i = 0; i < 4; i++)
+      await appendAudit(pool, {
+        actor: `head:${i}`,
+        action: "payout.confirm",
+        subject: `wd_h${i}`,
+        detail: {},
+      });
+    const first = await verify();
+    expect(first.code).toBe(0);
+    const head = /head (\d+:[0-9a-f]{64})/.exec(first.stdout)?.[1];
+    expect(head).toBeDefined();
+    expect((await verify(["--expect-head", head!])).stdout).toContain("still in place");
+
+    // An attacker with the owner's keys rewrites a row and recomputes every hash from it on.
+    const { rows } = await pool.query<{ seq: string }>("SELECT max(chain_seq)::text AS seq FROM audit_log");
+    const last = Number(rows[0]!.seq);
+    await pool.query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update");
+    await pool.query(`UPDATE audit_log SET actor = 'rewritten' WHERE chain_seq = ${last - 2}`);
+    for (let seq = last - 2; seq <= last; seq++)
+      await pool.query(
+        `UPDATE audit_log a SET prev_hash = p.hash,
+                hash = encode(sha256(decode(p.hash, 'hex') ||
+                  convert_to(audit_canonical(a.chain_seq, a.id, a.at, a.actor, a.action, a.subject, a.detail), 'UTF8')), 'hex')
+           FROM audit_log p WHERE p.chain_seq = a.chain_seq - 1 AND a.chain_seq = $1`,
+        [seq],
+      );
+    await pool.query("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update");
+    expect((await verify()).code).toBe(0);
+    const caught = await verify(["--expect-head", head!]);
+    expect(caught.code).toBe(1);
+    expect(caught.stderr).toContain(`(chain_seq ${last}): hash differs from the recorded head`);
+    expect((await verify(["--expect-head", "12"])).code).toBe(2);
   });
 });

@@ -206,7 +206,10 @@ describe("relay, gateway and prober as deployed", () => {
       GATEWAY_TARGET_HOSTS: target,
     });
     started.push(gateway);
-    const ready = await gateway.waitFor(/gateway ready http=(\d+) socks=(\d+) admin=(\d+)/, 20_000);
+    const ready = await gateway.waitFor(
+      /"http":(\d+),"socks":(\d+),"admin":(\d+),"msg":"gateway ready"/,
+      20_000,
+    );
     const [httpPort, , adminPort] = [ready[1], ready[2], ready[3]];
 
     const prober = startUnit("prober", {
@@ -219,7 +222,7 @@ describe("relay, gateway and prober as deployed", () => {
       PROBE_ENDPOINT_PREFIX: "agent_prodtest_",
     });
     started.push(prober);
-    const proberReady = await prober.waitFor(/prober ready admin=(\d+)/, 20_000);
+    const proberReady = await prober.waitFor(/"admin":(\d+),"msg":"prober ready"/, 20_000);
 
     // Each process's health endpoint answers from its admin port, as the Fly checks ask it.
     for (const port of [relayInternal, Number(adminPort), Number(proberReady[1])]) {

@@ -10,6 +10,7 @@ import { loadRelayConfig } from "../relay-node/config.ts";
 import { type RunningRelay, relayRedis, startRelay } from "../relay-node/relay.ts";
 import { deriveDeviceId } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
+import { silentLogger } from "../shared/log.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "./helpers/env.ts";
 import { goBinary } from "./helpers/go.ts";
@@ -181,7 +182,7 @@ describe("Go peer binary against the local network", () => {
     inProcessRelay = await startRelay(loadRelayConfig(net.relayEnv), {
       redis: relayRedis(inProcessRedis),
       now: () => Date.now() + skewMs,
-      log: () => {},
+      log: silentLogger(),
     });
     await waitUntil(async () => acks() === before.acks + 4, 30_000, "4 sockets back with the new token");
     expect(refreshCalls() - before.refresh).toBe(1);

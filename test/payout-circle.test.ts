@@ -1,7 +1,7 @@
 // The economy end to end (issue 10 "Done when"): an agent buys with USDC on anvil (the sale posts
 // to the ledger); a customer's pool key -> gateway-node -> relay -> a supplier's peer (x402 sells
-// only the `mbl` modem tier, and modem traffic does not accrue yet, ADR 0007, so the supplier's
-// bytes come from a reseller's pool key); the API's cron accrues them; the supplier sets a wallet,
+// only the `mbl` modem tier, whose bytes pay modem farmers (test/farmer.test.ts), so the
+// supplier's bytes come from a reseller's pool key); the API's cron accrues them; the supplier sets a wallet,
 // waits out the cooling, withdraws; an ops-agent cannot approve, a human does; the treasury pays on
 // anvil; the books balance and the audit chain verifies.
 import { createServer, type Server } from "node:http";

@@ -37,7 +37,8 @@ describe("npm start (dev/stack.ts)", () => {
       PROBER_ADMIN_PORT: await freePort(),
     };
     // The watchdog's first run comes one interval after start: short here, a minute by default.
-    const env: Record<string, string> = { STACK_DIR: dir, WATCHDOG_INTERVAL_MS: "2000" };
+    // STACK_VERBOSE: every process's log lines reach this test's buffer (the logging checks below).
+    const env: Record<string, string> = { STACK_DIR: dir, WATCHDOG_INTERVAL_MS: "2000", STACK_VERBOSE: "1" };
     for (const [k, v] of Object.entries(ports)) env[k] = String(v);
     const stack = startProcess("stack", process.execPath, ["dev/stack.ts"], {
       cwd: root,
@@ -56,6 +57,25 @@ describe("npm start (dev/stack.ts)", () => {
       expect(await health.json()).toMatchObject({ checks: { redis: { ok: true }, postgres: { ok: true } } });
       expect(processesMentioning(dir).length).toBeGreaterThan(0);
 
+      // The pages (ADR 0020) are in the ready line and stack.json; the supplier's key opens /farmer,
+      // where the demo peers show as listed.
+      const ready = /^ready in .*$/m.exec(stack.output())?.[0] ?? "";
+      for (const page of ["status", "quickstart", "farmer", "admin"])
+        expect(ready).toContain(info.pages[page]);
+      const signIn = await fetch(info.pages.signIn, {
+        method: "POST",
+        redirect: "manual",
+        headers: { "content-type": "application/x-www-form-urlencoded", origin: info.api.url },
+        body: new URLSearchParams({ apiKey: info.supplier.apiKey }).toString(),
+      });
+      expect(signIn.headers.get("location")).toBe("/farmer");
+      const cookie = /^([^;]+);/.exec(signIn.headers.get("set-cookie") ?? "")?.[1] ?? "";
+      const farmer = await (await fetch(info.pages.farmer, { headers: { cookie } })).text();
+      for (const p of info.peers as { deviceId: string }[])
+        expect(farmer).toMatch(
+          new RegExp(`data-device="${p.deviceId}">[\\s\\S]*?data-testid="device-state">listed<`),
+        );
+
       // The demo exits were verified by the prober and listed by the cron before `ready`.
       const redis = tcpRedis(info.redis.url);
       try {
@@ -66,6 +86,29 @@ describe("npm start (dev/stack.ts)", () => {
         expect(await curlLine(info.demo.curl)).toContain("hello from the peerproxy local target");
         expect(await curlLine(info.demo.curlSocks)).toContain("hello from the peerproxy local target");
         expect((await curlLine(info.demo.curlHttps)).trim()).toBe("200 1024");
+
+        // Observability (ADR 0021): latency histograms and event-loop lag on the relay's and the
+        // gateway's /metrics, and a customer's request id in one of the gateway's JSON log lines.
+        for (const url of [info.relay.metrics, info.gateway.metrics]) {
+          const text = await (await fetch(url)).text();
+          expect(text, url).toMatch(/^# TYPE (relay|gateway)_tunnel_setup_seconds histogram$/m);
+          expect(text, url).toMatch(/^nodejs_eventloop_lag_p99_seconds [\d.e-]+$/m);
+        }
+        expect(await (await fetch(info.gateway.metrics)).text()).toMatch(
+          /^gateway_select_endpoint_seconds_count\{pool="peer"\} [1-9]/m,
+        );
+        const requestId = `req_stack_${Date.now()}`;
+        expect(await curlLine(info.demo.curl, `-H 'X-Request-ID: ${requestId}'`)).toContain("hello from");
+        const logged = await waitUntil(
+          async () =>
+            stack
+              .output()
+              .split("\n")
+              .find((l) => l.includes(`"requestId":"${requestId}"`)),
+          10_000,
+          "the request's gateway log line",
+        );
+        expect(logged).toMatch(/^\[gateway[^\]]*\] \{.*"service":"gateway".*"msg":"tunnel closed"/);
 
         // 4 MiB through a demo peer: the relay's per-device counters grow by at least that, and the
         // credential's used bytes grow by what was transferred within 1% (headers and framing).
@@ -175,6 +218,14 @@ describe("npm start (dev/stack.ts)", () => {
       await stack.exited;
     }
     expect(stack.output()).toContain("stopped");
+    // No pool secret, API key or token in any line a process of the network logged (the JSON lines
+    // of the relay, gateway, prober and API, the peers' text lines, wrangler's, tinyproxy's...).
+    const childLines = stack
+      .output()
+      .split("\n")
+      .filter((l) => /^\[[\w.-]+\] /.test(l) && !l.startsWith("[stack]"));
+    expect(childLines.filter((l) => l.includes('"service":"relay"')).length).toBeGreaterThan(0);
+    for (const l of childLines) expect(l).not.toMatch(/pak_|psx_|prt_|wss_|eyJ/);
     expect(await stack.exited).toBe(0);
     expect(processesMentioning(dir)).toEqual([]);
     expect(existsSync(join(dir, "stack.json"))).toBe(true);

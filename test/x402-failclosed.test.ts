@@ -1,21 +1,23 @@
 // Fail-closed: with a misconfigured recipient, or an RPC serving another chain, the purchase routes
 // answer 503 naming what is wrong and mint nothing, while the rest of the API keeps working.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
+import type { EvmChain } from "../dev/chains/evm.ts";
 import { createPool } from "../shared/db/pool.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
 import { baseRailVars, createHouseAccount, deleteAccount, transferUsdc } from "./helpers/x402.ts";
+import { connectEvmChain, sharedX402 } from "./helpers/x402-fixture.ts";
 
 const e = stateEnv();
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
-let chain: EvmChain;
+// The run's shared anvil chain (test/helpers/x402-fixture.ts); the API is this file's own: it
+// needs settings the shared one must not have.
+const chain: EvmChain = connectEvmChain(await sharedX402());
 let badRecipient: Api;
 let wrongChain: Api;
 let houseAccountId: string;
 
 beforeAll(async () => {
-  chain = await startEvmChain();
   houseAccountId = await createHouseAccount(db, `x402fc_${Date.now()}`);
   const base = { ...stateVars(e), ...baseRailVars(chain, houseAccountId) };
   // One at a time: two wrangler dev processes starting together collide on a local socket.
@@ -32,7 +34,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([badRecipient?.stop(), wrongChain?.stop()]);
-  await chain?.stop();
   await deleteAccount(db, houseAccountId);
   await db.end();
 });

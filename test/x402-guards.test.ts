@@ -1,21 +1,23 @@
 // Operator switches and limits on the purchase route: the bare-hash path can be turned off
 // (docs/adr/0002), and paid attempts are rate limited per client IP.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
+import type { EvmChain } from "../dev/chains/evm.ts";
 import { createPool } from "../shared/db/pool.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
 import { baseRailVars, createHouseAccount, deleteAccount, stockUs, transferUsdc } from "./helpers/x402.ts";
+import { connectEvmChain, sharedX402 } from "./helpers/x402-fixture.ts";
 
 const e = stateEnv();
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
-let chain: EvmChain;
+// The run's shared anvil chain (test/helpers/x402-fixture.ts); the API is this file's own: it
+// needs settings the shared one must not have.
+const chain: EvmChain = connectEvmChain(await sharedX402());
 let api: Api;
 let houseAccountId: string;
 const ORDER = "/v1/x402/pool?tier=mbl&country=any&traffic=0.1";
 
 beforeAll(async () => {
-  chain = await startEvmChain();
   houseAccountId = await createHouseAccount(db, `x402g_${Date.now()}`);
   await stockUs(db);
   api = await startApi(
@@ -31,7 +33,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await api?.stop();
-  await chain?.stop();
   await deleteAccount(db, houseAccountId);
   await db.end();
 });

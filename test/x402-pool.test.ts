@@ -9,7 +9,7 @@ import { type Account, createWalletClient, type Hex, http, toHex } from "viem";
 import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { wrapFetchWithPayment as wrapFetchV1 } from "x402-fetch";
-import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
+import type { EvmChain } from "../dev/chains/evm.ts";
 import { redeemPoolPurchase } from "../functions/src/services/x402-purchase.ts";
 import { createPool } from "../shared/db/pool.ts";
 import { keys } from "../shared/keys.ts";
@@ -17,56 +17,28 @@ import { tcpRedis } from "../shared/redis.node.ts";
 import { BASE_USDC_EIP712, CAIP2 } from "../shared/x402/networks.ts";
 import { decodeBase64Json, encodeBase64Json } from "../shared/x402/quote.ts";
 import { boundPaymentHeader, signedEip3009Header } from "../shared/x402/testing.ts";
-import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
-import {
-  baseRailVars,
-  createHouseAccount,
-  deleteAccount,
-  deleteGasWallet,
-  deletePurchases,
-  fundedGasKey,
-  newPayer,
-  stockUs,
-  transferUsdc,
-} from "./helpers/x402.ts";
+import { deletePurchasesBy, newPayer, stockUs, transferUsdc } from "./helpers/x402.ts";
+import { connectEvmChain, sharedApiOutput, sharedX402 } from "./helpers/x402-fixture.ts";
 
 const e = stateEnv();
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
 const redis = tcpRedis(e.REDIS_URL);
 
-let chain: EvmChain;
-let api: Api;
-let houseAccountId: string;
-let gasKey: Hex | undefined;
-const houseName = `x402pool_${Math.random().toString(36).slice(2, 8)}`;
+// The run's shared chain and API (test/helpers/x402-fixture.ts): the API mints under the fixture's
+// house account with a rate limit of 1000 per minute (the 100-way race below comes from one IP; the
+// limit itself is pinned with regenerate). This file's tenant is its payers.
+const x402 = await sharedX402();
+const chain: EvmChain = connectEvmChain(x402);
+const api = { url: x402.apiUrl };
+const { houseAccountId, houseName } = x402;
 
 beforeAll(async () => {
-  chain = await startEvmChain();
-  houseAccountId = await createHouseAccount(db, houseName);
-  gasKey = await fundedGasKey(chain);
   await stockUs(db);
-  api = await startApi(
-    {
-      ...stateVars(e),
-      ...baseRailVars(chain, houseAccountId),
-      X402_GAS_WALLET_KEY: gasKey,
-      // The 100-way race below comes from one IP; the limit itself is pinned with regenerate.
-      X402_RATE_LIMIT_PURCHASE_PER_MINUTE: "1000",
-      GATEWAY_PUBLIC_HOST: "127.0.0.1",
-    },
-    { tmp: e.PEERPROXY_TEST_TMP },
-  );
-}, 90_000);
+});
 
 afterAll(async () => {
-  await api?.stop();
-  await chain?.stop();
-  if (houseAccountId) {
-    await deletePurchases(db, redis, houseAccountId, payers);
-    if (gasKey) await deleteGasWallet(db, gasKey);
-    await deleteAccount(db, houseAccountId);
-  }
+  await deletePurchasesBy(db, redis, payers);
   await db.end();
   await redis.close();
 });
@@ -75,7 +47,7 @@ const payers: string[] = [];
 
 afterEach((ctx) => {
   // What the API said, when a test fails: the Worker's own log is the first thing to read.
-  if (ctx.task.result?.state === "fail") console.log(api?.service.output().slice(-4000));
+  if (ctx.task.result?.state === "fail") console.log(sharedApiOutput(x402));
 });
 
 // biome-ignore lint/suspicious/noExplicitAny: test assertions walk response JSON
@@ -157,7 +129,12 @@ describe("x402 pool purchase on anvil", () => {
     expect(res.status, JSON.stringify(body)).toBe(200);
     expect(body).toMatchObject({
       product: { type: "pool", tier: "mbl", country: "us", allocatedGB: 0.5 },
-      proxy: { host: "127.0.0.1", httpPort: 7000, socksPort: 7001, username: `psx_${houseName}-mbl-us` },
+      proxy: {
+        host: "127.0.0.1",
+        httpPort: x402.gatewayHttpPort,
+        socksPort: 7001,
+        username: `psx_${houseName}-mbl-us`,
+      },
       credit: { tier: "mbl", allocatedGB: 0.5, usedGB: 0, remainingGB: 0.5, enabled: true },
       payment: { network: "base", txRef: hash, consumptionKey: `base:${hash}`, status: "minted" },
     });

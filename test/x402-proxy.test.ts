@@ -8,13 +8,11 @@ import { x402HTTPClient } from "@x402/core/client";
 import { parsePaymentRequired } from "@x402/core/schemas";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
-import { type Account, type Hex, parseAbi, toHex } from "viem";
+import { type Account, parseAbi, toHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
+import type { EvmChain } from "../dev/chains/evm.ts";
 import { reservationsJob } from "../functions/src/jobs/reservations.ts";
 import { redeemDedicatedPurchase } from "../functions/src/services/x402-dedicated.ts";
-import { loadGatewayConfig } from "../gateway-node/config.ts";
-import { type Gateway, startGateway } from "../gateway-node/gateway.ts";
 import {
   curl,
   type Modem,
@@ -22,7 +20,6 @@ import {
   startTargets,
   startTinyproxy,
   type Targets,
-  testGatewayEnv,
 } from "../gateway-node/testing.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
 import { createPool } from "../shared/db/pool.ts";
@@ -32,18 +29,9 @@ import { tcpRedis } from "../shared/redis.node.ts";
 import { CAIP2 } from "../shared/x402/networks.ts";
 import { decodeBase64Json } from "../shared/x402/quote.ts";
 import { boundPaymentHeader, signedEip3009Header } from "../shared/x402/testing.ts";
-import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
-import {
-  baseRailVars,
-  createHouseAccount,
-  deleteAccount,
-  deleteGasWallet,
-  deletePurchases,
-  fundedGasKey,
-  newPayer,
-  transferUsdc,
-} from "./helpers/x402.ts";
+import { deleteAccount, deletePurchasesBy, newPayer, transferUsdc } from "./helpers/x402.ts";
+import { connectEvmChain, sharedX402 } from "./helpers/x402-fixture.ts";
 
 const e = stateEnv();
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
@@ -51,17 +39,18 @@ const redis = tcpRedis(e.REDIS_URL);
 const erc20 = parseAbi(["function balanceOf(address owner) view returns (uint256)"]);
 const uid = () => crypto.randomUUID().slice(0, 8);
 
-let chain: EvmChain;
-let api: Api;
-let gw: Gateway;
+// The run's shared chain, gateway and API (test/helpers/x402-fixture.ts); the API's purchase
+// answers point at the shared gateway. This file's tenant: its payers, operator and modems.
+const x402 = await sharedX402();
+const chain: EvmChain = connectEvmChain(x402);
+const api = { url: x402.apiUrl };
+const gw = { httpPort: x402.gatewayHttpPort };
+const { houseAccountId, houseName } = x402;
 let modem: Modem;
 let targets: Targets;
 let webhook: Server;
 const rotations: { body: Record<string, string>; headers: IncomingMessage["headers"] }[] = [];
-let houseAccountId: string;
-let gasKey: Hex | undefined;
 let operator: { accountId: string; apiKey: string };
-const houseName = `x402prx_${uid()}`;
 const modemIds: string[] = [];
 /** The tinyproxy modem of country C.main, with a rotation webhook. */
 let mainModem: string;
@@ -73,7 +62,6 @@ const PRICE_DAY = 6_000_000n;
 const C = { main: "xs", race: "xu", cross: "xv", fetch: "xw" } as const;
 
 beforeAll(async () => {
-  chain = await startEvmChain();
   [modem, targets] = await Promise.all([startTinyproxy(), startTargets()]);
   webhook = createServer((req, res) => {
     let raw = "";
@@ -86,22 +74,7 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((r) => webhook.listen(0, "127.0.0.1", r));
-  gw = await startGateway(loadGatewayConfig(testGatewayEnv()), { redis });
-  houseAccountId = await createHouseAccount(db, houseName);
   operator = await createAccountWithKey(db, { name: `op_${uid()}`, kind: "operator" });
-  gasKey = await fundedGasKey(chain);
-  api = await startApi(
-    {
-      ...stateVars(e),
-      ...baseRailVars(chain, houseAccountId),
-      X402_GAS_WALLET_KEY: gasKey,
-      X402_RATE_LIMIT_PURCHASE_PER_MINUTE: "1000",
-      // The purchase answer's proxy URL is then directly usable against this file's gateway.
-      GATEWAY_PUBLIC_HOST: "127.0.0.1",
-      GATEWAY_HTTP_PORT: String(gw.httpPort),
-    },
-    { tmp: e.PEERPROXY_TEST_TMP },
-  );
   mainModem = await registerModem({
     country: C.main,
     port: modem.port,
@@ -110,9 +83,6 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await api?.stop();
-  await gw?.close();
-  await chain?.stop();
   await Promise.all([modem?.stop(), targets?.stop()]);
   webhook?.close();
   for (const id of modemIds) {
@@ -121,12 +91,9 @@ afterAll(async () => {
   }
   await db.query("DELETE FROM modem_rotations WHERE modem_exit_id = ANY($1)", [modemIds]);
   await db.query("DELETE FROM modem_reservations WHERE modem_exit_id = ANY($1)", [modemIds]);
-  await deletePurchases(db, redis, houseAccountId, payers);
-  if (gasKey) await deleteGasWallet(db, gasKey);
+  await deletePurchasesBy(db, redis, payers);
   await db.query("DELETE FROM modem_exits WHERE id = ANY($1)", [modemIds]);
-  for (const acct of [houseAccountId, operator?.accountId]) {
-    if (acct) await deleteAccount(db, acct);
-  }
+  if (operator) await deleteAccount(db, operator.accountId);
   await db.end();
   await redis.close();
 });

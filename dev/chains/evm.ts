@@ -53,8 +53,11 @@ export interface EvmChain {
   fakeUsdc: Address;
   /** Demo agent wallet, funded with ETH and USDC. */
   agent: PrivateKeyAccount;
-  /** Dev-only keys, generated per run: the local stack hands them to the demo agent and the API. */
-  keys: { agent: Hex; gasWallet: Hex };
+  /**
+   * Dev-only keys, generated per run: the local stack hands them to the demo agent and the API; the
+   * x402 test fixture hands payTo and minter to its test processes.
+   */
+  keys: { agent: Hex; gasWallet: Hex; payTo: Hex; minter: Hex };
   /** The pinned recipient of payments. */
   payTo: PrivateKeyAccount;
   /** The server wallet that pays gas to settle EIP-3009 authorizations. */
@@ -150,12 +153,14 @@ export async function startEvmChain(opts: StartEvmChainOptions = {}): Promise<Ev
 
     const agentKey = generatePrivateKey();
     const agent = privateKeyToAccount(agentKey);
-    const payTo = privateKeyToAccount(generatePrivateKey());
+    const payToKey = generatePrivateKey();
+    const payTo = privateKeyToAccount(payToKey);
     // Tests mint concurrently: viem's nonce manager hands the minter's nonces out locally so
     // concurrent mints never reuse a pending nonce. (The gas wallet is serialized by eip3009.ts.)
     const gasWalletKey = generatePrivateKey();
     const gasWallet = privateKeyToAccount(gasWalletKey);
-    const minter = privateKeyToAccount(generatePrivateKey(), { nonceManager });
+    const minterKey = generatePrivateKey();
+    const minter = privateKeyToAccount(minterKey, { nonceManager });
     for (const account of [minter, agent, gasWallet])
       await testClient.setBalance({ address: account.address, value: parseEther("100") });
 
@@ -206,7 +211,7 @@ export async function startEvmChain(opts: StartEvmChainOptions = {}): Promise<Ev
       usdc: BASE_USDC_ADDRESS,
       fakeUsdc,
       agent,
-      keys: { agent: agentKey, gasWallet: gasWalletKey },
+      keys: { agent: agentKey, gasWallet: gasWalletKey, payTo: payToKey, minter: minterKey },
       payTo,
       gasWallet,
       minter,

@@ -9,6 +9,7 @@ import { createDeps } from "./deps.ts";
 import type { AppEnv } from "./env.ts";
 import { allowedMethods, CREDENTIAL_HEADER_NAMES, completeDocument } from "./openapi.ts";
 import { registerPages } from "./pages/register.tsx";
+import { logRequest } from "./request-log.ts";
 import { registerAccountApiKeyRotate } from "./routes/account/api-key-rotate.ts";
 import { registerAdminAccountApiKeys } from "./routes/admin/account-api-keys.ts";
 import { registerAdminAccounts } from "./routes/admin/accounts.ts";
@@ -17,9 +18,11 @@ import { registerAdminApiKey } from "./routes/admin/api-key.ts";
 import { registerAdminApprovals } from "./routes/admin/approvals.ts";
 import { registerAdminKillSwitch } from "./routes/admin/kill-switch.ts";
 import { registerModemExits } from "./routes/admin/modem-exits.ts";
+import { registerAdminOps } from "./routes/admin/ops-register.ts";
 import { errorSchema } from "./routes/errors.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerPeerAndroid } from "./routes/peer/android.ts";
+import { registerPeerDevices } from "./routes/peer/devices.ts";
 import { registerPeerEarnings } from "./routes/peer/earnings.ts";
 import { registerPeerRefresh } from "./routes/peer/refresh.ts";
 import { registerPeerRegister } from "./routes/peer/register.ts";
@@ -82,12 +85,14 @@ export function createApp() {
     const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : newId("req", 10);
     c.set("requestId", requestId);
     c.header("X-Request-ID", requestId);
+    const started = Date.now();
     const config = loadConfig(c.env ?? {});
     const { deps, dispose } = createDeps(config);
     c.set("deps", deps);
     try {
       await next();
     } finally {
+      logRequest(c, requestId, started);
       const done = dispose();
       try {
         c.executionCtx.waitUntil(done);
@@ -102,6 +107,7 @@ export function createApp() {
   registerPeerRefresh(app);
   registerPeerAndroid(app);
   registerPeerEarnings(app);
+  registerPeerDevices(app);
   registerStock(app);
   registerPoolKeys(app);
   registerPoolKey(app);
@@ -118,6 +124,7 @@ export function createApp() {
   registerPeerWithdrawals(app);
   registerAdminApprovals(app);
   registerAdminKillSwitch(app);
+  registerAdminOps(app);
   registerX402Pricing(app);
   registerX402Pool(app);
   registerX402Manage(app);

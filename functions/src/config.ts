@@ -24,6 +24,8 @@ export const configSchema = z
     /** Per client IP, per minute. */
     RATE_LIMIT_REGISTER_PER_MINUTE: z.coerce.number().int().positive().default(30),
     RATE_LIMIT_REFRESH_PER_MINUTE: z.coerce.number().int().positive().default(60),
+    /** Sign-in attempts of the HTML pages, per client IP per minute (docs/adr/0020). */
+    RATE_LIMIT_SIGN_IN_PER_MINUTE: z.coerce.number().int().positive().default(10),
     /** Dev only: what the ASN lookup would say for every client (no request.cf locally). */
     DEV_CLIENT_IP_CLASS: z.enum(["mobile", "residential", "datacenter"]).optional(),
     /** Dev only: the client's country for relay assignment (ISO-2). */
@@ -54,6 +56,12 @@ export const configSchema = z
     PAYOUT_TREASURY_KEY: z.string().optional(),
     /** Blocks including the payout's own before a withdrawal counts as paid. */
     PAYOUT_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(3),
+    /** Solana RPC the Solana treasury pays through; defaults to X402_SOLANA_RPC_URL (docs/adr/0019). */
+    PAYOUT_SOLANA_RPC_URL: z.string().optional(),
+    /** Secret: the Solana treasury's 64-byte keypair (base58, or solana-keygen's JSON array); holds USDC. */
+    PAYOUT_SOLANA_TREASURY_KEY: z.string().optional(),
+    /** The commitment a Solana payout must reach before the withdrawal counts as paid. */
+    PAYOUT_SOLANA_COMMITMENT: z.enum(["confirmed", "finalized"]).default("finalized"),
     /**
      * `off` refuses bare tx hashes (front-runnable, docs/adr/0002 and 0008): only bound or EIP-3009
      * proofs buy. Unset: `off` in production, `on` elsewhere (local agents and tests pay bare).

@@ -219,7 +219,7 @@ describe("PUT /v1/peer/wallet", () => {
 });
 
 describe("POST /v1/peer/withdrawals", () => {
-  it("refuses during cooling with the date, without a wallet, and to Solana (not yet)", async () => {
+  it("refuses during cooling with the date and without a wallet; a Solana wallet withdraws (docs/adr/0019)", async () => {
     const s = await supplier({ earnedMicro: 20_000_000n });
     const none = await api("POST", "/v1/peer/withdrawals", s.apiKey, { amountMicroUsdc: "10000000" });
     expect(none.status).toBe(409);
@@ -238,8 +238,12 @@ describe("POST /v1/peer/withdrawals", () => {
     await api("PUT", "/v1/peer/wallet", s.apiKey, { network: "solana", address: SOLANA_WALLET });
     await pool.query("UPDATE payout_wallets SET payable_from = now() WHERE account_id = $1", [s.accountId]);
     const sol = await api("POST", "/v1/peer/withdrawals", s.apiKey, { amountMicroUsdc: "10000000" });
-    expect(sol.status).toBe(409);
-    expect((await errorOf(sol)).message).toMatch(/Solana.*not available yet/);
+    expect(sol.status).toBe(201);
+    expect(await sol.json()).toMatchObject({
+      network: "solana",
+      address: SOLANA_WALLET,
+      status: "pending_approval",
+    });
   });
 
   it("applies 5 USDC to custom agent integrations and 10 USDC to SDK devices, naming the minimum", async () => {

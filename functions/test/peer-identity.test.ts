@@ -57,6 +57,17 @@ async function register(
 }
 
 describe("POST /v1/peer/agents/register", () => {
+  it("assigns the relay of the region listing the device's country hint, else the default region's", async () => {
+    // The seeded settings (migration 0002): us = US/CA/MX (the default), eu = DE/FR/GB/NL/ES/IT/PL.
+    const t = await tenant();
+    const relayOf = async (name: string, country?: string) =>
+      ((await (await register(t, name, country ? { country } : {})).json()) as Ident).relay;
+    expect(await relayOf("region-de", "de")).toBe("wss://relay-eu.peerproxy.dev");
+    expect(await relayOf("region-mx", "MX")).toBe("wss://relay-us.peerproxy.dev");
+    expect(await relayOf("region-jp", "JP")).toBe("wss://relay-us.peerproxy.dev");
+    expect(await relayOf("region-none")).toBe("wss://relay-us.peerproxy.dev");
+  });
+
   it("returns a deviceId derived from sha256(apiKey:name), a 1 h JWT, a refresh token, relay and live rates", async () => {
     const t = await tenant();
     const res = await register(t, "rig-001");

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -274,6 +273,11 @@ func (s *relaySocket) onText(data []byte) {
 	if !ok {
 		return
 	}
+	if err := wire.CheckRelayMessage(msg); err != nil {
+		// Malformed fields: ignored like the TypeScript SDK does (shared/messages.ts), never fatal.
+		p.verbose(fmt.Sprintf("[CONTROL_ERROR] socket=%d %v", s.index, err))
+		return
+	}
 	sessionID := msg.String("sessionId")
 	switch msg.Type {
 	case "connected":
@@ -282,20 +286,7 @@ func (s *relaySocket) onText(data []byte) {
 		s.mu.Unlock()
 		p.log(fmt.Sprintf("[ACK] relay confirmed connection socket=%d", s.index))
 	case "tunnel_connect":
-		if sessionID == "" {
-			return
-		}
-		port := -1 // refused by the tunnel as a bad port
-		switch v := msg.Payload["port"].(type) {
-		case float64:
-			if v == float64(int(v)) {
-				port = int(v)
-			}
-		case string: // liberal: some relays send the port as text
-			if n, err := strconv.Atoi(v); err == nil {
-				port = n
-			}
-		}
+		port, _ := msg.Port("port") // checked above; text ports are accepted (liberal)
 		s.mu.Lock()
 		if _, dup := s.tunnels[sessionID]; dup || s.conn == nil {
 			s.mu.Unlock()

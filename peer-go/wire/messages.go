@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"strconv"
 )
 
 // Close codes of PROTOCOL.md section 2.
@@ -69,4 +71,61 @@ func (c Control) String(key string) string {
 func DeviceID(apiKey, name string) string {
 	sum := sha256.Sum256([]byte(apiKey + ":" + name))
 	return "agent_" + hex.EncodeToString(sum[:8])
+}
+
+// Control message types by direction, as the zod unions in shared/messages.ts list them
+// (docs/protocol.md section 2). Types outside these lists are ignored, never fatal.
+var (
+	PeerToRelayTypes = []string{"device_info", "heartbeat", "tunnel_connected", "tunnel_open_failed", "tunnel_closed", "tunnel_data", "rotation_complete"}
+	RelayToPeerTypes = []string{"connected", "heartbeat_ack", "tunnel_connect", "tunnel_close", "tunnel_data", "relay_redirect", "rotate_ip_request"}
+)
+
+// Port reads a TCP port sent as a number or, liberally, as decimal text; ok is false otherwise or
+// outside 1..65535.
+func (c Control) Port(key string) (int, bool) {
+	port := -1
+	switch v := c.Payload[key].(type) {
+	case float64:
+		if v == float64(int(v)) {
+			port = int(v)
+		}
+	case string:
+		if n, err := strconv.Atoi(v); err == nil && len(v) <= 5 {
+			port = n
+		}
+	}
+	return port, port >= 1 && port <= 65535
+}
+
+// CheckRelayMessage reports a relay -> peer message of a known type whose fields the peer reads
+// have the wrong shape; the peer ignores such a message, as the TypeScript SDK does.
+func CheckRelayMessage(c Control) error {
+	need := func(keys ...string) error {
+		for _, k := range keys {
+			if s, ok := c.Payload[k].(string); !ok || (k == "sessionId" || k == "host") && s == "" {
+				return fmt.Errorf("%s: %s is not a non-empty string", c.Type, k)
+			}
+		}
+		return nil
+	}
+	switch c.Type {
+	case "tunnel_connect":
+		if err := need("sessionId", "host"); err != nil {
+			return err
+		}
+		if _, ok := c.Port("port"); !ok {
+			return fmt.Errorf("tunnel_connect: port is not 1..65535")
+		}
+	case "tunnel_close":
+		return need("sessionId")
+	case "tunnel_data":
+		return need("sessionId", "data")
+	case "relay_redirect":
+		return need("relay")
+	case "rotate_ip_request":
+		return need("requestId")
+	case "connected":
+		return need("deviceId", "ip", "relayId")
+	}
+	return nil
 }

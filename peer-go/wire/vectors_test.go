@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"sort"
 	"testing"
 )
 
@@ -52,7 +53,9 @@ type vectors struct {
 		Payload map[string]any `json:"payload"`
 		JSON    string         `json:"json"`
 	} `json:"controlEncode"`
-	DSL struct {
+	Messages        []messageVector `json:"messages"`
+	InvalidMessages []messageVector `json:"invalidMessages"`
+	DSL             struct {
 		Valid []struct {
 			Username string       `json:"username"`
 			Parsed   RouteRequest `json:"parsed"`
@@ -62,6 +65,13 @@ type vectors struct {
 			Token    string `json:"token"`
 		} `json:"invalid"`
 	} `json:"dsl"`
+}
+
+// messageVector is one control message as sent, for the direction it travels.
+type messageVector struct {
+	Direction string `json:"direction"`
+	Name      string `json:"name"`
+	JSON      string `json:"json"`
 }
 
 func load(t *testing.T) vectors {
@@ -196,6 +206,61 @@ func TestDSLExamples(t *testing.T) {
 		var ue *UsernameError
 		if !errors.As(err, &ue) || ue.Token != d.Token {
 			t.Fatalf("%s: got %v, want an error naming %q", d.Username, err, d.Token)
+		}
+	}
+}
+
+func TestEveryControlMessageTypeHasAVectorAndParses(t *testing.T) {
+	v := load(t)
+	seen := map[string]map[string]bool{"peerToRelay": {}, "relayToPeer": {}}
+	for _, m := range v.Messages {
+		t.Run(m.Direction+" "+m.Name, func(t *testing.T) {
+			c, ok := ParseControl([]byte(m.JSON))
+			if !ok {
+				t.Fatalf("does not parse: %s", m.JSON)
+			}
+			seen[m.Direction][c.Type] = true
+			switch m.Direction {
+			case "relayToPeer":
+				// What the Go peer reads from the relay: the fields it uses have their contract shape.
+				if err := CheckRelayMessage(c); err != nil {
+					t.Fatal(err)
+				}
+			case "peerToRelay":
+				// What the Go peer sends: our encoder produces exactly the vector text.
+				if got := string(EncodeControl(c.Type, c.Payload)); got != m.JSON {
+					t.Fatalf("encode: got %s want %s", got, m.JSON)
+				}
+			default:
+				t.Fatalf("unknown direction %q", m.Direction)
+			}
+		})
+	}
+	for dir, want := range map[string][]string{"peerToRelay": PeerToRelayTypes, "relayToPeer": RelayToPeerTypes} {
+		got := make([]string, 0, len(seen[dir]))
+		for typ := range seen[dir] {
+			got = append(got, typ)
+		}
+		sort.Strings(got)
+		w := append([]string(nil), want...)
+		sort.Strings(w)
+		if !reflect.DeepEqual(got, w) {
+			t.Fatalf("%s: vectors cover %v, the Go peer knows %v", dir, got, w)
+		}
+	}
+}
+
+func TestMalformedRelayMessagesAreRefused(t *testing.T) {
+	for _, m := range load(t).InvalidMessages {
+		if m.Direction != "relayToPeer" {
+			continue // the relay (TypeScript) checks these; shared/wire-vectors.test.ts pins them
+		}
+		c, ok := ParseControl([]byte(m.JSON))
+		if !ok {
+			t.Fatalf("%s: not even a control message", m.Name)
+		}
+		if CheckRelayMessage(c) == nil {
+			t.Fatalf("%s: accepted %s", m.Name, m.JSON)
 		}
 	}
 }

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { createLogger } from "../../shared/log.ts";
 import { parseCli, RANDOM_NAME_WARNING, reconnectPolicyFromEnv } from "./config.ts";
 import { IdentityRejected } from "./identity.ts";
 import { Peer } from "./peer.ts";
@@ -26,11 +27,19 @@ if (config.nameWasRandom) {
 if (config.allowPrivateTargets)
   console.error("[WARN] private/loopback targets allowed (-allow-private): development only");
 
-const peer = new Peer({ config, timing: reconnect.policy ? { backoff: reconnect.policy } : {} });
+// People at a terminal read `[EVENT] key=value` lines (the default, and what the local stack reads);
+// LOG_FORMAT=json makes each a JSON object for a log shipper. Either way secrets are scrubbed.
+const logger = createLogger({ service: "peer", format: process.env.LOG_FORMAT === "json" ? "json" : "text" });
+const log = (line: string) => {
+  const m = /^\[([A-Z_]+)\] ?([\s\S]*)$/.exec(line);
+  if (m) logger.info({ event: m[1] }, m[2]);
+  else logger.info(line);
+};
+const peer = new Peer({ config, log, timing: reconnect.policy ? { backoff: reconnect.policy } : {} });
 let signals = 0;
 const onSignal = (sig: NodeJS.Signals) => {
   if (++signals > 1) process.exit(130);
-  console.log(`[SIGNAL] ${sig}: closing sockets`);
+  log(`[SIGNAL] ${sig}: closing sockets`);
   void peer.stop().then(() => process.exit(0));
 };
 process.on("SIGTERM", onSignal);

@@ -13,7 +13,7 @@ import {
   CLOSE_NO_TOKEN,
   CLOSE_REDIRECT,
   control,
-  parseControl,
+  receiveFromRelay,
 } from "../../shared/messages.ts";
 import { Backoff, type BackoffPolicy } from "./backoff.ts";
 import type { Lookup } from "./egress.ts";
@@ -215,21 +215,25 @@ export class RelaySocket {
   }
 
   #onText(text: string): void {
-    const msg = parseControl(text);
-    if (!msg) return;
-    const p = msg.payload;
-    const sessionId = typeof p["sessionId"] === "string" ? p["sessionId"] : undefined;
+    const received = receiveFromRelay(text);
+    if (received.kind === "invalid") {
+      this.#pool.verbose(`[CONTROL_ERROR] socket=${this.index} ${received.type ?? "-"} ${received.problem}`);
+      return;
+    }
+    if (received.kind === "unknown") return; // unknown types are ignored, never fatal
+    const msg = received.msg;
     switch (msg.type) {
       case "connected":
         this.#authFailures = 0;
         this.#pool.log(`[ACK] relay confirmed connection socket=${this.index}`);
-        this.#pool.emit("ack", { socket: this.index, relayId: p["relayId"], ip: p["ip"] });
+        this.#pool.emit("ack", { socket: this.index, relayId: msg.payload.relayId, ip: msg.payload.ip });
         return;
       case "heartbeat_ack":
         return;
       case "tunnel_connect": {
-        if (!sessionId || this.#tunnels.has(sessionId)) return;
-        const tunnel = new Tunnel(this.#carrier, sessionId, String(p["host"] ?? ""), Number(p["port"]), {
+        const { sessionId, host, port } = msg.payload;
+        if (this.#tunnels.has(sessionId)) return;
+        const tunnel = new Tunnel(this.#carrier, sessionId, host, port, {
           allowPrivateTargets: this.#pool.allowPrivateTargets,
           connectTimeoutMs: this.#pool.connectTimeoutMs,
           lookup: this.#pool.lookup,
@@ -240,25 +244,25 @@ export class RelaySocket {
         return;
       }
       case "tunnel_close":
-        if (sessionId) this.#tunnels.get(sessionId)?.close();
+        this.#tunnels.get(msg.payload.sessionId)?.close();
         return;
-      case "tunnel_data": {
+      case "tunnel_data":
         // Legacy JSON path; a relay may still use it even though we speak binary-v1.
-        if (sessionId && typeof p["data"] === "string")
-          this.#tunnels.get(sessionId)?.onRelayData(Buffer.from(p["data"], "base64"));
+        this.#tunnels.get(msg.payload.sessionId)?.onRelayData(Buffer.from(msg.payload.data, "base64"));
         return;
-      }
       case "relay_redirect":
-        this.#pool.onRedirect(p["relay"], p["reason"]);
+        this.#pool.onRedirect(msg.payload.relay, msg.payload.reason);
         return;
       case "rotate_ip_request":
         // A plain host cannot change its exit IP on request; say so instead of staying silent.
         this.#send(
-          control("rotation_complete", { requestId: p["requestId"], success: false, error: "not_supported" }),
+          control("rotation_complete", {
+            requestId: msg.payload.requestId,
+            success: false,
+            error: "not_supported",
+          }),
         );
         return;
-      default:
-        return; // unknown types are ignored, never fatal
     }
   }
 

@@ -1,12 +1,12 @@
 import { connect, type Socket } from "node:net";
 import { dataFrames, encodeFrame, encodeWindow, FRAME_END, INITIAL_WINDOW } from "../../shared/frame.ts";
-import type { TunnelFailureReason } from "../../shared/messages.ts";
+import type { ControlPayload, PeerToRelay, TunnelFailureReason } from "../../shared/messages.ts";
 import { type Lookup, resolveTarget } from "./egress.ts";
 
 /** What a tunnel needs from the relay socket that carries it. */
 export interface TunnelCarrier {
   sendBinary(frame: Uint8Array): void;
-  sendControl(type: string, payload: Record<string, unknown>): void;
+  sendControl<T extends PeerToRelay["type"]>(type: T, payload: ControlPayload<T>): void;
   log(line: string): void;
   verbose(line: string): void;
   /** The tunnel ended (either side); the carrier forgets it. */

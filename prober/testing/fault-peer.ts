@@ -4,7 +4,7 @@
 import { connect, type Socket } from "node:net";
 import { WebSocket } from "ws";
 import { decodeFrame, encodeFrame, FRAME_CLOSE, FRAME_DATA } from "../../shared/frame.ts";
-import { control, parseControl } from "../../shared/messages.ts";
+import { control, receiveFromRelay } from "../../shared/messages.ts";
 
 /**
  * good: dials the target and pipes bytes both ways.
@@ -128,13 +128,13 @@ export function startFaultPeer(opts: {
       else if (d.frame.type === FRAME_CLOSE) sessions.get(d.frame.sessionId)?.sock.destroy();
       return;
     }
-    const msg = parseControl(buf.toString("utf8"));
-    if (!msg) return;
-    const sid = typeof msg.payload.sessionId === "string" ? msg.payload.sessionId : "";
-    if (msg.type === "tunnel_connect") dial(sid, String(msg.payload.host), Number(msg.payload.port));
+    const received = receiveFromRelay(buf.toString("utf8"));
+    if (received.kind !== "known") return;
+    const msg = received.msg;
+    if (msg.type === "tunnel_connect") dial(msg.payload.sessionId, msg.payload.host, msg.payload.port);
     else if (msg.type === "tunnel_close") {
-      const s = sessions.get(sid);
-      sessions.delete(sid);
+      const s = sessions.get(msg.payload.sessionId);
+      sessions.delete(msg.payload.sessionId);
       s?.sock.destroy();
     }
   });

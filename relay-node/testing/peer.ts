@@ -14,7 +14,12 @@ import {
   INITIAL_WINDOW,
   windowCredit,
 } from "../../shared/frame.ts";
-import { control, parseControl } from "../../shared/messages.ts";
+import {
+  type ControlPayload,
+  type PeerToRelay,
+  type RelayToPeer,
+  receiveFromRelay,
+} from "../../shared/messages.ts";
 
 export interface TestPeerOptions {
   url: string;
@@ -35,19 +40,22 @@ export interface TestPeerOptions {
   window?: number;
 }
 
-export interface ControlMessage {
-  type: string;
-  payload: Record<string, unknown>;
-}
+/** A relay message of one type, as the union in shared/messages.ts parses it. */
+export type RelayMessage<T extends RelayToPeer["type"]> = Extract<RelayToPeer, { type: T }>;
 
 export interface TestPeer {
   ws: WebSocket;
-  messages: ControlMessage[];
+  /** Every control message from the relay, validated against the relay -> peer union. */
+  messages: RelayToPeer[];
+  /** Text frames from the relay that are not in the union (unknown type or malformed): a relay bug. */
+  offContract: string[];
   /** The negotiated subprotocol as the client saw it. */
   protocol: string;
   closed: Promise<{ code: number; reason: string }>;
-  waitFor(type: string, timeoutMs?: number): Promise<ControlMessage>;
-  sendControl(type: string, payload?: Record<string, unknown>): void;
+  waitFor<T extends RelayToPeer["type"]>(type: T, timeoutMs?: number): Promise<RelayMessage<T>>;
+  sendControl<T extends PeerToRelay["type"]>(type: T, payload?: ControlPayload<T>): void;
+  /** Sends any text frame, for tests of what the relay does with off-contract input. */
+  sendText(text: string): void;
   close(): void;
 }
 
@@ -59,7 +67,8 @@ export function connectPeer(opts: TestPeerOptions): Promise<TestPeer> {
   const ws = new WebSocket(opts.url, protocols, { perMessageDeflate: false });
   const binary = (opts.mode ?? "binary") === "binary";
   const flow = binary && opts.flow === true;
-  const messages: ControlMessage[] = [];
+  const messages: RelayToPeer[] = [];
+  const offContract: string[] = [];
   const waiters = new Set<() => void>();
   const targets = new Map<string, { sock: Socket; sendCredit: number; drained: number }>();
 
@@ -74,7 +83,8 @@ export function connectPeer(opts: TestPeerOptions): Promise<TestPeer> {
   const send = (data: string | Uint8Array) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(data);
   };
-  const sendControl = (type: string, payload: Record<string, unknown> = {}) => send(control(type, payload));
+  const sendControl = <T extends PeerToRelay["type"]>(type: T, payload?: ControlPayload<T>) =>
+    send(JSON.stringify({ type, payload: payload ?? {} }));
 
   const toRelay = (sessionId: string, bytes: Buffer) => {
     if (binary) send(encodeFrame(FRAME_DATA, sessionId, bytes));
@@ -174,23 +184,29 @@ export function connectPeer(opts: TestPeerOptions): Promise<TestPeer> {
       }
       return;
     }
-    const msg = parseControl(buf.toString("utf8"));
-    if (!msg) return;
+    const received = receiveFromRelay(buf.toString("utf8"));
+    if (received.kind !== "known") {
+      offContract.push(buf.toString("utf8"));
+      return;
+    }
+    const msg = received.msg;
     messages.push(msg);
-    const p = msg.payload;
-    const sid = typeof p.sessionId === "string" ? p.sessionId : "";
-    if (msg.type === "tunnel_connect" && !opts.silent) dial(sid, String(p.host), Number(p.port));
-    else if (msg.type === "tunnel_data") fromRelay(sid, Buffer.from(String(p.data), "base64"));
-    else if (msg.type === "tunnel_close") targets.get(sid)?.sock.destroy();
+    if (msg.type === "tunnel_connect" && !opts.silent)
+      dial(msg.payload.sessionId, msg.payload.host, msg.payload.port);
+    else if (msg.type === "tunnel_data")
+      fromRelay(msg.payload.sessionId, Buffer.from(msg.payload.data, "base64"));
+    else if (msg.type === "tunnel_close") targets.get(msg.payload.sessionId)?.sock.destroy();
     for (const w of [...waiters]) w();
   });
 
   const peer: TestPeer = {
     ws,
     messages,
+    offContract,
     protocol: "",
     closed,
     sendControl,
+    sendText: send,
     close: () => ws.close(1000),
     waitFor(type, timeoutMs = 5_000) {
       return new Promise((resolve, reject) => {
@@ -200,14 +216,18 @@ export function connectPeer(opts: TestPeerOptions): Promise<TestPeer> {
             const m = messages[seen]!;
             if (m.type === type) {
               cleanup();
-              resolve(m);
+              resolve(m as RelayMessage<typeof type>);
               return;
             }
           }
         };
         const timer = setTimeout(() => {
           cleanup();
-          reject(new Error(`peer: no ${type} within ${timeoutMs} ms (got ${messages.map((m) => m.type)})`));
+          reject(
+            new Error(
+              `peer: no ${type} within ${timeoutMs} ms (got ${messages.map((m) => m.type)}; off contract: ${offContract.length})`,
+            ),
+          );
         }, timeoutMs);
         const cleanup = () => {
           clearTimeout(timer);

@@ -3,6 +3,7 @@
 
 import { randomHex } from "../../shared/ids.ts";
 import { PEER_TOKEN_TTL_SECONDS, signJwt } from "../../shared/jwt.ts";
+import { memoryLogger } from "../../shared/log.ts";
 import { type TcpRedis, tcpRedis } from "../../shared/redis.node.ts";
 import { stateEnv } from "../../test/helpers/env.ts";
 import { loadRelayConfig } from "../config.ts";
@@ -60,7 +61,7 @@ export async function startTestRelay(env: Record<string, string> = {}): Promise<
   const relay = await startRelay(config, {
     redis: relayRedis(redis),
     revocations: redisRevocationFeed(redis),
-    log: (l) => logs.push(l),
+    log: memoryLogger(logs, "relay"),
   });
   return {
     relay,

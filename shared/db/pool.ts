@@ -1,4 +1,5 @@
 import { neonConfig, Pool } from "@neondatabase/serverless";
+import { type ConnectionLog, ERROR_LOG_WINDOW_MS, errorLimiter, stderrLog } from "../log-core.ts";
 
 export type { Pool, PoolClient } from "@neondatabase/serverless";
 
@@ -11,12 +12,14 @@ export interface Queryable {
 }
 
 let configuredProxy: string | undefined;
+/** One limiter for every pool of the process (the Worker makes a pool per request). */
+const limit = errorLimiter(ERROR_LOG_WINDOW_MS);
 
 /**
  * A Neon Pool. `wsProxy` (dev only) routes the driver's WebSocket through dev/neon-wsproxy.ts to a
  * plain Postgres, e.g. "127.0.0.1:5433/v1"; without it the driver talks to Neon directly.
  */
-export function createPool(databaseUrl: string, wsProxy?: string): Pool {
+export function createPool(databaseUrl: string, wsProxy?: string, opts: { log?: ConnectionLog } = {}): Pool {
   if (wsProxy && configuredProxy !== wsProxy) {
     configuredProxy = wsProxy;
     neonConfig.wsProxy = (host, port) => `${wsProxy}?address=${host}:${port}`;
@@ -25,9 +28,39 @@ export function createPool(databaseUrl: string, wsProxy?: string): Pool {
     neonConfig.pipelineConnect = false;
   }
   const pool = new Pool({ connectionString: databaseUrl, max: 5, connectionTimeoutMillis: 5000 });
-  // Without a listener an idle client's dropped socket becomes an uncaught error.
-  pool.on("error", () => {});
+  // Without a listener an idle client's dropped socket becomes an uncaught error. Logged (host
+  // only, rate limited), never swallowed: a Postgres outage must show in the process's log.
+  // Errors after end() are the driver noticing its own sockets close (workerd says "Network
+  // connection lost" on every end()): not an outage.
+  const log = opts.log ?? stderrLog;
+  const where = safeHost(databaseUrl);
+  let ended = false;
+  const end = pool.end.bind(pool);
+  pool.end = ((...args: Parameters<Pool["end"]>) => {
+    ended = true;
+    return end(...args);
+  }) as Pool["end"];
+  pool.on("error", (err: Error & { code?: string }) => {
+    if (ended) return;
+    const code = err.code ?? err.name;
+    const pass = limit(code);
+    if (pass)
+      log.warn(
+        { postgres: where, code, err: err.message, suppressed: pass.suppressed },
+        "postgres connection error",
+      );
+  });
   return pool;
+}
+
+/** host:port of a connection string, never its user or password. */
+function safeHost(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}${u.port ? `:${u.port}` : ""}`;
+  } catch {
+    return "(unparseable DATABASE_URL)";
+  }
 }
 
 /** Runs fn inside BEGIN/COMMIT on one pooled client; rolls back on any throw. */

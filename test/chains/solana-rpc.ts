@@ -71,6 +71,9 @@ export interface SolanaTestRpc {
   airdrop(address: Address, lamportsAmount: bigint): void;
   /** Overrides the commitment a recorded transaction reports (to test pending answers). */
   setConfirmation(signature: string, confirmation: Confirmation): void;
+  /** Moves the block height on by `n` and expires every earlier blockhash (a transaction signed
+   *  against one can no longer land), as time passing on the cluster does. */
+  advanceBlocks(n: number): void;
   close(): Promise<void>;
 }
 
@@ -316,6 +319,10 @@ export async function startSolanaTestRpc(): Promise<SolanaTestRpc> {
       const tx = history.get(signature);
       if (!tx) throw new Error(`unknown signature ${signature}`);
       tx.confirmation = confirmation;
+    },
+    advanceBlocks(n) {
+      slot += n;
+      svm.expireBlockhash();
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -30,7 +30,7 @@ export function stateVars(e: StateEnv): Record<string, string> {
  */
 export async function startApi(
   vars: Record<string, string>,
-  opts: { tmp: string; echo?: boolean },
+  opts: { tmp: string; echo?: boolean; logDir?: string },
 ): Promise<Api> {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -43,7 +43,7 @@ export async function startApi(
 
 async function startApiOnce(
   vars: Record<string, string>,
-  opts: { tmp: string; echo?: boolean },
+  opts: { tmp: string; echo?: boolean; logDir?: string },
 ): Promise<Api> {
   const port = await freePort();
   const persist = mkdtempSync(join(opts.tmp, "wrangler-"));
@@ -66,7 +66,7 @@ async function startApiOnce(
     env: {
       WRANGLER_SEND_METRICS: "false",
       CLOUDFLARE_CF_FETCH_ENABLED: "false",
-      WRANGLER_LOG_PATH: persist,
+      WRANGLER_LOG_PATH: opts.logDir ?? persist,
       NO_COLOR: "1",
     },
   });

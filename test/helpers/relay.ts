@@ -40,7 +40,10 @@ export async function startRelayProcess(
     echo: opts.echo,
     env: full,
   });
-  const m = await service.waitFor(/relay ready id=(\S+) ws=(\S+) internal=(\S+)/, opts.timeoutMs ?? 15_000);
+  const m = await service.waitFor(
+    /"relayId":"([^"]+)","ws":"([^"]+)","internal":"([^"]+)","msg":"relay ready"/,
+    opts.timeoutMs ?? 15_000,
+  );
   return {
     service,
     relayId: m[1]!,

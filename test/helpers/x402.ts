@@ -117,3 +117,30 @@ export async function transferUsdc(
   if (opts.wait !== false) await chain.publicClient.waitForTransactionReceipt({ hash });
   return hash;
 }
+
+/**
+ * Deletes what `payers` bought, whichever house minted it: for files sharing the x402 fixture's
+ * house account, whose other purchases belong to other files.
+ */
+export async function deletePurchasesBy(db: Queryable, redis: Pick<RedisClient, "del">, payers: string[]) {
+  const lower = payers.map((p) => p.toLowerCase());
+  const { rows } = await db.query<{ id: string; secret_hash: string }>(
+    `SELECT id, secret_hash FROM credentials WHERE id IN
+       (SELECT credential_id FROM x402_payments WHERE lower(payer) = ANY($1) AND credential_id IS NOT NULL)`,
+    [lower],
+  );
+  const redisKeys = rows.flatMap((r) => [
+    keys.credential(r.id),
+    keys.credentialUsed(r.id),
+    keys.credentialSecret(r.secret_hash),
+  ]);
+  if (redisKeys.length) await redis.del(...redisKeys);
+  const ids = rows.map((r) => r.id);
+  await db.query("DELETE FROM x402_payments WHERE credential_id = ANY($1) OR lower(payer) = ANY($2)", [
+    ids,
+    lower,
+  ]);
+  await db.query("DELETE FROM x402_authorization_claims WHERE lower(payer) = ANY($1)", [lower]);
+  await db.query("DELETE FROM x402_sessions WHERE credential_id = ANY($1)", [ids]);
+  await db.query("DELETE FROM credentials WHERE id = ANY($1)", [ids]);
+}

@@ -20,13 +20,16 @@ export type JobOutcome = {
 
 /**
  * The one guard every autonomous loop runs under: the kill switch (one Redis key stops them all),
- * a per-loop execution cap, and a job_runs record of every run, skip and failure.
+ * a pause of this loop (ADR 0018), a per-loop execution cap, and a job_runs record of every run, skip and failure.
  */
 export async function runGuarded(deps: Deps, job: Job): Promise<JobOutcome> {
   const startedAt = deps.now();
   let outcome: JobOutcome;
   if (await deps.redis.get(keys.killSwitch())) {
     outcome = { job: job.name, status: "skipped", detail: { reason: "kill_switch" } };
+  } else if (await deps.redis.get(keys.loopPaused(job.name))) {
+    // Paused by an operator or the ops agent (ADR 0018): this loop alone, until resumed.
+    outcome = { job: job.name, status: "skipped", detail: { reason: "paused" } };
   } else {
     const hour = startedAt.toISOString().slice(0, 13);
     const runs = Number(await runScript(deps.redis, countRun, [keys.jobRuns(job.name, hour)], [3600]));

@@ -1,4 +1,5 @@
 import { advanceOpenPayouts, advancePayout, treasuryFromConfig } from "../services/payouts.ts";
+import { solanaTreasuryFromConfig } from "../services/payouts-solana.ts";
 import type { Job } from "./guard.ts";
 
 const PER_RUN = 20;
@@ -14,7 +15,12 @@ export const payoutsJob: Job = {
   name: "payouts",
   maxRunsPerHour: MAX_RUNS_PER_HOUR,
   async run(deps) {
-    const outcomes = await advanceOpenPayouts(deps, treasuryFromConfig(deps.config), PER_RUN);
+    const outcomes = await advanceOpenPayouts(
+      deps,
+      treasuryFromConfig(deps.config),
+      PER_RUN,
+      await solanaTreasuryFromConfig(deps.config),
+    );
     return { payouts: outcomes };
   },
 };
@@ -25,7 +31,10 @@ export function payoutJobFor(withdrawalId: string, waitMs: number): Job {
     name: "payouts",
     maxRunsPerHour: MAX_RUNS_PER_HOUR,
     async run(deps) {
-      return { ...(await advancePayout(deps, treasuryFromConfig(deps.config), withdrawalId, { waitMs })) };
+      const solana = await solanaTreasuryFromConfig(deps.config);
+      return {
+        ...(await advancePayout(deps, treasuryFromConfig(deps.config), withdrawalId, { waitMs, solana })),
+      };
     },
   };
 }

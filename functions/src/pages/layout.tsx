@@ -1,7 +1,19 @@
-/** The frame every page shares: head, header, the one stylesheet, and a nav of the public pages. */
+/**
+ * The frame every page shares: head, header, the one stylesheet, a nav of the pages, and for a
+ * signed-in person who they are and a sign-out button (a form: it works without script).
+ */
 import type { Child } from "hono/jsx";
 
-export function Layout(props: { title: string; children: Child }) {
+export interface SignedIn {
+  accountId: string;
+  apiKeyId: string;
+  /** "supplier", "operator", "ops (AI operator)", ... */
+  role: string;
+  csrf: string;
+}
+
+export function Layout(props: { title: string; children: Child; signedIn?: SignedIn | null }) {
+  const who = props.signedIn;
   return (
     <html lang="en">
       <head>
@@ -18,8 +30,19 @@ export function Layout(props: { title: string; children: Child }) {
           <nav>
             <a href="/status">Status</a>
             <a href="/pool-quickstart">Agent quickstart</a>
+            <a href="/farmer">Supplier</a>
+            <a href="/admin">Operators</a>
             <a href="/openapi.json">API</a>
           </nav>
+          {who ? (
+            <form class="who" method="post" action="/sign-out">
+              <span data-testid="signed-in-as">
+                {who.role} <code>{who.accountId}</code> (key <code>{who.apiKeyId}</code>)
+              </span>
+              <input type="hidden" name="csrf" value={who.csrf} />
+              <button type="submit">Sign out</button>
+            </form>
+          ) : null}
         </header>
         <main>{props.children}</main>
       </body>

@@ -1,25 +1,20 @@
 /**
- * The HTML pages (server-rendered with Hono JSX, no client script): /status and /pool-quickstart,
- * plus their stylesheet. They read the same services the JSON routes use.
+ * The HTML pages (server-rendered with Hono JSX, no client script): the public /status and
+ * /pool-quickstart, the signed-in /farmer and /admin with /sign-in (docs/adr/0020), and their one
+ * stylesheet. They read and act through the same services the JSON routes use. They are not in
+ * /openapi.json: that document describes the JSON API.
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../env.ts";
 import { readNetworkStatus } from "../services/status.ts";
+import { registerAdmin } from "./admin.tsx";
+import { registerFarmer } from "./farmer.tsx";
+import { htmlHeaders } from "./html.ts";
 import { type LiveQuote, QuickstartPage } from "./quickstart.tsx";
+import { registerSignIn } from "./sign-in.tsx";
 import { SITE_CSS } from "./site.css.ts";
 import { StatusPage } from "./status.tsx";
-
-// No script, no inline style, no framing, no third-party anything.
-const CSP =
-  "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-function htmlHeaders(c: Context<AppEnv>) {
-  c.header("Content-Security-Policy", CSP);
-  c.header("X-Content-Type-Options", "nosniff");
-  c.header("Referrer-Policy", "no-referrer");
-  c.header("X-Frame-Options", "DENY");
-}
 
 /** The sample order the quickstart quotes live: the cheapest amount anyone can buy, anywhere. */
 const SAMPLE_ORDER = "/v1/x402/pool?tier=peer&country=any&traffic=0.1";
@@ -73,4 +68,8 @@ export function registerPages(app: OpenAPIHono<AppEnv>) {
       `<!doctype html>${await (<QuickstartPage origin={new URL(c.req.url).origin} quote={quote} />).toString()}`,
     );
   });
+
+  registerSignIn(app);
+  registerFarmer(app);
+  registerAdmin(app);
 }

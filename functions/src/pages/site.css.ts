@@ -28,4 +28,18 @@ code { font-size: .9em; }
 figcaption .key { margin-right: 1rem; font-size: .9rem; }
 figcaption .key::before { content: ""; display: inline-block; width: .8rem; height: .2rem; margin-right: .3rem; vertical-align: middle; background: currentColor; }
 .alerts li.open strong { color: var(--bad); } .alerts li.resolved strong { color: var(--ok); }
+.ok { color: var(--ok); } .bad { color: var(--bad); }
+header form.who { margin-left: auto; display: flex; gap: .5rem; align-items: baseline; flex-wrap: wrap; font-size: .9rem; }
+.notice { padding: .6rem .8rem; border-radius: .5rem; border: 1px solid var(--line); }
+.notice.error { border-color: var(--bad); color: var(--bad); } .notice.ok { border-color: var(--ok); color: var(--ok); }
+form.stack { display: grid; gap: .4rem; max-width: 32rem; margin: .5rem 0 1rem; }
+form.inline { display: inline-flex; gap: .4rem; margin: 0 .4rem .4rem 0; flex-wrap: wrap; }
+input, select, button { font: inherit; padding: .35rem .5rem; border: 1px solid var(--line); border-radius: .35rem; background: var(--bg); color: var(--fg); max-width: 100%; }
+button { cursor: pointer; background: var(--peer); color: #fff; border-color: var(--peer); }
+button.danger { background: var(--bad); border-color: var(--bad); }
+header form.who button { background: transparent; color: var(--peer); }
+.scroll { overflow-x: auto; }
+.hash code, .hash a { word-break: break-all; }
+.badge { display: inline-block; padding: 0 .4rem; border-radius: .3rem; border: 1px solid var(--line); font-size: .85rem; }
+.b-listed { border-color: var(--ok); color: var(--ok); } .b-offline { color: var(--muted); } .b-unverified { color: var(--mbl); border-color: var(--mbl); }
 `;

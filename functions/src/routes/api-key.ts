@@ -23,5 +23,13 @@ export async function requireApiKey(
   if (!account) throw new ApiError("E_UNAUTHORIZED", "X-API-Key is not a valid API key");
   if (!scopes.some((s) => account.scopes.includes(s)))
     throw scopeRequired(scopes[0], `${c.req.method} ${new URL(c.req.url).pathname}`);
+  c.set("caller", account);
   return account;
+}
+
+/** The account a route's auth middleware authenticated (`requireApiKey` ran before validation). */
+export function callerOf(c: Context<AppEnv>): ApiKeyAccount {
+  const caller = c.get("caller");
+  if (!caller) throw new Error(`${c.req.method} ${c.req.path} has no API-key middleware`);
+  return caller;
 }

@@ -4,12 +4,14 @@
  * transaction as its effects.
  */
 import { type Pool, type Queryable, withTransaction } from "../../../shared/db/pool.ts";
+import type { RedisClient } from "../../../shared/redis.ts";
 import { appendAudit } from "./audit.ts";
 import { postTransaction } from "./ledger.ts";
+import { type Execution, executeProposal, type ProposalAction } from "./proposals.ts";
 
 export interface Approval {
   id: string;
-  kind: "payout";
+  kind: "payout" | "proposal";
   subject: string;
   summary: Record<string, unknown>;
   status: "pending" | "approved" | "rejected";
@@ -18,11 +20,13 @@ export interface Approval {
   reason: string | null;
   createdAt: Date;
   decidedAt: Date | null;
+  /** proposals: what executing it did */
+  result: Record<string, unknown> | null;
 }
 
 type ApprovalRow = {
   id: string;
-  kind: "payout";
+  kind: "payout" | "proposal";
   subject: string;
   summary: Record<string, unknown>;
   status: Approval["status"];
@@ -31,6 +35,7 @@ type ApprovalRow = {
   reason: string | null;
   created_at: string | Date;
   decided_at: string | Date | null;
+  result: Record<string, unknown> | null;
 };
 
 const toApproval = (r: ApprovalRow): Approval => ({
@@ -44,9 +49,11 @@ const toApproval = (r: ApprovalRow): Approval => ({
   reason: r.reason,
   createdAt: new Date(r.created_at),
   decidedAt: r.decided_at ? new Date(r.decided_at) : null,
+  result: r.result ?? null,
 });
 
-const COLUMNS = "id, kind, subject, summary, status, proposed_by, decided_by, reason, created_at, decided_at";
+const COLUMNS =
+  "id, kind, subject, summary, status, proposed_by, decided_by, reason, created_at, decided_at, result";
 
 export async function listApprovals(
   db: Queryable,
@@ -66,13 +73,17 @@ export type Decision =
 
 /**
  * Approves or rejects a pending approval. Approving a payout queues its on-chain transfer;
- * rejecting one returns the amount to the supplier's available balance.
+ * rejecting one returns the amount to the supplier's available balance. Approving a proposal
+ * executes it in the same transaction (ADR 0018); its Redis follow-up runs after the commit when
+ * `redis` is given.
  */
 export async function decideApproval(
   db: Pool,
   input: { id: string; decision: "approve" | "reject"; actor: string; reason?: string; now: Date },
+  redis?: RedisClient,
 ): Promise<Decision> {
-  return withTransaction(db, async (tx): Promise<Decision> => {
+  let after: Execution["after"] | undefined;
+  const decision = await withTransaction(db, async (tx): Promise<Decision> => {
     const { rows } = await tx.query<ApprovalRow>(
       `SELECT ${COLUMNS} FROM approvals WHERE id = $1 FOR UPDATE`,
       [input.id],
@@ -91,6 +102,23 @@ export async function decideApproval(
        RETURNING ${COLUMNS}`,
       [input.id, status, input.actor, input.reason ?? null, input.now.toISOString()],
     );
+    if (row.kind === "proposal") {
+      const p = row.summary as unknown as ProposalAction;
+      let result: Record<string, unknown> | null = null;
+      if (status === "approved") {
+        const ex = await executeProposal(tx, p, input.actor);
+        result = ex.result;
+        after = ex.after;
+        await tx.query("UPDATE approvals SET result = $2 WHERE id = $1", [input.id, JSON.stringify(result)]);
+      }
+      await appendAudit(tx, {
+        actor: input.actor,
+        action: `approval.${input.decision}`,
+        subject: input.id,
+        detail: { kind: row.kind, action: p.action, ...(input.reason ? { reason: input.reason } : {}) },
+      });
+      return { ok: true, approval: { ...toApproval(updated.rows[0]!), result } };
+    }
     const { rows: w } = await tx.query<{
       account_id: string;
       amount_micro: string;
@@ -138,4 +166,6 @@ export async function decideApproval(
     });
     return { ok: true, approval: toApproval(updated.rows[0]!) };
   });
+  if (after && redis) await after({ redis, db });
+  return decision;
 }

@@ -9,15 +9,29 @@ import { sha256Hex } from "../../../shared/ids.ts";
 
 export const GENESIS_HASH = "0".repeat(64);
 
+/** The chain's last row: an operator records it elsewhere, and a later check with it catches a
+ *  rewrite that recomputed every hash after the row it changed (docs/adr/0016). */
+export interface ChainHead {
+  chainSeq: string;
+  hash: string;
+}
+
 export type ChainCheck =
-  | { ok: true; verified: number }
+  | { ok: true; verified: number; head: ChainHead | null }
   | { ok: false; verified: number; broken: { id: string; chainSeq: string; reason: string } };
 
 const hexBytes = (hex: string) => Uint8Array.from(hex.match(/../g) ?? [], (b) => Number.parseInt(b, 16));
 
-/** Walks the chain in chain_seq order, `batch` rows at a time; stops at the first broken row. */
-export async function verifyAuditChain(db: Queryable, opts: { batch?: number } = {}): Promise<ChainCheck> {
+/**
+ * Walks the chain in chain_seq order, `batch` rows at a time; stops at the first broken row. With
+ * `expectHead` (a head recorded earlier), the row at that chain_seq must still carry that hash.
+ */
+export async function verifyAuditChain(
+  db: Queryable,
+  opts: { batch?: number; expectHead?: ChainHead } = {},
+): Promise<ChainCheck> {
   const batch = opts.batch ?? 5000;
+  let anchored = !opts.expectHead;
   let prevHash = GENESIS_HASH;
   let prevSeq = 0n;
   let verified = 0;
@@ -50,6 +64,13 @@ export async function verifyAuditChain(db: Queryable, opts: { batch?: number } =
       bytes.set(prev);
       bytes.set(canonical, prev.length);
       if ((await sha256Hex(bytes)) !== r.hash) return fail("hash does not match the row's contents");
+      if (opts.expectHead && r.chain_seq === opts.expectHead.chainSeq) {
+        if (r.hash !== opts.expectHead.hash.toLowerCase())
+          return fail(
+            `hash differs from the recorded head ${opts.expectHead.hash}: the chain up to here was rewritten and rehashed`,
+          );
+        anchored = true;
+      }
       prevHash = r.hash;
       prevSeq = seq;
       verified++;
@@ -67,5 +88,15 @@ export async function verifyAuditChain(db: Queryable, opts: { batch?: number } =
       verified,
       broken: { id: unchained[0].id, chainSeq: "none", reason: "the row is not in the chain" },
     };
-  return { ok: true, verified };
+  if (!anchored)
+    return {
+      ok: false,
+      verified,
+      broken: {
+        id: "none",
+        chainSeq: opts.expectHead!.chainSeq,
+        reason: `the recorded head (chain_seq ${opts.expectHead!.chainSeq}) is past the end of the chain: rows were removed`,
+      },
+    };
+  return { ok: true, verified, head: verified ? { chainSeq: String(prevSeq), hash: prevHash } : null };
 }

@@ -41,6 +41,13 @@ export async function authenticateApiKey(
     : null;
 }
 
+/** A human operator: an `operate` key of an operator account (the only caller who approves or releases). */
+export const isHumanOperator = (a: ApiKeyAccount) =>
+  a.accountKind === "operator" && a.scopes.includes("operate");
+
+/** An AI operator: an `ops-agent` key of an ops account. */
+export const isOpsAgent = (a: ApiKeyAccount) => a.accountKind === "ops" && a.scopes.includes("ops-agent");
+
 /** True when the key carries `scope`. */
 export function hasScope(account: ApiKeyAccount, scope: ApiKeyScope): boolean {
   return account.scopes.includes(scope);

@@ -65,12 +65,23 @@ interface RelayRegions {
   regions: Record<string, { relayUrl: string; countries: string[] }>;
 }
 
-/** The relay for a client: the region whose country list has it, else the default region. */
-export async function assignRelay(db: Queryable, country: string | undefined): Promise<string> {
+/**
+ * The relay for a device (docs/adr/0023): the region whose country list has the device's own
+ * country hint, else the one that has the country the edge saw, else the default region. The hint
+ * goes first because a relay grants nothing (class and geo in the JWT come from the edge alone): a
+ * device that states a wrong country only lands on a farther relay, and a fleet behind one egress
+ * (a modem farm, a simulator) still spreads by the countries it declares.
+ */
+export async function assignRelay(
+  db: Queryable,
+  countries: { hint?: string; edge?: string },
+): Promise<string> {
   const cfg = await getSetting<RelayRegions>(db, "relay_regions", { default: "", regions: {} });
-  const c = country?.toUpperCase();
-  const match = Object.values(cfg.regions).find((r) => c && r.countries.includes(c));
-  const relay = match ?? cfg.regions[cfg.default];
+  const inRegion = (country: string | undefined) => {
+    const c = country?.toUpperCase();
+    return c ? Object.values(cfg.regions).find((r) => r.countries.includes(c)) : undefined;
+  };
+  const relay = inRegion(countries.hint) ?? inRegion(countries.edge) ?? cfg.regions[cfg.default];
   if (!relay) throw new Error("settings.relay_regions has no default region");
   return relay.relayUrl;
 }
@@ -236,7 +247,7 @@ export async function registerDevice(
   await publishDeviceRevocations(deps.redis, [{ deviceId, gen: out.gen }]);
   const [jwt, relay, rates] = await Promise.all([
     issueJwt(deps, deviceId, auth.accountId, out.gen, client),
-    assignRelay(deps.db, clientCountry(deps, client)),
+    assignRelay(deps.db, { hint: input.country, edge: clientCountry(deps, client) }),
     earningsPerGB(deps.db, auth.accountId),
   ]);
   return {

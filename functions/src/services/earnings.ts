@@ -25,7 +25,7 @@ const IP_CLASSES: readonly IpClass[] = ["mobile", "residential", "datacenter"];
 /** Decimal USDC per GB by IP class, as the register response shows them. */
 export type Rates = Record<IpClass, string>;
 
-function mergeRates(base: Partial<Record<string, unknown>>, override: unknown): Rates {
+export function mergeRates(base: Partial<Record<string, unknown>>, override: unknown): Rates {
   const out = {} as Rates;
   const o = (override && typeof override === "object" ? override : {}) as Record<string, unknown>;
   for (const cls of IP_CLASSES) {
@@ -48,7 +48,7 @@ export async function earningsPerGB(db: Queryable, accountId?: string): Promise<
   return mergeRates(base, acct?.rows[0]?.earnings_per_gb);
 }
 
-function rateMicro(rates: Rates, cls: IpClass): bigint {
+export function rateMicro(rates: Rates, cls: IpClass): bigint {
   try {
     return parseUsdc(rates[cls]);
   } catch {
@@ -244,16 +244,22 @@ export async function earningsSummary(
   const [totals, devices, days, rates] = await Promise.all([
     db.query<{ micro: string; bytes: string; devices: string }>(
       `SELECT coalesce(sum(amount_micro), 0)::text AS micro, coalesce(sum(bytes), 0)::text AS bytes,
-              count(DISTINCT device_id)::text AS devices
+              count(DISTINCT coalesce(device_id, modem_exit_id))::text AS devices
          FROM earnings_ledger WHERE account_id = $1`,
       [accountId],
     ),
+    // A farmer's modem exits are listed like devices (ADR 0017): id modem_..., named host:port.
     db.query<{ device_id: string; name: string; ip_type: IpClass; bytes: string; micro: string }>(
-      `SELECT l.device_id, d.name, d.ip_type, sum(l.bytes)::text AS bytes, sum(l.amount_micro)::text AS micro
-         FROM earnings_ledger l JOIN devices d ON d.id = l.device_id
+      `SELECT coalesce(l.device_id, l.modem_exit_id) AS device_id,
+              coalesce(d.name, 'modem ' || m.host || ':' || m.port) AS name,
+              coalesce(d.ip_type, m.ip_type) AS ip_type,
+              sum(l.bytes)::text AS bytes, sum(l.amount_micro)::text AS micro
+         FROM earnings_ledger l
+         LEFT JOIN devices d ON d.id = l.device_id
+         LEFT JOIN modem_exits m ON m.id = l.modem_exit_id
         WHERE l.account_id = $1
-        GROUP BY l.device_id, d.name, d.ip_type
-        ORDER BY sum(l.amount_micro) DESC, sum(l.bytes) DESC, l.device_id
+        GROUP BY 1, 2, 3
+        ORDER BY sum(l.amount_micro) DESC, sum(l.bytes) DESC, 1
         LIMIT $2`,
       [accountId, opts.limit],
     ),
@@ -287,4 +293,31 @@ export async function earningsSummary(
     }),
     rates,
   };
+}
+
+/**
+ * Sets (or with null clears) an account's per-GB rate overrides (accounts.earnings_per_gb): for a
+ * farmer, `mobile` is what its modem exits earn (ADR 0017). Audited with the previous value; null
+ * when there is no such account.
+ */
+export async function setEarningsOverride(
+  db: Queryable,
+  input: { accountId: string; overrides: Partial<Rates> | null; actor: string },
+): Promise<{ overrides: Partial<Rates> | null; rates: Rates } | null> {
+  const { rows } = await db.query<{ before: Partial<Rates> | null }>(
+    `SELECT earnings_per_gb AS before FROM accounts WHERE id = $1 FOR NO KEY UPDATE`,
+    [input.accountId],
+  );
+  if (rows.length === 0) return null;
+  await db.query("UPDATE accounts SET earnings_per_gb = $2 WHERE id = $1", [
+    input.accountId,
+    input.overrides === null ? null : JSON.stringify(input.overrides),
+  ]);
+  await appendAudit(db, {
+    actor: input.actor,
+    action: "earnings.rates_override",
+    subject: input.accountId,
+    detail: { before: rows[0]!.before, after: input.overrides },
+  });
+  return { overrides: input.overrides, rates: await earningsPerGB(db, input.accountId) };
 }

@@ -7,6 +7,11 @@ import type { Queryable } from "../../../shared/db/pool.ts";
 import { keys } from "../../../shared/keys.ts";
 import type { RedisClient } from "../../../shared/redis.ts";
 import { appendAudit } from "./audit.ts";
+import { type ApiKeyAccount, isHumanOperator } from "./auth.ts";
+import { hitRateLimit } from "./rate-limit.ts";
+
+/** How often one ops-agent key may engage the switch in an hour (a human is not capped). */
+export const OPS_AGENT_ENGAGES_PER_HOUR = 10;
 
 export interface KillSwitchState {
   engaged: boolean;
@@ -17,6 +22,46 @@ export interface KillSwitchState {
 export async function killSwitchState(redis: Pick<RedisClient, "get">): Promise<KillSwitchState> {
   const v = await redis.get(keys.killSwitch());
   return { engaged: Boolean(v), since: v ? String(v) : null };
+}
+
+export type KillSwitchChange =
+  | { ok: true; state: KillSwitchState }
+  | { ok: false; code: "human_only" }
+  | { ok: false; code: "rate_limited"; cap: number; retryAfterSeconds: number };
+
+/**
+ * The one rule for who moves the switch, for the JSON route and the operators' page alike: anyone
+ * admitted may engage (an ops-agent within its hourly cap); only a human operator releases.
+ */
+export async function changeKillSwitch(
+  deps: { db: Queryable; redis: Pick<RedisClient, "get" | "set" | "del" | "eval" | "evalsha"> },
+  input: { engaged: boolean; caller: ApiKeyAccount; now: Date; reason?: string },
+): Promise<KillSwitchChange> {
+  const human = isHumanOperator(input.caller);
+  if (!input.engaged && !human) return { ok: false, code: "human_only" };
+  if (!human) {
+    const d = await hitRateLimit(
+      deps.redis,
+      "kill-switch",
+      input.caller.apiKeyId,
+      OPS_AGENT_ENGAGES_PER_HOUR,
+      3_600_000,
+    );
+    if (!d.allowed)
+      return {
+        ok: false,
+        code: "rate_limited",
+        cap: OPS_AGENT_ENGAGES_PER_HOUR,
+        retryAfterSeconds: d.retryAfterSeconds,
+      };
+  }
+  const state = await setKillSwitch(deps, {
+    engaged: input.engaged,
+    actor: input.caller.apiKeyId,
+    now: input.now,
+    ...(input.reason ? { reason: input.reason } : {}),
+  });
+  return { ok: true, state };
 }
 
 /** Sets the switch; the Redis write comes first when engaging (stopping must not wait on Postgres). */

@@ -113,9 +113,16 @@ export async function reconcileListings(
   const snapshot = await readPoolSnapshot(deps.redis, nowMs);
   const run: ListingRun = { considered: snapshot.length, listed: 0, delisted: 0, flips: [] };
   const verifiedIds: string[] = [];
+  // Devices an operator or the ops agent delisted (ADR 0018) stay off sale until relisted.
+  const held = await deps.redis.hgetall(keys.opsDelisted());
   for (const e of snapshot) {
     if (e.probe.verified === "1" && e.endpoint.kind !== "modem") verifiedIds.push(e.endpointId);
-    const d = decideListing(e, minTier);
+    const d: ListingDecision =
+      held[e.endpointId] !== undefined
+        ? e.listed
+          ? { action: "delist", reason: "ops_delisted" }
+          : { action: "none" }
+        : decideListing(e, minTier);
     if (d.action === "list") {
       await listEndpoint(deps.redis, d.listing);
       if (d.flip) {

@@ -21,6 +21,8 @@ export type ModemExitRow = {
   rotation_url: string | null;
   /** upstream proxy credentials, sealed (shared/upstream-auth.ts); null = none */
   upstream_auth_sealed: string | null;
+  /** the farmer paid for this exit's traffic (ADR 0017); null = the house's own modem */
+  account_id: string | null;
   created_by: string;
   created_at: Date;
   updated_at: Date;
@@ -37,6 +39,8 @@ export interface ModemExitInput {
   rotationUrl?: string;
   /** sealed upstream credentials: a value sets them, null clears them, undefined keeps what is stored */
   upstreamAuthSealed?: string | null;
+  /** the farmer account: a value assigns it, null makes it the house's, undefined keeps what is stored */
+  farmerAccountId?: string | null;
 }
 
 /** Registers (or updates the registration at the same host:port); `created` says which. */
@@ -52,9 +56,15 @@ export async function registerModemExit(
     input.ipType ?? "mobile",
     input.rotationUrl ?? null,
   ];
-  const auth = [input.upstreamAuthSealed !== undefined, input.upstreamAuthSealed ?? null];
+  const auth = [
+    input.upstreamAuthSealed !== undefined,
+    input.upstreamAuthSealed ?? null,
+    input.farmerAccountId !== undefined,
+    input.farmerAccountId ?? null,
+  ];
   const updateSql = `UPDATE modem_exits SET country = $3, carrier = $4, city = $5, ip_type = $6, rotation_url = $7,
-            upstream_auth_sealed = CASE WHEN $8::boolean THEN $9 ELSE upstream_auth_sealed END, updated_at = now()
+            upstream_auth_sealed = CASE WHEN $8::boolean THEN $9 ELSE upstream_auth_sealed END,
+            account_id = CASE WHEN $10::boolean THEN $11 ELSE account_id END, updated_at = now()
       WHERE host = $1 AND port = $2 AND deleted_at IS NULL RETURNING *`;
   const updated = await db.query<ModemExitRow>(updateSql, [input.host, input.port, ...values, ...auth]);
   let exit = updated.rows[0];
@@ -63,10 +73,19 @@ export async function registerModemExit(
     // Two registrations of one address at once: the loser's insert yields to the winner's row
     // (modem_exits_address), and it updates that row like a re-registration.
     const inserted = await db.query<ModemExitRow>(
-      `INSERT INTO modem_exits (id, host, port, country, carrier, city, ip_type, rotation_url, created_by, upstream_auth_sealed)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+      `INSERT INTO modem_exits (id, host, port, country, carrier, city, ip_type, rotation_url, created_by,
+                                upstream_auth_sealed, account_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
        ON CONFLICT (host, port) WHERE deleted_at IS NULL DO NOTHING RETURNING *`,
-      [newId("modem", 8), input.host, input.port, ...values, actor, input.upstreamAuthSealed ?? null],
+      [
+        newId("modem", 8),
+        input.host,
+        input.port,
+        ...values,
+        actor,
+        input.upstreamAuthSealed ?? null,
+        input.farmerAccountId ?? null,
+      ],
     );
     exit = inserted.rows[0];
     if (!exit) {
@@ -85,6 +104,7 @@ export async function registerModemExit(
       ipType: exit.ip_type,
       rotationWebhook: exit.rotation_url !== null,
       upstreamAuth: exit.upstream_auth_sealed !== null,
+      farmerAccountId: exit.account_id,
     },
   });
   return { exit, created };
@@ -144,4 +164,10 @@ export async function syncModemListing(redis: RedisClient, exit: ModemExitRow): 
     port: exit.port,
     upstreamAuth: exit.upstream_auth_sealed ?? undefined,
   });
+}
+
+/** An account's kind, or null when there is none: a modem exit belongs to a farmer or supplier account (ADR 0017). */
+export async function accountKindOf(db: Queryable, accountId: string): Promise<string | null> {
+  const { rows } = await db.query<{ kind: string }>("SELECT kind FROM accounts WHERE id = $1", [accountId]);
+  return rows[0]?.kind ?? null;
 }

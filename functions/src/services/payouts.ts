@@ -28,7 +28,8 @@ import type { RedisClient } from "../../../shared/redis.ts";
 import type { Config } from "../config.ts";
 import { appendAudit } from "./audit.ts";
 import { baseChain } from "./base-chain.ts";
-import { postTransaction } from "./ledger.ts";
+import { recordPayoutConfirmed, recordPayoutFailed, shortError } from "./payout-records.ts";
+import { advanceSolanaPayout, type SolanaTreasury } from "./payouts-solana.ts";
 
 export interface Treasury {
   client: PublicClient<Transport, Chain>;
@@ -77,11 +78,6 @@ export type PayoutOutcome = {
   confirmations?: number;
   reason?: string;
 };
-
-const shortError = (err: unknown) =>
-  String((err as Error)?.message ?? err)
-    .split("\n")[0]!
-    .slice(0, 300);
 
 async function loadPayout(db: Queryable, withdrawalId: string, lock = false): Promise<PayoutRow | undefined> {
   const { rows } = await db.query<PayoutRow>(
@@ -163,41 +159,6 @@ async function broadcast(db: Queryable, t: Treasury, row: PayoutRow): Promise<vo
   );
 }
 
-/** Confirmed: the payout leaves the books (payout_pending -> treasury), once, with the withdrawal paid. */
-async function finalize(db: Pool, row: PayoutRow, blockNumber: bigint, confirmations: number): Promise<void> {
-  await withTransaction(db, async (tx) => {
-    const { rowCount } = await tx.query(
-      `UPDATE payouts SET status = 'confirmed', block_number = $2, confirmations = $3, updated_at = now()
-        WHERE withdrawal_id = $1 AND status <> 'confirmed'`,
-      [row.withdrawal_id, String(blockNumber), confirmations],
-    );
-    if (!rowCount) return;
-    const amount = BigInt(row.amount_micro);
-    await postTransaction(tx, {
-      kind: "payout",
-      ref: row.withdrawal_id,
-      postings: [
-        { book: "payout_pending", accountId: row.account_id, amountMicro: amount },
-        { book: "treasury", accountId: null, amountMicro: -amount },
-      ],
-    });
-    await tx.query("UPDATE withdrawals SET status = 'paid', updated_at = now() WHERE id = $1", [
-      row.withdrawal_id,
-    ]);
-    await appendAudit(tx, {
-      actor: "payout-executor",
-      action: "payout.confirm",
-      subject: row.withdrawal_id,
-      detail: {
-        txHash: row.tx_hash,
-        blockNumber: String(blockNumber),
-        confirmations,
-        amountMicro: row.amount_micro,
-      },
-    });
-  });
-}
-
 /** What became of a recorded transfer: mined (counted), in the mempool, re-sent as signed, or dead. */
 async function reconcile(db: Pool, t: Treasury, row: PayoutRow): Promise<PayoutOutcome> {
   const hash = row.tx_hash as Hex;
@@ -210,28 +171,17 @@ async function reconcile(db: Pool, t: Treasury, row: PayoutRow): Promise<PayoutO
   try {
     const receipt = await t.client.getTransactionReceipt({ hash });
     if (receipt.status === "reverted") {
-      await withTransaction(db, async (tx) => {
-        const { rowCount } = await tx.query(
-          "UPDATE payouts SET status = 'failed', last_error = 'reverted', updated_at = now() WHERE withdrawal_id = $1 AND status <> 'failed'",
-          [row.withdrawal_id],
-        );
-        if (!rowCount) return;
-        await tx.query("UPDATE withdrawals SET status = 'failed', updated_at = now() WHERE id = $1", [
-          row.withdrawal_id,
-        ]);
-        await appendAudit(tx, {
-          actor: "payout-executor",
-          action: "payout.fail",
-          subject: row.withdrawal_id,
-          detail: { txHash: hash, reason: "reverted" },
-        });
-      });
+      await recordPayoutFailed(db, row, "reverted", { txHash: hash });
       return out("failed", { reason: "reverted" });
     }
     const latest = await t.client.getBlockNumber({ cacheTime: 0 });
     const confirmations = Number(latest - receipt.blockNumber + 1n);
     if (confirmations >= t.confirmations) {
-      await finalize(db, row, receipt.blockNumber, confirmations);
+      await recordPayoutConfirmed(db, row, {
+        block: receipt.blockNumber,
+        confirmations,
+        evidence: { txHash: hash, blockNumber: String(receipt.blockNumber), confirmations },
+      });
       return out("confirmed", { confirmations });
     }
     await db.query(
@@ -285,19 +235,25 @@ export async function advancePayout(
   deps: { db: Pool; redis: Pick<RedisClient, "get"> },
   treasury: Treasury | null,
   withdrawalId: string,
-  opts: { waitMs?: number } = {},
+  opts: { waitMs?: number; solana?: SolanaTreasury | null } = {},
 ): Promise<PayoutOutcome> {
   if (await deps.redis.get(keys.killSwitch()))
     return { withdrawalId, status: "skipped", reason: "kill_switch" };
+  if (await deps.redis.get(keys.loopPaused("payouts")))
+    return { withdrawalId, status: "skipped", reason: "paused" };
   let row = await loadPayout(deps.db, withdrawalId);
   if (!row) return { withdrawalId, status: "skipped", reason: "no_payout" };
   if (row.status === "confirmed" || row.status === "failed")
     return { withdrawalId, status: row.status, txHash: row.tx_hash };
-  if (row.network !== "base") return { withdrawalId, status: "queued", reason: "solana_not_yet" };
+  if (row.network === "solana") {
+    // docs/adr/0019: the same guarantees on Solana, by signature and blockhash expiry.
+    if (!opts.solana) return { withdrawalId, status: "queued", reason: "solana_treasury_not_configured" };
+    return advanceSolanaPayout(deps.db, opts.solana, withdrawalId, opts);
+  }
   if (!treasury) return { withdrawalId, status: "queued", reason: "treasury_not_configured" };
   if (row.status === "queued") {
     row = await signAndRecord(deps.db, treasury, withdrawalId);
-    if (row?.status !== "signed") return advancePayout(deps, treasury, withdrawalId);
+    if (row?.status !== "signed") return advancePayout(deps, treasury, withdrawalId, opts);
     try {
       await broadcast(deps.db, treasury, row);
     } catch (err) {
@@ -324,16 +280,19 @@ export async function advanceOpenPayouts(
   deps: { db: Pool; redis: Pick<RedisClient, "get"> },
   treasury: Treasury | null,
   limit: number,
+  solana: SolanaTreasury | null = null,
 ): Promise<PayoutOutcome[]> {
+  // A network without a configured treasury is skipped, so its queue cannot starve the other's.
+  const networks = [...(treasury ? ["base"] : []), ...(solana ? ["solana"] : [])];
   const { rows } = await deps.db.query<{ withdrawal_id: string }>(
-    `SELECT withdrawal_id FROM payouts WHERE status IN ('queued', 'signed', 'broadcast') AND network = 'base'
+    `SELECT withdrawal_id FROM payouts WHERE status IN ('queued', 'signed', 'broadcast') AND network = ANY($2)
       ORDER BY created_at LIMIT $1`,
-    [limit],
+    [limit, networks],
   );
   const out: PayoutOutcome[] = [];
   for (const r of rows) {
     try {
-      out.push(await advancePayout(deps, treasury, r.withdrawal_id));
+      out.push(await advancePayout(deps, treasury, r.withdrawal_id, { solana }));
     } catch (err) {
       out.push({ withdrawalId: r.withdrawal_id, status: "signed", reason: shortError(err) });
     }

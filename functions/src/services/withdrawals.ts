@@ -59,7 +59,6 @@ export interface Withdrawal {
 
 export type WithdrawalRefusal =
   | { code: "no_wallet"; message: string }
-  | { code: "network_not_yet"; message: string }
   | { code: "cooling"; message: string; payableFrom: Date }
   | { code: "below_minimum"; message: string; minimumMicro: bigint; supplyKind: SupplyKind }
   | { code: "insufficient_balance"; message: string; availableMicro: bigint };
@@ -94,14 +93,6 @@ export async function requestWithdrawal(
           code: "cooling" as const,
           message: `the payout wallet ${wallet.address} is in its cooling period until ${wallet.payableFrom.toISOString()}; nothing pays to it before then`,
           payableFrom: wallet.payableFrom,
-        },
-      };
-    if (wallet.network !== "base")
-      return {
-        ok: false as const,
-        refusal: {
-          code: "network_not_yet" as const,
-          message: "payouts to Solana wallets are not available yet: register a Base wallet to withdraw now",
         },
       };
     const kind = await supplyKind(tx, input.accountId);

@@ -4,8 +4,9 @@ import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
 import { ROTATION_GRACE_MS, rotateApiKey } from "../../services/accounts.ts";
 import { authenticateApiKey } from "../../services/auth.ts";
+import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
-import { ApiKeyInfo, ApiKeyWithSecret, apiKeyView, callerStore, KeyIdParam } from "./common.ts";
+import { ApiKeyInfo, ApiKeyWithSecret, apiKeyView, KeyIdParam } from "./common.ts";
 
 const GRACE_HOURS = ROTATION_GRACE_MS / 3_600_000;
 
@@ -36,22 +37,20 @@ const route = createRoute({
   },
 });
 
-const callers = callerStore();
-
 export function registerAccountApiKeyRotate(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   app.use("/v1/account/api-keys/*", async (c, next) => {
     const account = await authenticateApiKey(c.get("deps"), c.req.header("x-api-key"));
     if (!account)
       throw new ApiError("E_UNAUTHORIZED", "X-API-Key is missing or not a valid API key (psx_...)");
-    callers.set(c, account);
+    c.set("caller", account);
     await next();
   });
 
   app.openapi(route, async (c) => {
     const { keyId } = c.req.valid("param");
     const deps = c.get("deps");
-    const r = await rotateApiKey({ deps, input: { caller: callers.get(c), keyId } });
+    const r = await rotateApiKey({ deps, input: { caller: callerOf(c), keyId } });
     if (!r.ok) throw new ApiError(r.code, r.message, r.details ? { details: r.details } : {});
     c.header("Cache-Control", "no-store");
     return c.json(

@@ -1,10 +1,7 @@
 /** What the account and admin key routes share: the API key view (never a secret) and auth. */
 import { z } from "@hono/zod-openapi";
-import type { Context } from "hono";
 import { API_KEY_SCOPES } from "../../../../shared/accounts.ts";
-import type { AppEnv } from "../../env.ts";
 import type { ApiKeyRow } from "../../services/accounts.ts";
-import type { ApiKeyAccount } from "../../services/auth.ts";
 
 export const Scope = z.enum(API_KEY_SCOPES).openapi({
   description:
@@ -55,14 +52,5 @@ export function apiKeyView(k: ApiKeyRow, now: Date) {
     revokedAt: iso(k.revoked_at),
     expiresAt: iso(k.expires_at),
     rotatedTo: k.rotated_to,
-  };
-}
-
-/** The key each request authenticated with, set by a middleware before validation runs. */
-export function callerStore() {
-  const callers = new WeakMap<Request, ApiKeyAccount>();
-  return {
-    set: (c: Context<AppEnv>, a: ApiKeyAccount) => callers.set(c.req.raw, a),
-    get: (c: Context<AppEnv>) => callers.get(c.req.raw)!,
   };
 }

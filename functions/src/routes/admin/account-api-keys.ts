@@ -3,7 +3,8 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
 import { getAccount, issueApiKey, listApiKeys } from "../../services/accounts.ts";
-import { ApiKeyInfo, ApiKeyWithSecret, apiKeyView, callerStore, Scope } from "../account/common.ts";
+import { ApiKeyInfo, ApiKeyWithSecret, apiKeyView, Scope } from "../account/common.ts";
+import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
 import { OPERATOR_ERRORS } from "./accounts.ts";
 import { requireOperatorKey } from "./common.ts";
@@ -65,13 +66,12 @@ const list = createRoute({
   },
 });
 
-const operators = callerStore();
 const noAccount = (id: string) => new ApiError("E_NOT_FOUND", `no account ${id}`);
 
 export function registerAdminAccountApiKeys(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   app.use("/v1/admin/accounts/*", async (c, next) => {
-    operators.set(c, await requireOperatorKey(c, "accounts and keys"));
+    await requireOperatorKey(c, "accounts and keys");
     await next();
   });
 
@@ -80,7 +80,7 @@ export function registerAdminAccountApiKeys(app: OpenAPIHono<AppEnv>) {
     const deps = c.get("deps");
     const issued = await issueApiKey({
       deps,
-      input: { actor: operators.get(c).accountId, accountId: id, scopes: c.req.valid("json").scopes },
+      input: { actor: callerOf(c).accountId, accountId: id, scopes: c.req.valid("json").scopes },
     });
     if (!issued) throw noAccount(id);
     c.header("Cache-Control", "no-store");

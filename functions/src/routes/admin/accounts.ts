@@ -4,7 +4,7 @@ import { ACCOUNT_KINDS } from "../../../../shared/accounts.ts";
 import type { AppEnv } from "../../env.ts";
 import { type AccountRow, createAccount } from "../../services/accounts.ts";
 import { DEFAULT_RESELL_LIMITS } from "../../services/resell-limits.ts";
-import { callerStore } from "../account/common.ts";
+import { callerOf } from "../api-key.ts";
 import { errorResponse, MAX_BYTES, registerResellerAuth } from "../reseller/common.ts";
 import { requireOperatorKey } from "./common.ts";
 
@@ -87,20 +87,18 @@ const route = createRoute({
   },
 });
 
-const operators = callerStore();
-
 export function registerAdminAccounts(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   // Before validation: anonymous callers learn nothing about the schema.
   app.use("/v1/admin/accounts", async (c, next) => {
-    operators.set(c, await requireOperatorKey(c, "accounts"));
+    await requireOperatorKey(c, "accounts");
     await next();
   });
   app.openapi(route, async (c) => {
     const body = c.req.valid("json");
     const account = await createAccount({
       deps: c.get("deps"),
-      input: { actor: operators.get(c).accountId, ...body },
+      input: { actor: callerOf(c).accountId, ...body },
     });
     c.header("Cache-Control", "no-store");
     return c.json(accountView(account), 201);

@@ -3,7 +3,8 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
 import { revokeApiKey } from "../../services/accounts.ts";
-import { ApiKeyInfo, apiKeyView, callerStore, KeyIdParam } from "../account/common.ts";
+import { ApiKeyInfo, apiKeyView, KeyIdParam } from "../account/common.ts";
+import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
 import { OPERATOR_ERRORS } from "./accounts.ts";
 import { requireOperatorKey } from "./common.ts";
@@ -33,12 +34,10 @@ const route = createRoute({
   },
 });
 
-const operators = callerStore();
-
 export function registerAdminApiKey(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   app.use("/v1/admin/api-keys/*", async (c, next) => {
-    operators.set(c, await requireOperatorKey(c, "API keys"));
+    await requireOperatorKey(c, "API keys");
     await next();
   });
 
@@ -47,7 +46,7 @@ export function registerAdminApiKey(app: OpenAPIHono<AppEnv>) {
     const deps = c.get("deps");
     let revoked: Awaited<ReturnType<typeof revokeApiKey>>;
     try {
-      revoked = await revokeApiKey({ deps, input: { actor: operators.get(c).accountId, keyId } });
+      revoked = await revokeApiKey({ deps, input: { actor: callerOf(c).accountId, keyId } });
     } catch (err) {
       if (err instanceof ApiError) throw err;
       // The key is revoked once Postgres committed; only telling the relays can have failed.

@@ -1,6 +1,6 @@
 /**
  * GET /v1/admin/approvals (operate or ops-agent), POST /v1/admin/approvals/{id}/approve and
- * /reject: the human gate. Only an `operate` key of an operator account decides; an ops-agent's
+ * /reject: the human gate, for payouts and for ops-agent proposals (docs/adr/0018). Only an `operate` key of an operator account decides; an ops-agent's
  * key gets 403 E_SCOPE_REQUIRED naming `operate`.
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
@@ -9,24 +9,29 @@ import type { AppEnv } from "../../env.ts";
 import { runGuarded } from "../../jobs/guard.ts";
 import { payoutJobFor } from "../../jobs/payouts.ts";
 import { type Approval, decideApproval, listApprovals } from "../../services/approvals.ts";
-import { callerStore } from "../account/common.ts";
+import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
 import { requireOperatorKey, requireOpsReader } from "./common.ts";
 
 const ApprovalView = z
   .object({
     id: z.string().openapi({ example: "apr_0a1b2c3d4e5f6a7b8c9d0e1f" }),
-    kind: z.enum(["payout"]),
-    subject: z.string().openapi({ description: "payout: the withdrawal id" }),
-    summary: z
-      .record(z.string(), z.unknown())
-      .openapi({ description: "payout: accountId, amountMicro, network, address" }),
+    kind: z.enum(["payout", "proposal"]),
+    subject: z.string().openapi({ description: "payout: the withdrawal id; proposal: its own id (prp_...)" }),
+    summary: z.record(z.string(), z.unknown()).openapi({
+      description:
+        "payout: accountId, amountMicro, network, address; proposal: the request ({action, ...}, see POST /v1/admin/proposals)",
+    }),
     status: z.enum(["pending", "approved", "rejected"]),
     proposedBy: z.string(),
     decidedBy: z.string().nullable(),
     reason: z.string().nullable(),
     createdAt: z.string(),
     decidedAt: z.string().nullable(),
+    result: z
+      .record(z.string(), z.unknown())
+      .nullable()
+      .openapi({ description: "proposal: what executing it did (once approved)" }),
   })
   .openapi("Approval");
 
@@ -37,7 +42,7 @@ const Payout = z
     confirmations: z.number().int().optional(),
     reason: z.string().optional().openapi({
       description:
-        "why it is not further along: kill_switch, run_cap, treasury_not_configured, solana_not_yet, ...",
+        "why it is not further along: kill_switch, paused, run_cap, treasury_not_configured, solana_treasury_not_configured, ...",
     }),
   })
   .openapi("PayoutProgress");
@@ -94,7 +99,7 @@ const DECIDE_ERRORS = {
 const approveRoute = createRoute({
   method: "post",
   path: "/v1/admin/approvals/{id}/approve",
-  summary: "Approve (human operators only); a payout then executes on-chain",
+  summary: "Approve (human operators only); a payout then executes on-chain, a proposal executes once",
   tags: ["admin"],
   security: [{ ApiKey: [] }],
   request: { params: IdParam },
@@ -167,6 +172,7 @@ const view = (a: Approval) => ({
   reason: a.reason,
   createdAt: a.createdAt.toISOString(),
   decidedAt: iso(a.decidedAt),
+  result: a.result,
 });
 
 function refuse(d: { code: "not_found" | "already_decided"; message: string }): never {
@@ -175,8 +181,6 @@ function refuse(d: { code: "not_found" | "already_decided"; message: string }): 
 
 // How long an approval request waits for the payout's confirmations before answering (the cron finishes the rest).
 const PAYOUT_WAIT_MS = 15_000;
-
-const operators = callerStore();
 
 export function registerAdminApprovals(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
@@ -187,7 +191,7 @@ export function registerAdminApprovals(app: OpenAPIHono<AppEnv>) {
   });
   for (const decision of ["approve", "reject"])
     app.use(`/v1/admin/approvals/:id/${decision}`, async (c, next) => {
-      operators.set(c, await requireOperatorKey(c, "approval decisions"));
+      await requireOperatorKey(c, "approval decisions");
       await next();
     });
 
@@ -200,12 +204,11 @@ export function registerAdminApprovals(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(approveRoute, async (c) => {
     const deps = c.get("deps");
-    const d = await decideApproval(deps.db, {
-      id: c.req.valid("param").id,
-      decision: "approve",
-      actor: operators.get(c).apiKeyId,
-      now: deps.now(),
-    });
+    const d = await decideApproval(
+      deps.db,
+      { id: c.req.valid("param").id, decision: "approve", actor: callerOf(c).apiKeyId, now: deps.now() },
+      deps.redis,
+    );
     if (!d.ok) refuse(d);
     let payout = null;
     if (d.approval.kind === "payout") {
@@ -244,7 +247,7 @@ export function registerAdminApprovals(app: OpenAPIHono<AppEnv>) {
     const d = await decideApproval(deps.db, {
       id: c.req.valid("param").id,
       decision: "reject",
-      actor: operators.get(c).apiKeyId,
+      actor: callerOf(c).apiKeyId,
       reason: c.req.valid("json").reason,
       now: deps.now(),
     });

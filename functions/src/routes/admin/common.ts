@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
-import type { ApiKeyAccount } from "../../services/auth.ts";
+import { type ApiKeyAccount, isHumanOperator, isOpsAgent } from "../../services/auth.ts";
 import { requireApiKey } from "../api-key.ts";
 
 /**
@@ -18,6 +18,14 @@ export async function requireOperatorKey(c: Context<AppEnv>, what: string): Prom
   const account = await requireApiKey(c, ["operate"]);
   if (account.accountKind !== "operator")
     throw new ApiError("E_FORBIDDEN", `${what} are for operator accounts`);
+  return account;
+}
+
+/** An `operate` key of an operator account or an `ops-agent` key of an ops account (`what` names the routes). */
+export async function requireOperatorOrAgent(c: Context<AppEnv>, what: string): Promise<ApiKeyAccount> {
+  const account = await requireApiKey(c, ["operate", "ops-agent"]);
+  if (!isHumanOperator(account) && !isOpsAgent(account))
+    throw new ApiError("E_FORBIDDEN", `${what} are for operator and ops accounts`);
   return account;
 }
 

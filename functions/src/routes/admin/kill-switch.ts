@@ -6,11 +6,10 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
-import { killSwitchState, setKillSwitch } from "../../services/kill-switch.ts";
-import { hitRateLimit } from "../../services/rate-limit.ts";
-import { callerStore } from "../account/common.ts";
-import { requireApiKey, scopeRequired } from "../api-key.ts";
+import { changeKillSwitch, killSwitchState } from "../../services/kill-switch.ts";
+import { callerOf, scopeRequired } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
+import { requireOperatorOrAgent } from "./common.ts";
 
 const State = z
   .object({
@@ -69,18 +68,10 @@ const postRoute = createRoute({
   },
 });
 
-const OPS_AGENT_ENGAGES_PER_HOUR = 10;
-const callers = callerStore();
-
 export function registerAdminKillSwitch(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   app.use("/v1/admin/kill-switch", async (c, next) => {
-    const account = await requireApiKey(c, ["operate", "ops-agent"]);
-    const human = account.accountKind === "operator" && account.scopes.includes("operate");
-    const agent = account.accountKind === "ops" && account.scopes.includes("ops-agent");
-    if (!human && !agent)
-      throw new ApiError("E_FORBIDDEN", "the kill switch is for operator and ops accounts");
-    callers.set(c, account);
+    await requireOperatorOrAgent(c, "kill-switch routes");
     await next();
   });
 
@@ -91,34 +82,23 @@ export function registerAdminKillSwitch(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(postRoute, async (c) => {
     const { engaged, reason } = c.req.valid("json");
-    const caller = callers.get(c);
     const deps = c.get("deps");
-    const human = caller.accountKind === "operator" && caller.scopes.includes("operate");
-    if (!engaged && !human) throw scopeRequired("operate", "releasing the kill switch");
-    if (!human) {
-      const d = await hitRateLimit(
-        deps.redis,
-        "kill-switch",
-        caller.apiKeyId,
-        OPS_AGENT_ENGAGES_PER_HOUR,
-        3_600_000,
-      );
-      if (!d.allowed)
-        throw new ApiError(
-          "E_RATE_LIMITED",
-          `an ops-agent engages the kill switch at most ${OPS_AGENT_ENGAGES_PER_HOUR} times per hour`,
-          {
-            headers: { "Retry-After": String(d.retryAfterSeconds) },
-          },
-        );
-    }
-    const state = await setKillSwitch(deps, {
+    const r = await changeKillSwitch(deps, {
       engaged,
-      actor: caller.apiKeyId,
+      caller: callerOf(c),
       now: deps.now(),
       ...(reason ? { reason } : {}),
     });
+    if (!r.ok && r.code === "human_only") throw scopeRequired("operate", "releasing the kill switch");
+    if (!r.ok)
+      throw new ApiError(
+        "E_RATE_LIMITED",
+        `an ops-agent engages the kill switch at most ${r.cap} times per hour`,
+        {
+          headers: { "Retry-After": String(r.retryAfterSeconds) },
+        },
+      );
     c.header("Cache-Control", "no-store");
-    return c.json(state, 200);
+    return c.json(r.state, 200);
   });
 }

@@ -1,4 +1,5 @@
 /** POST/GET /v1/admin/modem-exits and DELETE /v1/admin/modem-exits/{id}: operators only. */
+
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { withTransaction } from "../../../../shared/db/pool.ts";
@@ -6,6 +7,7 @@ import { ApiError } from "../../../../shared/errors.ts";
 import { sealUpstreamAuth } from "../../../../shared/upstream-auth.ts";
 import type { AppEnv } from "../../env.ts";
 import {
+  accountKindOf,
   findModemExit,
   listModemExits,
   type ModemExitRow,
@@ -13,6 +15,8 @@ import {
   removeModemExit,
   syncModemListing,
 } from "../../services/modem-exits.ts";
+import { callerOf } from "../api-key.ts";
+
 import { ErrorBody, registerResellerAuth } from "../reseller/common.ts";
 import { requireOperator } from "./common.ts";
 
@@ -40,6 +44,9 @@ const ModemExit = z
       .nullable()
       .optional()
       .openapi({ description: "rented as an x402 dedicated port until then (listing only)" }),
+    farmerAccountId: z.string().nullable().openapi({
+      description: "the farmer paid for this exit's traffic (mobile-class rate); null = the house's",
+    }),
     createdAt: z.string(),
   })
   .openapi("ModemExit");
@@ -94,6 +101,15 @@ const ModemExitCreate = z
         description:
           "the modem proxy's own username/password, sent by gateways and the prober as Proxy-Authorization; stored sealed under MODEM_UPSTREAM_KEY, never echoed. null clears them; omitted keeps what is stored.",
       }),
+    farmerAccountId: z
+      .string()
+      .regex(/^acct_[A-Za-z0-9_]{1,64}$/, "must be an account id (acct_...)")
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          "the farmer (a `farmer` or `supplier` account) whose earnings this exit's traffic accrues to, at the mobile-class rate; null makes it the house's; omitted keeps what is stored",
+      }),
   })
   .openapi("ModemExitCreate");
 
@@ -127,6 +143,14 @@ const createExit = createRoute({
       content: { "application/json": { schema: ModemExit } },
     },
     ...errors,
+    404: {
+      description: "E_NOT_FOUND: farmerAccountId names no account",
+      content: { "application/json": { schema: ErrorBody } },
+    },
+    409: {
+      description: "E_CONFLICT: farmerAccountId names an account that is not a farmer or supplier",
+      content: { "application/json": { schema: ErrorBody } },
+    },
     ...unavailable,
   },
 });
@@ -185,6 +209,7 @@ function view(row: ModemExitRow & { reserved_until?: Date | null }) {
     pool: "mbl" as const,
     rotationWebhook: row.rotation_url !== null,
     upstreamAuth: row.upstream_auth_sealed !== null,
+    farmerAccountId: row.account_id,
     ...(row.reserved_until === undefined
       ? {}
       : { reservedUntil: row.reserved_until ? new Date(row.reserved_until).toISOString() : null }),
@@ -209,14 +234,13 @@ async function syncOr503(c: Context<AppEnv>, row: ModemExitRow) {
 export function registerModemExits(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme; its middleware covers /v1/reseller/*
   // Before validation, like the reseller routes: anonymous callers learn nothing about the schema.
-  const operators = new WeakMap<Request, string>();
   for (const path of ["/v1/admin/modem-exits", "/v1/admin/modem-exits/*"]) {
     app.use(path, async (c, next) => {
-      operators.set(c.req.raw, await requireOperator(c, "modem exits"));
+      await requireOperator(c, "modem exits");
       await next();
     });
   }
-  const actorOf = (c: Context<AppEnv>) => operators.get(c.req.raw) ?? "unknown";
+  const actorOf = (c: Context<AppEnv>) => callerOf(c).accountId;
 
   app.openapi(createExit, async (c) => {
     const { upstreamAuth, ...body } = c.req.valid("json");
@@ -230,6 +254,15 @@ export function registerModemExits(app: OpenAPIHono<AppEnv>) {
           "MODEM_UPSTREAM_KEY is not set: upstream credentials cannot be stored",
         );
       upstreamAuthSealed = await sealUpstreamAuth(key, upstreamAuth);
+    }
+    if (body.farmerAccountId) {
+      const kind = await accountKindOf(deps.db, body.farmerAccountId);
+      if (!kind) throw new ApiError("E_NOT_FOUND", `farmerAccountId: no account ${body.farmerAccountId}`);
+      if (kind !== "farmer" && kind !== "supplier")
+        throw new ApiError(
+          "E_CONFLICT",
+          `farmerAccountId: ${body.farmerAccountId} is a ${kind} account; a modem exit belongs to a farmer or supplier account (or null: the house's)`,
+        );
     }
     const { exit, created } = await withTransaction(deps.db, (tx) =>
       registerModemExit(tx, actorOf(c), { ...body, upstreamAuthSealed }),

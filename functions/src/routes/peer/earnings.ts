@@ -4,7 +4,7 @@ import { formatUsdc } from "../../../../shared/money.ts";
 import type { AppEnv } from "../../env.ts";
 import { earningsSummary } from "../../services/earnings.ts";
 import { supplierBalance } from "../../services/ledger.ts";
-import { requireApiKey } from "../api-key.ts";
+import { callerOf, requireApiKey } from "../api-key.ts";
 import { ErrorBody, registerResellerAuth } from "../reseller/common.ts";
 
 const Micro = z.string().regex(/^\d+$/).openapi({ description: "integer micro-USDC", example: "1250000" });
@@ -85,20 +85,16 @@ const route = createRoute({
   },
 });
 
-// The account each request authenticated as, set by the middleware before validation runs.
-const accounts = new WeakMap<Request, string>();
-
 export function registerPeerEarnings(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   // Before validation: anonymous callers learn nothing about the schema.
   app.use("/v1/peer/earnings", async (c, next) => {
-    const account = await requireApiKey(c, ["supply"]);
-    accounts.set(c.req.raw, account.accountId);
+    await requireApiKey(c, ["supply"]);
     await next();
   });
 
   app.openapi(route, async (c) => {
-    const accountId = accounts.get(c.req.raw)!;
+    const { accountId } = callerOf(c);
     const { days, limit } = c.req.valid("query");
     const deps = c.get("deps");
     const [s, balance] = await Promise.all([

@@ -4,8 +4,7 @@ import { withTransaction } from "../../../../shared/db/pool.ts";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
 import { getWallet, type PayoutWallet, setWallet, walletAddressProblem } from "../../services/wallets.ts";
-import { callerStore } from "../account/common.ts";
-import { requireApiKey } from "../api-key.ts";
+import { callerOf, requireApiKey } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
 
 export const PayoutNetwork = z
@@ -83,8 +82,6 @@ const view = (w: PayoutWallet) => ({
   updatedAt: w.updatedAt.toISOString(),
 });
 
-const suppliers = callerStore();
-
 /** A `supply` key: the supplier (or farmer) whose earnings these are. */
 export const requireSupplyKey = (c: Parameters<typeof requireApiKey>[0]) => requireApiKey(c, ["supply"]);
 
@@ -92,7 +89,7 @@ export function registerPeerWallet(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   // Before validation: anonymous callers learn nothing about the schema.
   app.use("/v1/peer/wallet", async (c, next) => {
-    suppliers.set(c, await requireSupplyKey(c));
+    await requireSupplyKey(c);
     await next();
   });
 
@@ -103,7 +100,7 @@ export function registerPeerWallet(app: OpenAPIHono<AppEnv>) {
       throw new ApiError("E_VALIDATION", `invalid request: address: ${problem}`, {
         details: { issues: [{ path: "address", message: problem }] },
       });
-    const caller = suppliers.get(c);
+    const caller = callerOf(c);
     const deps = c.get("deps");
     const { wallet, changed } = await withTransaction(deps.db, (tx) =>
       setWallet(tx, {
@@ -119,7 +116,7 @@ export function registerPeerWallet(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(getRoute, async (c) => {
-    const wallet = await getWallet(c.get("deps").db, suppliers.get(c).accountId);
+    const wallet = await getWallet(c.get("deps").db, callerOf(c).accountId);
     if (!wallet) throw new ApiError("E_NOT_FOUND", "no payout wallet is registered: PUT /v1/peer/wallet");
     c.header("Cache-Control", "no-store");
     return c.json(view(wallet), 200);

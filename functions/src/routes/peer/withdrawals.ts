@@ -5,7 +5,7 @@ import { formatUsdc } from "../../../../shared/money.ts";
 import type { AppEnv } from "../../env.ts";
 import { supplierBalance } from "../../services/ledger.ts";
 import { listWithdrawals, requestWithdrawal, type Withdrawal } from "../../services/withdrawals.ts";
-import { callerStore } from "../account/common.ts";
+import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
 import { PayoutNetwork, requireSupplyKey } from "./wallet.ts";
 
@@ -65,7 +65,7 @@ const postRoute = createRoute({
     },
     ...ERRORS,
     409: errorResponse(
-      "E_WALLET_REQUIRED (no wallet), E_CONFLICT (Solana payouts are not available yet), E_WALLET_COOLING (details.payableFrom: the date the wallet pays), E_INSUFFICIENT_BALANCE (details.availableMicro)",
+      "E_WALLET_REQUIRED (no wallet), E_WALLET_COOLING (details.payableFrom: the date the wallet pays), E_INSUFFICIENT_BALANCE (details.availableMicro)",
     ),
     422: errorResponse("E_BELOW_MINIMUM: details.minimumMicro names the minimum for this account"),
   },
@@ -112,18 +112,16 @@ export const withdrawalView = (w: Withdrawal) => ({
   updatedAt: w.updatedAt.toISOString(),
 });
 
-const suppliers = callerStore();
-
 export function registerPeerWithdrawals(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app); // only for the shared ApiKey OpenAPI scheme
   // Before validation: anonymous callers learn nothing about the schema.
   app.use("/v1/peer/withdrawals", async (c, next) => {
-    suppliers.set(c, await requireSupplyKey(c));
+    await requireSupplyKey(c);
     await next();
   });
 
   app.openapi(postRoute, async (c) => {
-    const caller = suppliers.get(c);
+    const caller = callerOf(c);
     const deps = c.get("deps");
     const out = await requestWithdrawal(deps.db, {
       accountId: caller.accountId,
@@ -137,8 +135,6 @@ export function registerPeerWithdrawals(app: OpenAPIHono<AppEnv>) {
     switch (r.code) {
       case "no_wallet":
         throw new ApiError("E_WALLET_REQUIRED", r.message);
-      case "network_not_yet":
-        throw new ApiError("E_CONFLICT", r.message, { details: { network: "solana" } });
       case "cooling":
         throw new ApiError("E_WALLET_COOLING", r.message, {
           details: { payableFrom: r.payableFrom.toISOString() },
@@ -155,7 +151,7 @@ export function registerPeerWithdrawals(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(listRoute, async (c) => {
-    const { accountId } = suppliers.get(c);
+    const { accountId } = callerOf(c);
     const db = c.get("deps").db;
     const [withdrawals, balance] = await Promise.all([
       listWithdrawals(db, accountId),

@@ -14,14 +14,12 @@ import {
 } from "../../services/credentials.ts";
 import { runIdempotent, type WriteOutcome } from "../../services/idempotency.ts";
 import type { LimitFailure } from "../../services/resell-limits.ts";
-import { requireApiKey } from "../api-key.ts";
+import { callerOf, requireApiKey } from "../api-key.ts";
 import { errorSchema } from "../errors.ts";
 
 export const TAG = "reseller";
 export const SECURITY = [{ ApiKey: [] }];
 
-// The account each request authenticated as, set by the middleware before validation runs.
-const accounts = new WeakMap<Request, ApiKeyAccount>();
 const appsWithAuth = new WeakSet<object>();
 
 /**
@@ -40,7 +38,7 @@ export function registerResellerAuth(app: OpenAPIHono<AppEnv>) {
   });
   app.use("/v1/reseller/*", async (c, next) => {
     // Pool keys are traffic: only keys an operator issued with `resell` mint or change them.
-    accounts.set(c.req.raw, await requireApiKey(c, ["resell"]));
+    await requireApiKey(c, ["resell"]);
     await next();
   });
 }
@@ -126,13 +124,6 @@ export const WriteHeaders = z.object({
     }),
 });
 
-/** The account the auth middleware resolved for this request. */
-export function accountOf(c: Context<AppEnv>): ApiKeyAccount {
-  const account = accounts.get(c.req.raw);
-  if (!account) throw new ApiError("E_UNAUTHORIZED", "X-API-Key header is required (psx_...)");
-  return account;
-}
-
 /** credused for one key; Redis down is a 503 before anything was written. */
 export async function liveUsedBytes(c: Context<AppEnv>, keyId: string): Promise<number> {
   try {
@@ -165,7 +156,7 @@ export async function changeKey(
   body: unknown,
   change: (key: KeyChange) => Promise<{ credential: CredentialRow; secret?: string } | null>,
 ): Promise<never> {
-  const account = accountOf(c);
+  const account = callerOf(c);
   const deps = c.get("deps");
   const used = await liveUsedBytes(c, keyId);
   return idempotentWrite(c, account, body, async (tx) => {

@@ -2,7 +2,8 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import { getCredential, usageSeries } from "../../services/credentials.ts";
-import { accountOf, IdParam, KEY_ERRORS, notFound, registerResellerAuth, SECURITY, TAG } from "./common.ts";
+import { callerOf } from "../api-key.ts";
+import { IdParam, KEY_ERRORS, notFound, registerResellerAuth, SECURITY, TAG } from "./common.ts";
 
 const UsageQuery = z.object({
   days: z.coerce.number().int().min(1).max(90).default(30).openapi({ description: "1-90, today included" }),
@@ -33,7 +34,7 @@ const usageRoute = createRoute({
 export function registerPoolKeyUsage(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app);
   app.openapi(usageRoute, async (c) => {
-    const account = accountOf(c);
+    const account = callerOf(c);
     const { id } = c.req.valid("param");
     const { days } = c.req.valid("query");
     const deps = c.get("deps");

@@ -1,4 +1,5 @@
 /** GET, PATCH and DELETE /v1/reseller/pool-keys/{id}. */
+
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import {
@@ -10,8 +11,8 @@ import {
   withUsage,
 } from "../../services/credentials.ts";
 import { checkMaxConnections, resellLimits } from "../../services/resell-limits.ts";
+import { callerOf } from "../api-key.ts";
 import {
-  accountOf,
   changeKey,
   IdParam,
   idempotentWrite,
@@ -106,7 +107,7 @@ const deleteKey = createRoute({
 export function registerPoolKey(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app);
   app.openapi(getKey, async (c) => {
-    const account = accountOf(c);
+    const account = callerOf(c);
     const { id } = c.req.valid("param");
     const deps = c.get("deps");
     const row = await getCredential(deps.db, account.accountId, id);
@@ -143,7 +144,7 @@ export function registerPoolKey(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(deleteKey, async (c) => {
-    const account = accountOf(c);
+    const account = callerOf(c);
     const { id } = c.req.valid("param");
     const deps = c.get("deps");
     return idempotentWrite(c, account, {}, async (tx) => {

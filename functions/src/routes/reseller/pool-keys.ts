@@ -1,4 +1,5 @@
 /** POST /v1/reseller/pool-keys (create) and GET /v1/reseller/pool-keys (list). */
+
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../../env.ts";
 import {
@@ -9,8 +10,8 @@ import {
   withUsage,
 } from "../../services/credentials.ts";
 import { checkMaxConnections, drawResellBytes, resellLimits } from "../../services/resell-limits.ts";
+import { callerOf } from "../api-key.ts";
 import {
-  accountOf,
   COMMON_ERRORS,
   idempotentWrite,
   LIMIT_ERRORS,
@@ -104,7 +105,7 @@ export function registerPoolKeys(app: OpenAPIHono<AppEnv>) {
   registerResellerAuth(app);
 
   app.openapi(createKey, async (c) => {
-    const account = accountOf(c);
+    const account = callerOf(c);
     const body = c.req.valid("json");
     const deps = c.get("deps");
     return idempotentWrite(c, account, body, async (tx) => {
@@ -138,7 +139,7 @@ export function registerPoolKeys(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(listKeys, async (c) => {
-    const account = accountOf(c);
+    const account = callerOf(c);
     const { limit, after } = c.req.valid("query");
     const deps = c.get("deps");
     const rows = await listCredentials(deps.db, account.accountId, { limit, after });

@@ -1,0 +1,202 @@
+// The network the bench measures, started the way `npm start` starts it but on its own Redis and
+// Postgres and free ports: the API (wrangler dev, register limits raised by its dev vars), relays
+// and gateways (dev/edges.ts), the prober grading exits against an HTTPS target named `localhost`
+// (so each simulated device's exit resolves it to its fault shim), a plain HTTP target, and a
+// supplier and a customer whose pool key allows the concurrency the figures need.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type GatewayEdge,
+  type RelayEdge,
+  relayRegionsSetting,
+  startGateways,
+  startRelays,
+} from "../dev/edges.ts";
+import { freePort, type Service, startProcess, waitUntil } from "../dev/proc.ts";
+import { type StateServices, startStateServices } from "../dev/services.ts";
+import { startHttpTarget } from "../dev/targets.ts";
+import { startProbeTarget } from "../prober/target.ts";
+import { createAccountWithKey } from "../shared/accounts.ts";
+import { createPool } from "../shared/db/pool.ts";
+import { keys } from "../shared/keys.ts";
+import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
+import { type Api, startApi, stateVars } from "../test/helpers/api.ts";
+import { startShims } from "./fleet/shims.ts";
+
+const root = join(import.meta.dirname, "..");
+
+export interface BenchNetwork {
+  dir: string;
+  state: StateServices;
+  api: Api;
+  relays: RelayEdge[];
+  gateways: GatewayEdge[];
+  prober: Service;
+  redis: TcpRedis;
+  httpTarget: { port: number; url: string };
+  httpsTarget: { port: number };
+  supplierKey: string;
+  /** the customer's proxy username for `peer-us` (add `-pin-device-<id>` to pin) and its secret */
+  customer: { user: string; secret: string };
+  /** runs the listing cron once (wrangler dev never fires it by itself) */
+  cron(): Promise<void>;
+  /** waits until `ids` are all listed for sale (prober verified, cron listed); returns how many are */
+  waitListed(ids: string[], timeoutMs: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function startBenchNetwork(opts: {
+  relays: number;
+  gateways: number;
+  echo?: boolean;
+  relayEnv?: Record<string, string>;
+}): Promise<BenchNetwork> {
+  const dir = mkdtempSync(join(tmpdir(), "peerproxy-bench-"));
+  const state = await startStateServices({ dir: join(dir, "state") });
+  const env = state.env;
+  const redis = tcpRedis(env.REDIS_URL);
+  const httpTarget = await startHttpTarget();
+  const httpsTarget = await startProbeTarget();
+  const caFile = join(dir, "target-ca.pem");
+  writeFileSync(caFile, httpsTarget.caPem);
+  const shims = await startShims([httpTarget.port, httpsTarget.port]);
+
+  const relayPorts = [];
+  for (let i = 0; i < opts.relays; i++) relayPorts.push({ ws: await freePort(), internal: await freePort() });
+  const gatewayPorts = [];
+  for (let i = 0; i < opts.gateways; i++)
+    gatewayPorts.push({ http: await freePort(), socks: await freePort(), admin: await freePort() });
+  const [relays, gateways] = await Promise.all([
+    startRelays({ env, ports: relayPorts, echo: opts.echo, extraEnv: opts.relayEnv }),
+    startGateways({
+      env,
+      ports: gatewayPorts,
+      echo: opts.echo,
+      // One machine plays every customer from 127.0.0.1: the per-address handshake bound would
+      // otherwise refuse the concurrency figure's customers (production keeps the default).
+      extraEnv: { GATEWAY_UNAUTH_PER_IP: "8192", GATEWAY_UNAUTH_TOTAL: "16384" },
+    }),
+  ]);
+
+  const pool = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
+  await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
+    JSON.stringify(relayRegionsSetting(relays)),
+  ]);
+  const supplier = await createAccountWithKey(pool, { name: "bench supplier", kind: "supplier" });
+  const customer = await createAccountWithKey(pool, { name: "bench customer", kind: "customer" });
+  await pool.query(
+    "UPDATE accounts SET resell_allowance_bytes = $2, resell_max_connections = 10000 WHERE id = $1",
+    [customer.accountId, String(2 ** 50)],
+  );
+  await pool.end();
+
+  const api = await startApi(
+    {
+      ...stateVars(env),
+      // Development vars only (refused in production): the fleet registers from one address.
+      RATE_LIMIT_REGISTER_PER_MINUTE: "1000000",
+      RATE_LIMIT_REFRESH_PER_MINUTE: "1000000",
+      DEV_CLIENT_IP_CLASS: "residential",
+      DEV_CLIENT_COUNTRY: "US",
+    },
+    { tmp: dir, echo: opts.echo },
+  );
+  // wrangler dev reloads the Worker when a source file changes under it (a developer editing while
+  // the bench runs) and answers that request with a plain-text 503: try again.
+  const key = await waitUntil(
+    async () => {
+      const res = await fetch(`${api.url}/v1/reseller/pool-keys`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-api-key": customer.apiKey },
+        body: JSON.stringify({ name: "bench", tier: "any", capBytes: 2 ** 45, maxConnections: 10_000 }),
+      });
+      const text = await res.text();
+      if (res.status !== 201) throw new Error(`pool key: ${res.status} ${text}`);
+      return JSON.parse(text) as { username: string; secret: string };
+    },
+    30_000,
+    "the bench customer's pool key",
+  );
+
+  const prober = startProcess("prober", process.execPath, [join(root, "prober", "main.ts")], {
+    cwd: root,
+    echo: opts.echo,
+    env: {
+      REDIS_URL: env.REDIS_URL,
+      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+      DATABASE_URL: env.DATABASE_URL,
+      NEON_WS_PROXY: env.NEON_WS_PROXY,
+      ENVIRONMENT: "development",
+      PROBE_TARGET_HOST: "localhost",
+      PROBE_TARGET_PORT: String(httpsTarget.port),
+      PROBE_TARGET_CA: caFile,
+      PROBER_ADMIN_PORT: "0",
+      PROBE_ADMIT_INTERVAL_MS: "1000",
+      // Admission is what the bench waits for: verified devices are not probed again during a run
+      // (the default minute would spend the prober's capacity re-probing the first thousand).
+      PROBE_INTERVAL_MS: "900000",
+      PROBE_NEW_SPREAD_MS: "5000",
+      PROBE_CONCURRENCY: "128",
+      PROBE_INITIAL_BYTES: String(32 * 1024),
+      PROBE_MAX_BYTES: String(256 * 1024),
+      PROBE_STALL_MS: "3000",
+      PROBE_OVERALL_TIMEOUT_MS: "10000",
+    },
+  });
+  await prober.waitFor(/prober ready/, 30_000);
+
+  const cron = async () => {
+    await fetch(`${api.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`).catch(() => {});
+  };
+  return {
+    dir,
+    state,
+    api,
+    relays,
+    gateways,
+    prober,
+    redis,
+    httpTarget,
+    httpsTarget,
+    supplierKey: supplier.apiKey,
+    customer: { user: `${key.username.replace(/-any-any$/, "")}-peer-us`, secret: key.secret },
+    cron,
+    async waitListed(ids, timeoutMs) {
+      const listed = async () => {
+        let n = 0;
+        for (let i = 0; i < ids.length; i += 500) {
+          const batch = ids.slice(i, i + 500);
+          const flags = (await redis.raw.smismember(keys.poolListed(), ...batch)) as number[];
+          n += flags.filter((f) => f === 1).length;
+        }
+        return n;
+      };
+      const deadline = Date.now() + timeoutMs;
+      let n = 0;
+      await waitUntil(
+        async () => {
+          await cron();
+          n = await listed();
+          if (n === ids.length || Date.now() > deadline - 2_000) return true;
+          await new Promise((r) => setTimeout(r, 1_000));
+          return false;
+        },
+        timeoutMs,
+        "devices listed",
+      ).catch(() => {});
+      return n;
+    },
+    async stop() {
+      await prober.stop();
+      await Promise.all([...gateways, ...relays].map((s) => s.service.stop()));
+      await api.stop();
+      await shims.close();
+      await httpTarget.stop();
+      await httpsTarget.stop();
+      await redis.close();
+      await state.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,472 @@
+// `npm run bench`: starts its own network (bench/network.ts) and fleet (bench/fleet/), measures the
+// figures of issue 13 and prints one table with ratios against anchors measured in the same run
+// (direct loopback, tinyproxy, dante, rathole). Writes bench/results/latest.md and
+// bench/results/latency.svg. `--smoke` (the test in test/bench-smoke.test.ts) is a small fleet, a
+// few seconds of each figure, no anchors but direct, results under --out.
+//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~10 min
+//   npm run bench -- --smoke --out DIR # seconds
+//   npm run bench -- --memory-only     # figure 1 only: relay memory per idle socket, idle CPU
+// Knobs (environment): BENCH_DEVICES (2000), BENCH_SOCKETS (8 per device), BENCH_STAGE1_DEVICES
+// (625: the 5,000-socket step), BENCH_CONCURRENCY (1000), BENCH_REQUESTS (3000), BENCH_IDLE_SECONDS
+// (30), BENCH_TUNNEL_MIB (100), BENCH_FLEET_PROCS (2), BENCH_MISBEHAVING (0.05: share of devices
+// with a slow, stalling or TLS-dropping exit, or flapping, in the listing figure).
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { WebSocket } from "ws";
+import { killAllNow, type Service, startProcess } from "../dev/proc.ts";
+import { keys } from "../shared/keys.ts";
+import {
+  type Anchor,
+  buildRathole,
+  startDanteAnchor,
+  startRatholeAnchor,
+  startTinyproxyAnchor,
+} from "./anchors.ts";
+import {
+  type LatencyRun,
+  latencyRun,
+  percentile,
+  procStats,
+  type Route,
+  type Target,
+  throughput,
+} from "./measure.ts";
+import { type BenchNetwork, startBenchNetwork } from "./network.ts";
+import { fmtMs, fmtRate, latencySvg, markdownTable, type Row, ratio, type Series } from "./report.ts";
+
+const root = join(import.meta.dirname, "..");
+const args = process.argv.slice(2);
+const smoke = args.includes("--smoke");
+const outDir = args.includes("--out") ? args[args.indexOf("--out") + 1]! : join(root, "bench", "results");
+const num = (name: string, full: number, small: number) =>
+  Number(process.env[name] ?? (smoke ? small : full));
+const cfg = {
+  devices: num("BENCH_DEVICES", 2000, 20),
+  sockets: num("BENCH_SOCKETS", 8, 2),
+  stage1Devices: num("BENCH_STAGE1_DEVICES", 625, 10),
+  concurrency: num("BENCH_CONCURRENCY", 1000, 4),
+  midConcurrency: num("BENCH_MID_CONCURRENCY", 50, 2),
+  requests: num("BENCH_REQUESTS", 3000, 40),
+  idleSeconds: num("BENCH_IDLE_SECONDS", 30, 2),
+  tunnelMiB: num("BENCH_TUNNEL_MIB", 100, 4),
+  fleetProcs: num("BENCH_FLEET_PROCS", 2, 1),
+  misbehaving: num("BENCH_MISBEHAVING", 0.05, 0.2),
+};
+const log = (msg: string) => console.log(`[bench] ${msg}`);
+process.on("exit", killAllNow);
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
+
+const fdLimit = Number(/Max open files\s+(\d+)/.exec(readFileSync("/proc/self/limits", "utf8"))?.[1] ?? 0);
+log(`settings ${JSON.stringify(cfg)}; open-file limit ${fdLimit}`);
+// rathole takes minutes to build on 2 cores: start now, await when its anchor is due.
+const ratholeBuilt = smoke ? Promise.resolve("skipped (smoke)") : buildRathole();
+
+// The relay runs with its inspector on loopback so the memory figure can also be read after a
+// full GC (HeapProfiler.collectGarbage): RSS growth alone counts V8's garbage and headroom too.
+const net: BenchNetwork = await startBenchNetwork({
+  relayEnv: { NODE_OPTIONS: "--inspect=127.0.0.1:0" },
+  relays: 1,
+  gateways: 1,
+  echo: process.env.BENCH_VERBOSE === "1",
+});
+const relay = net.relays[0]!;
+const gateway = net.gateways[0]!;
+const relayPid = relay.service.child.pid!;
+const fleets: Service[] = [];
+// The devices' state files (one refresh token each): tmpfs when there is one, removed at the end.
+const fleetStateDir = join(existsSync("/dev/shm") ? "/dev/shm" : net.dir, `peerproxy-bench-${process.pid}`);
+process.on("exit", () => rmSync(fleetStateDir, { recursive: true, force: true }));
+const rows: Row[] = [];
+
+async function relaySockets(): Promise<number> {
+  const text = await (await fetch(relay.metrics)).text();
+  // Plain or labelled by protocol (relay_sockets{protocol="flow-v1"} N): the sum either way.
+  const values = [...text.matchAll(/^relay_sockets(?:\{[^}]*\})?\s+(\d+)/gm)].map((m) => Number(m[1]));
+  return values.length ? values.reduce((a, b) => a + b, 0) : Number.NaN;
+}
+
+/** Starts `devices` simulated devices split over `procs` processes; resolves with their ids. */
+async function startFleetProcs(
+  prefix: string,
+  devices: number,
+  procs: number,
+  misbehaviour: Record<string, number> = {},
+): Promise<{ id: string; behaviour: string; flapping: boolean }[]> {
+  const ids: { id: string; behaviour: string; flapping: boolean }[] = [];
+  const per = Math.ceil(devices / procs);
+  const started = [];
+  for (let p = 0; p * per < devices; p++) {
+    const idsFile = join(net.dir, `${prefix}-${p}.json`);
+    const settings = {
+      apiUrl: net.api.url,
+      apiKey: net.supplierKey,
+      devices: Math.min(per, devices - p * per),
+      socketsPerDevice: cfg.sockets,
+      countries: { US: 1 },
+      misbehaviour,
+      stateDir: join(fleetStateDir, `${prefix}-${p}`),
+      namePrefix: `${prefix}-${p}`,
+      concurrency: 16,
+    };
+    const svc = startProcess(
+      `fleet-${prefix}-${p}`,
+      process.execPath,
+      [join(root, "bench", "fleet", "main.ts")],
+      {
+        cwd: root,
+        env: { FLEET_SETTINGS: JSON.stringify(settings), FLEET_IDS_FILE: idsFile },
+      },
+    );
+    fleets.push(svc);
+    started.push(
+      svc
+        .waitFor(/fleet connected sockets=\d+/, 600_000)
+        .then(() => ids.push(...JSON.parse(readFileSync(idsFile, "utf8")))),
+    );
+  }
+  await Promise.all(started);
+  return ids;
+}
+
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A full GC in the relay through its inspector (Chrome DevTools Protocol over a WebSocket). */
+async function relayFullGc(): Promise<void> {
+  const url = /Debugger listening on (ws:\/\/\S+)/.exec(relay.service.output())?.[1];
+  if (!url) return;
+  const ws = new WebSocket(url);
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", () => resolve());
+    ws.once("error", reject);
+  });
+  await new Promise<void>((resolve) => {
+    ws.on("message", () => resolve());
+    ws.send(JSON.stringify({ id: 1, method: "HeapProfiler.collectGarbage" }));
+  });
+  ws.close();
+  await settle(500);
+}
+
+/** The relay's RSS now and after a full GC, and the sockets it holds. */
+async function relayMemory() {
+  const rssKiB = procStats(relayPid).rssKiB;
+  await relayFullGc();
+  return { rssKiB, gcRssKiB: procStats(relayPid).rssKiB, sockets: await relaySockets() };
+}
+
+// --- Figure 1: relay memory per idle authenticated socket, and heartbeat CPU ------------------
+// Warm the relay first (modules, JIT, Redis pipelines), so the growth measured is per socket.
+await startFleetProcs("warm", 4, 1);
+await settle(3_000);
+const base = await relayMemory();
+log(`relay baseline: ${base.rssKiB} KiB RSS (${base.gcRssKiB} after a full GC), ${base.sockets} sockets`);
+const memSteps: { sockets: number; perSocketKiB: number; gcPerSocketKiB: number }[] = [];
+const step = async () => {
+  await settle(smoke ? 1_000 : 10_000);
+  const m = await relayMemory();
+  const added = m.sockets - base.sockets;
+  memSteps.push({
+    sockets: m.sockets,
+    // From the baseline after a full GC: a clean start for both readings.
+    perSocketKiB: (m.rssKiB - base.gcRssKiB) / added,
+    gcPerSocketKiB: (m.gcRssKiB - base.gcRssKiB) / added,
+  });
+  log(`relay at ${m.sockets} sockets: ${m.rssKiB} KiB RSS (${m.gcRssKiB} after a full GC)`);
+};
+const stage1 = await startFleetProcs("s1", cfg.stage1Devices, cfg.fleetProcs);
+await step();
+const stage2 = await startFleetProcs("s2", cfg.devices - cfg.stage1Devices, cfg.fleetProcs);
+await step();
+const cpu0 = procStats(relayPid).cpuSeconds;
+await settle(cfg.idleSeconds * 1000);
+const idleCpu = (procStats(relayPid).cpuSeconds - cpu0) / cfg.idleSeconds;
+for (const m of memSteps)
+  rows.push({
+    figure: `relay memory per idle peer socket (${m.sockets.toLocaleString("en")} sockets): RSS growth / after a full GC`,
+    value: `${m.perSocketKiB.toFixed(2)} / ${m.gcPerSocketKiB.toFixed(2)} KiB`,
+    anchor: "-",
+    ratio: "-",
+    goal: "<= 4 KB at 16,000+",
+  });
+// The marginal cost between the two steps: what one more socket costs once the fixed growth
+// (heap pages, maps, Redis buffers) is paid; the figure that scales to 200,000.
+const [m1, m2] = memSteps;
+if (m1 && m2 && m2.sockets > m1.sockets) {
+  const perSocket = (a: number, b: number) =>
+    (b * (m2.sockets - base.sockets) - a * (m1.sockets - base.sockets)) / (m2.sockets - m1.sockets);
+  rows.push({
+    figure: `relay memory per idle peer socket, marginal from ${m1.sockets.toLocaleString("en")} to ${m2.sockets.toLocaleString("en")}: RSS / after a full GC`,
+    value: `${perSocket(m1.perSocketKiB, m2.perSocketKiB).toFixed(2)} / ${perSocket(m1.gcPerSocketKiB, m2.gcPerSocketKiB).toFixed(2)} KiB`,
+    anchor: "-",
+    ratio: "-",
+    goal: "<= 4 KB",
+  });
+}
+rows.push({
+  figure: `relay CPU while idle (${(memSteps.at(-1)?.sockets ?? 0).toLocaleString("en")} sockets: heartbeats 30 s, presence 10 s)`,
+  value: `${(idleCpu * 100).toFixed(1)} % of a core`,
+  anchor: "-",
+  ratio: "-",
+  goal: "< 10 %",
+});
+
+// `--memory-only`: figure 1 alone (the relay's memory work measures itself with it).
+if (args.includes("--memory-only")) {
+  console.log(`\n${markdownTable(rows)}\n`);
+  for (const f of fleets) await f.stop();
+  await net.stop();
+  process.exit(0);
+}
+
+// --- Listing: the prober grades every device, the cron lists them -----------------------------
+const endpoints = [...stage1, ...stage2];
+const t0 = Date.now();
+const listed = await net.waitListed(
+  endpoints.map((e) => e.id),
+  smoke ? 60_000 : 300_000,
+);
+log(`${listed} of ${endpoints.length} endpoints listed in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+rows.push({
+  figure: "endpoints verified by the prober and listed",
+  value: `${listed.toLocaleString("en")} of ${endpoints.length.toLocaleString("en")}`,
+  anchor: "-",
+  ratio: "-",
+  goal: ">= 2,000",
+});
+
+// --- Figure 2: CONNECT setup latency -----------------------------------------------------------
+// By address, as customers of the demo stack do: the timed figures never meet the fault shims
+// (only names resolve to them), and no resolver sits in the measured path.
+const target: Target = { host: "127.0.0.1", port: net.httpTarget.port };
+const viaGateway: Route = {
+  kind: "http-connect",
+  port: gateway.httpPort,
+  auth: `${net.customer.user}:${net.customer.secret}`,
+};
+const direct: Route = { kind: "direct", port: net.httpTarget.port };
+const anchors: Record<string, Anchor> = smoke
+  ? { tinyproxy: { ok: false, why: "skipped (smoke)" }, dante: { ok: false, why: "skipped (smoke)" } }
+  : { tinyproxy: await startTinyproxyAnchor(), dante: await startDanteAnchor() };
+const latency: Record<string, { c1: LatencyRun; cMid: LatencyRun; cN: LatencyRun }> = {};
+const routes: [string, Route | undefined][] = [
+  ["peerproxy (gateway -> relay -> peer)", viaGateway],
+  ["direct loopback", direct],
+  ["tinyproxy", anchors.tinyproxy!.ok ? anchors.tinyproxy!.route : undefined],
+  ["dante (SOCKS5)", anchors.dante!.ok ? anchors.dante!.route : undefined],
+];
+for (const [name, route] of routes) {
+  if (!route) continue;
+  const c1 = await latencyRun({ route, target, concurrency: 1, requests: smoke ? 20 : 300, bytes: 64 });
+  const cMid = await latencyRun({
+    route,
+    target,
+    concurrency: cfg.midConcurrency,
+    requests: smoke ? 20 : 1000,
+    bytes: 64,
+  });
+  const cN = await latencyRun({
+    route,
+    target,
+    concurrency: cfg.concurrency,
+    requests: cfg.requests,
+    bytes: 64,
+  });
+  latency[name] = { c1, cMid, cN };
+  log(
+    `${name}: c=1 setup p50 ${fmtMs(percentile(c1.setup, 50))}; c=${cfg.concurrency} setup p50 ${fmtMs(percentile(cN.setup, 50))} p99 ${fmtMs(percentile(cN.setup, 99))}, errors ${cN.errors}${cN.firstError ? ` (${cN.firstError})` : ""}`,
+  );
+}
+const pp = latency["peerproxy (gateway -> relay -> peer)"]!;
+const tp = latency.tinyproxy;
+const anchorLat = tp ?? latency["direct loopback"]!;
+const anchorName = tp ? "tinyproxy" : "direct";
+for (const [label, key] of [
+  ["concurrency 1", "c1"],
+  [`concurrency ${cfg.midConcurrency}`, "cMid"],
+  [`concurrency ${cfg.concurrency}`, "cN"],
+] as const) {
+  for (const [pName, p] of [
+    ["p50", 50],
+    ["p99", 99],
+  ] as const) {
+    const mine = percentile(pp[key].setup, p);
+    const theirs = percentile(anchorLat[key].setup, p);
+    rows.push({
+      figure: `CONNECT setup ${pName}, ${label}, ${listed.toLocaleString("en")} endpoints`,
+      value: fmtMs(mine) + (pp[key].errors ? ` (${pp[key].errors} errors)` : ""),
+      anchor: `${anchorName} ${fmtMs(theirs)}`,
+      ratio: ratio(mine, theirs),
+      goal: key === "cN" ? (p === 50 ? "<= 5 ms" : "<= 20 ms") : "-",
+    });
+  }
+}
+rows.push({
+  figure: `CONNECT + 64-byte GET p50 / p99, concurrency ${cfg.concurrency}`,
+  value: `${fmtMs(percentile(pp.cN.total, 50))} / ${fmtMs(percentile(pp.cN.total, 99))}`,
+  anchor: `${anchorName} ${fmtMs(percentile(anchorLat.cN.total, 50))} / ${fmtMs(percentile(anchorLat.cN.total, 99))}`,
+  ratio: ratio(percentile(pp.cN.total, 50), percentile(anchorLat.cN.total, 50)),
+  goal: "-",
+});
+if (latency["dante (SOCKS5)"]) {
+  const d = latency["dante (SOCKS5)"]!;
+  rows.push({
+    figure: `dante SOCKS5 setup p50 / p99, concurrency ${cfg.concurrency}`,
+    value: "-",
+    anchor: `${fmtMs(percentile(d.cN.setup, 50))} / ${fmtMs(percentile(d.cN.setup, 99))}`,
+    ratio: "-",
+    goal: "anchor",
+  });
+}
+for (const [name, a] of Object.entries(anchors))
+  if (!a.ok) rows.push({ figure: `${name} anchor`, value: "-", anchor: "missing", ratio: "-", goal: a.why });
+
+// --- Figure 3: throughput ----------------------------------------------------------------------
+// One tunnel pinned to a device that is for sale (the prober may not have reached them all).
+let good = endpoints[0]!;
+for (const e of endpoints)
+  if ((await net.redis.raw.sismember(keys.poolListed(), e.id)) === 1) {
+    good = e;
+    break;
+  }
+const pinned: Route = {
+  ...viaGateway,
+  auth: `${net.customer.user}-pin-device-${good.id}:${net.customer.secret}`,
+};
+const bytes1 = cfg.tunnelMiB * 1024 * 1024;
+const bytes64 = Math.max(1, Math.floor(bytes1 / 16));
+const ratholeWhy = await ratholeBuilt;
+const rathole = {
+  websocket: ratholeWhy
+    ? ({ ok: false, why: ratholeWhy } as Anchor)
+    : await startRatholeAnchor("websocket", net.httpTarget.port),
+  tcp: ratholeWhy
+    ? ({ ok: false, why: ratholeWhy } as Anchor)
+    : await startRatholeAnchor("tcp", net.httpTarget.port),
+};
+const tputRoutes: [string, Route | undefined][] = [
+  ["peerproxy", pinned],
+  ["direct loopback", direct],
+  ["tinyproxy", anchors.tinyproxy!.ok ? anchors.tinyproxy!.route : undefined],
+  ["dante", anchors.dante!.ok ? anchors.dante!.route : undefined],
+  ["rathole websocket", rathole.websocket.ok ? rathole.websocket.route : undefined],
+  ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
+];
+const tput: Record<string, { one: number; many: number }> = {};
+for (const [name, route] of tputRoutes) {
+  if (!route) continue;
+  // 64 tunnels through peerproxy spread over the pool (unpinned), as 64 customers would.
+  const manyRoute = name === "peerproxy" ? viaGateway : route;
+  const one = await throughput({ route, target, tunnels: 1, bytesEach: bytes1 });
+  const many = await throughput({ route: manyRoute, target, tunnels: 64, bytesEach: bytes64 });
+  tput[name] = { one: one.bytesPerSecond, many: many.bytesPerSecond };
+  log(
+    `${name}: 1 tunnel ${fmtRate(one.bytesPerSecond)}, 64 tunnels ${fmtRate(many.bytesPerSecond)}${(one.firstError ?? many.firstError) ? ` (${one.firstError ?? many.firstError})` : ""}`,
+  );
+}
+const tAnchor = tput["rathole websocket"] ? "rathole websocket" : "direct loopback";
+for (const kind of ["one", "many"] as const)
+  rows.push({
+    figure:
+      kind === "one"
+        ? `one tunnel, ${cfg.tunnelMiB} MiB`
+        : `64 tunnels, ${(bytes64 / 1048576).toFixed(1)} MiB each (aggregate)`,
+    value: fmtRate(tput.peerproxy![kind]),
+    anchor: `${tAnchor} ${fmtRate(tput[tAnchor]![kind])}`,
+    ratio: ratio(tput.peerproxy![kind], tput[tAnchor]![kind]),
+    goal: kind === "one" ? ">= 0.5x rathole websocket" : "reported",
+  });
+for (const name of ["direct loopback", "tinyproxy", "dante", "rathole tcp"])
+  if (tput[name])
+    rows.push({
+      figure: `anchor: ${name}, one tunnel / 64 tunnels`,
+      value: "-",
+      anchor: `${fmtRate(tput[name]!.one)} / ${fmtRate(tput[name]!.many)}`,
+      ratio: `peerproxy ${ratio(tput.peerproxy!.one, tput[name]!.one)} / ${ratio(tput.peerproxy!.many, tput[name]!.many)}`,
+      goal: "anchor",
+    });
+for (const [name, a] of Object.entries(rathole))
+  if (!a.ok)
+    rows.push({ figure: `rathole ${name} anchor`, value: "-", anchor: "missing", ratio: "-", goal: a.why });
+
+// --- The quality loop at scale: misbehaving exits must not be sold -----------------------------
+// Started after the timed figures so their exits never serve them. Each behaviour's shim
+// (bench/fleet/shims.ts) sits between the device and every target, probes included.
+const badCount = Math.round(cfg.devices * cfg.misbehaving);
+if (badCount > 0) {
+  const share = 1 / 4;
+  const bad = await startFleetProcs("q", badCount, 1, {
+    slow: share,
+    stall: share,
+    tlsDrop: share,
+    flapping: share,
+  });
+  const steady = bad.filter((d) => !d.flapping);
+  await net.waitListed(
+    steady.map((d) => d.id),
+    smoke ? 20_000 : 60_000,
+  );
+  const byBehaviour = new Map<string, { n: number; listed: number; failing: number }>();
+  for (const d of bad) {
+    const k = d.flapping ? "flapping" : d.behaviour;
+    const e = byBehaviour.get(k) ?? { n: 0, listed: 0, failing: 0 };
+    e.n++;
+    if ((await net.redis.raw.sismember(keys.poolListed(), d.id)) === 1) e.listed++;
+    if (Number((await net.redis.hgetall(keys.probe(d.id))).failStreak ?? 0) > 0) e.failing++;
+    byBehaviour.set(k, e);
+  }
+  const summary = [...byBehaviour].map(
+    ([k, v]) => `${k} ${v.listed}/${v.n} listed, ${v.failing} failing probes`,
+  );
+  log(`quality loop: ${summary.join("; ")}`);
+  rows.push({
+    figure: `misbehaving exits after ${smoke ? 20 : 60} s (${badCount}: slow, stalling, TLS-dropping, flapping)`,
+    value: summary.join("; "),
+    anchor: "-",
+    ratio: "-",
+    goal: "stall/TLS-drop 0; slow only as tier slow",
+  });
+}
+
+// --- Report ------------------------------------------------------------------------------------
+const table = markdownTable(rows);
+const when = new Date().toISOString();
+const md = [
+  `# peerproxy bench${smoke ? " (smoke)" : ""}`,
+  "",
+  `${when}; ${cfg.devices.toLocaleString("en")} simulated devices x ${cfg.sockets} sockets in ${cfg.fleetProcs} process(es), one relay, one gateway, ${cfg.concurrency} concurrent customers; open-file limit ${fdLimit}. Every anchor ran on this machine in this run; ratios are what carry over.`,
+  "",
+  table,
+  "",
+  "![latency percentiles](latency.svg)",
+  "",
+].join("\n");
+mkdirSync(outDir, { recursive: true });
+writeFileSync(join(outDir, "latest.md"), md);
+// One colour per route; solid at the full concurrency, dashed at the middle one.
+const series: Series[] = Object.entries(latency).flatMap(([name, r], i) =>
+  (
+    [
+      ["cN", cfg.concurrency, false],
+      ["cMid", cfg.midConcurrency, true],
+    ] as const
+  ).map(([key, c, dashed]) => ({
+    name: `${name.replace(/ \(.*\)$/, "")} c=${c}`,
+    color: i,
+    dashed,
+    points: [50, 90, 99, 99.9].map((p) => ({ p, ms: percentile(r[key].setup, p) })),
+  })),
+);
+writeFileSync(
+  join(outDir, "latency.svg"),
+  latencySvg(
+    `CONNECT setup latency at ${cfg.midConcurrency} and ${cfg.concurrency} concurrent customers`,
+    series,
+  ),
+);
+console.log(`\n${table}\n`);
+log(`wrote ${join(outDir, "latest.md")} and latency.svg`);
+
+for (const a of [...Object.values(anchors), ...Object.values(rathole)]) if (a.ok) await a.stop();
+for (const f of fleets) await f.stop();
+await net.stop();
+process.exit(0);
