@@ -438,6 +438,9 @@ async function main() {
 }
 
 main().catch(async (err) => {
+  // Ctrl-C reaches the whole process group: a child of ours (openssl, a server) may die of it and
+  // fail main() before our own SIGINT handler has run. Let that signal land before judging.
+  await new Promise((r) => setTimeout(r, 250));
   // Interrupted mid-start: the children were stopped under main(), which then fails; not an error.
   if (stopping) return;
   console.error(`[stack] failed: ${(err as Error).stack ?? err}`);

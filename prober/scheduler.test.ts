@@ -362,7 +362,10 @@ describe("circuit breaker", () => {
     );
     expect(faultToDelistMs).toBeLessThan(10_000);
     const h = await relay.redis.hgetall(keys.probe(deviceId));
-    expect(h).toMatchObject({
+    const breakerRuns = seen
+      .filter((s) => s.trigger === "breaker")
+      .map((s) => [s.result.failureReason, s.result.detail]);
+    expect(h, `breaker probes: ${JSON.stringify(breakerRuns)}`).toMatchObject({
       paused: "1",
       lastResult: "body_stalled",
       pausedReason: "breaker:body_stalled",
