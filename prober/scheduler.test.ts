@@ -372,12 +372,14 @@ describe("circuit breaker", () => {
     );
     const h = await relay.redis.hgetall(keys.probe(deviceId));
     const why = `breaker probe: ${breakerRun.result.failureReason} (${breakerRun.result.detail ?? "-"})`;
-    // The re-probe meets the stalled exit: body_stalled. In two of three loaded CI runs of the whole
-    // suite it instead got tunnel_open_failed opening its relay leg (cause not pinned down yet);
-    // the pause is as right either way. Printed so the cause can be pinned down (see the issue note).
+    // The re-probe meets the stalled exit: body_stalled. In loaded CI runs of the whole suite a
+    // second breaker probe of the same endpoint got tunnel_open_failed on its relay leg (cause not
+    // pinned down yet); the pause is as right either way. Printed so it can be (see the issue note).
     if (h.lastResult !== "body_stalled") console.log(`breaker re-probe classified otherwise: ${why}`);
     expect(["body_stalled", "tunnel_open_failed"], why).toContain(h.lastResult);
-    expect(h, why).toMatchObject({ paused: "1", pausedReason: `breaker:${h.lastResult}` });
+    // Two reports can start two breaker probes; the pause keeps the reason of the first that failed.
+    expect(h, why).toMatchObject({ paused: "1" });
+    expect(h.pausedReason, why).toMatch(/^breaker:(body_stalled|tunnel_open_failed)$/);
     expect(breakerRun.outcome.transitions).toEqual(["paused"]);
 
     // The pause lifts on the endpoint's next clean pass (the cron then relists it).
