@@ -69,6 +69,11 @@ export interface ProbeResult {
   failureReason?: FailureReason;
   /** free text for logs only (never a selector): the failure's underlying error */
   detail?: string;
+  /**
+   * The relay refused the prober itself (its RELAY_SHARED_SECRET): nothing was learned about the
+   * exit, so no verdict may be recorded against it.
+   */
+  proberRefused?: true;
   tlsHandshakeMs?: number;
   throughputKBps?: number;
   speedTier: SpeedTier;
@@ -77,7 +82,9 @@ export interface ProbeResult {
   durationMs: number;
 }
 
-type Step<T> = ({ ok: true } & T) | { ok: false; reason: FailureReason; detail?: string };
+type Step<T> =
+  | ({ ok: true } & T)
+  | { ok: false; reason: FailureReason; detail?: string; proberRefused?: true };
 
 /** Tier from a measured throughput; unknown when nothing meaningful was measured. */
 export function speedTierFor(
@@ -149,6 +156,8 @@ async function openTunnel(exit: ProbeExit, opts: ProbeOptions, signal: AbortSign
       case "refused": {
         const detail = `relay ${r.status} ${r.code ?? ""} ${r.reason ?? ""}`.trim();
         if (r.status === 404) return { ok: false, reason: "no_exit_ip", detail };
+        // 401 bad_secret: our own secret is wrong (a rotation half done, another network's relay).
+        if (r.status === 401) return { ok: false, reason: "tunnel_open_failed", detail, proberRefused: true };
         if (r.reason === "connection_refused") return { ok: false, reason: "connect_refused", detail };
         return { ok: false, reason: "tunnel_open_failed", detail };
       }
@@ -333,12 +342,13 @@ export async function probeExit(
   let bytes = 0;
   let tlsHandshakeMs: number | undefined;
 
-  const fail = (reason: FailureReason, detail?: string): ProbeResult => ({
+  const fail = (reason: FailureReason, detail?: string, proberRefused?: true): ProbeResult => ({
     endpointId,
     probeMode: "connect_v2",
     ok: false,
     failureReason: reason,
     ...(detail ? { detail } : {}),
+    ...(proberRefused ? { proberRefused } : {}),
     ...(tlsHandshakeMs !== undefined ? { tlsHandshakeMs } : {}),
     speedTier: "unknown",
     bytes,
@@ -350,7 +360,7 @@ export async function probeExit(
     const abort = new AbortController();
     track(() => abort.abort());
     const opened = await openTunnel(exit, opts, abort.signal);
-    if (!opened.ok) return fail(opened.reason, opened.detail);
+    if (!opened.ok) return fail(opened.reason, opened.detail, opened.proberRefused);
     const tunnel = new CountingTunnel(opened.socket, opened.head);
     track(() => tunnel.destroy());
     const hs = await handshake(tunnel, opts);

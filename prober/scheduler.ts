@@ -201,6 +201,14 @@ export function startProber(
   async function runProbe(endpointId: string, trigger: ProbeTrigger): Promise<ProbeResult> {
     const { exit, kind } = await resolveExit(endpointId);
     const result = await probeExit(endpointId, exit, opts);
+    if (result.proberRefused) {
+      // A misconfigured prober must not pause, demote or delist a fleet it cannot reach.
+      log.error(
+        { endpointId, detail: result.detail },
+        "the relay refused this prober's secret: no verdict recorded",
+      );
+      return result;
+    }
     countProbe(
       metrics,
       result.ok ? "ok" : (result.failureReason ?? "unknown"),
