@@ -1,6 +1,7 @@
 // The kill switch stops the prober's loop and the fleet watchdog's schedule, recorded like the
 // API's crons (job_runs `skipped`, reason kill_switch). Each test uses a kill-switch key of its own:
 // the real one would stop every other test file's loops too.
+
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { closedPort } from "../gateway-node/testing.ts";
@@ -14,6 +15,7 @@ import { loadProberConfig } from "./config.ts";
 import { proberRedis, type RunningProber, startProber } from "./scheduler.ts";
 import { type ProbeTarget, startProbeTarget } from "./target.ts";
 import { type FaultPeer, startFaultPeer } from "./testing/fault-peer.ts";
+import { loopSkips } from "./testing/loop-skips.ts";
 import { type RunningWatchdog, startWatchdog, type WatchdogRun } from "./watchdog.ts";
 
 const tenant = `agent_${randomHex(5)}`;
@@ -40,14 +42,7 @@ afterAll(async () => {
   await db?.end();
 });
 
-// Filtered by reason: other files' loops write their own skip rows for the same job names meanwhile.
-const skips = async (loop: string, since: Date, reasons: string[]) =>
-  (
-    await db.query<{ detail: unknown }>(
-      "SELECT detail FROM job_runs WHERE job = $1 AND status = 'skipped' AND started_at >= $2 AND detail->>'reason' = ANY($3)",
-      [loop, since.toISOString(), reasons],
-    )
-  ).rows;
+const skips = (loop: string, since: Date, reasons: string[]) => loopSkips(db, loop, since, reasons);
 
 describe("the kill switch", () => {
   it("engaged, the prober probes nothing and says so once; released, it probes again", async () => {

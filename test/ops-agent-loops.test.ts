@@ -2,6 +2,7 @@
 // watchdog records `skipped: paused` and acts on nothing until resumed, and each has a runaway cap
 // per hour (the prober counts probes, the watchdog its scheduled runs) past which it records
 // `skipped: run_cap`. Each test uses pause keys of its own: the real ones would stop other files' loops.
+
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { closedPort } from "../gateway-node/testing.ts";
@@ -9,6 +10,7 @@ import { loadProberConfig } from "../prober/config.ts";
 import { proberRedis, type RunningProber, startProber } from "../prober/scheduler.ts";
 import { type ProbeTarget, startProbeTarget } from "../prober/target.ts";
 import { type FaultPeer, startFaultPeer } from "../prober/testing/fault-peer.ts";
+import { loopSkips } from "../prober/testing/loop-skips.ts";
 import { type RunningWatchdog, startWatchdog, type WatchdogRun } from "../prober/watchdog.ts";
 import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
 import { createPool, type Pool } from "../shared/db/pool.ts";
@@ -41,14 +43,7 @@ afterAll(async () => {
   await db?.end();
 });
 
-// Filtered by reason: other files' loops write their own skip rows for the same job names meanwhile.
-const skips = async (loop: string, since: Date, reasons: string[]) =>
-  (
-    await db.query<{ detail: unknown }>(
-      "SELECT detail FROM job_runs WHERE job = $1 AND status = 'skipped' AND started_at >= $2 AND detail->>'reason' = ANY($3) ORDER BY id",
-      [loop, since.toISOString(), reasons],
-    )
-  ).rows;
+const skips = (loop: string, since: Date, reasons: string[]) => loopSkips(db, loop, since, reasons);
 
 function startTestProber(opts: { pauseKey: string; maxPerHour?: number; results: string[]; logs: string[] }) {
   const config = loadProberConfig({
