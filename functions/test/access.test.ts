@@ -465,8 +465,10 @@ describe("public /health", () => {
     expect(["unreachable", "timeout"]).toContain(body.checks.redis!.error);
     expect(body.checks.postgres!.ok).toBe(false);
     expect(["unreachable", "timeout"]).toContain(body.checks.postgres!.error);
+    // The measured latency is ours to show, and `"latencyMs":9` would read as the port.
+    const shown = text.replace(/"latencyMs":\d+/g, "");
     for (const leak of ["127.0.0.1", "secretuser", "secretdb", ":9", "ECONNREFUSED", "fetch"]) {
-      expect(text).not.toContain(leak);
+      expect(shown).not.toContain(leak);
     }
   });
 });
