@@ -69,7 +69,8 @@ export async function startStateServices(opts: {
     );
     stops.push(() => redis.stop());
     const REDIS_URL = `redis://127.0.0.1:${redisPort}`;
-    const probe = tcpRedis(REDIS_URL);
+    // Refused until redis-server listens: that is the wait below, not an error worth a log line.
+    const probe = tcpRedis(REDIS_URL, { log: { warn() {}, info() {} } });
     await waitUntil(async () => (await probe.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
     await probe.close();
 

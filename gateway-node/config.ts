@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { parseConfig, refuseDevOnly } from "../shared/config.ts";
+import { logSettings, parseConfig, refuseDevOnly } from "../shared/config.ts";
 import { UPSTREAM_KEY_RE } from "../shared/upstream-auth.ts";
 import { allowListEntry } from "./targets.ts";
 
@@ -10,6 +10,7 @@ const flag = z
   .transform((v) => v === "1" || v === "true");
 
 const schema = z.object({
+  ...logSettings,
   GATEWAY_HOST: z.string().min(1).default("127.0.0.1"),
   GATEWAY_HTTP_PORT: port.default(7000),
   GATEWAY_SOCKS_PORT: port.default(7001),

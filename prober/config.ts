@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { parseConfig, refuseDevOnly } from "../shared/config.ts";
+import { logSettings, parseConfig, refuseDevOnly } from "../shared/config.ts";
 import { UPSTREAM_KEY_RE } from "../shared/upstream-auth.ts";
 
 const ms = (dflt: number, min = 1) =>
@@ -30,6 +30,7 @@ function isProxyUrl(raw: string): boolean {
 
 const schema = z
   .object({
+    ...logSettings,
     REDIS_URL: z.string().regex(/^rediss?:\/\//, "REDIS_URL must be a redis:// or rediss:// URL"),
     RELAY_SHARED_SECRET: z.string().min(16, "RELAY_SHARED_SECRET must be at least 16 characters"),
     /** opens modems' sealed upstream credentials, as the gateway does (shared/upstream-auth.ts) */

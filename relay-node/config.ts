@@ -1,11 +1,12 @@
 import { z } from "zod";
-import { parseConfig, refuseDevOnly } from "../shared/config.ts";
+import { logSettings, parseConfig, refuseDevOnly } from "../shared/config.ts";
 import { randomHex } from "../shared/ids.ts";
 
 const port = z.coerce.number().int().min(0).max(65535);
 const ms = (dflt: number, max = 24 * 3600_000) => z.coerce.number().int().min(1).max(max).default(dflt);
 
 const schema = z.object({
+  ...logSettings,
   /** Must be unique per relay: presence removal only deletes entries written under this id. */
   RELAY_ID: z
     .string()

@@ -2,7 +2,7 @@
 // Postgres started for this run (unit + integration in Node, Worker tests inside workerd).
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { killAllNow } from "../dev/proc.ts";
 import { runCommand } from "../dev/run.ts";
 import { type StateServices, startStateServices } from "../dev/services.ts";
@@ -45,11 +45,13 @@ services = await startStateServices({ dir, databaseUrl: process.env.TEST_DATABAS
 const env = { ...services.env, PEERPROXY_TEST_TMP: dir };
 let passed = 0;
 let failedTests = 0;
+const fileTimes: [string, number][] = [];
 const count = (file: string) => {
   try {
     const r = JSON.parse(readFileSync(file, "utf8"));
     passed += r.numPassedTests ?? 0;
     failedTests += r.numFailedTests ?? 0;
+    for (const t of r.testResults ?? []) fileTimes.push([relative(root, t.name), t.endTime - t.startTime]);
   } catch {}
 };
 try {
@@ -85,6 +87,13 @@ try {
 } finally {
   await services.stop();
   rmSync(dir, { recursive: true, force: true });
+}
+// The slowest files, so a suite that grows slower says where.
+fileTimes.sort((a, b) => b[1] - a[1]);
+if (fileTimes.length > 1) {
+  console.log("\nslowest test files:");
+  for (const [name, ms] of fileTimes.slice(0, 12))
+    console.log(`  ${(ms / 1000).toFixed(1).padStart(6)} s  ${name}`);
 }
 console.log(`\n${passed} passed, ${failedTests} failed`);
 if (failed) {

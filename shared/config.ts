@@ -1,4 +1,5 @@
-import type { z } from "zod";
+import { z } from "zod";
+import { LOG_FORMATS, LOG_LEVELS } from "./log-core.ts";
 
 /** Thrown when configuration does not parse; the message names every offending variable. */
 export class ConfigError extends Error {
@@ -52,3 +53,13 @@ export function refuseDevOnly(env: Record<string, unknown>, devOnly: readonly st
       set.map((k) => `${k}: development only; unset it, or set ENVIRONMENT=development`).join("; "),
     );
 }
+
+/**
+ * LOG_LEVEL and LOG_FORMAT, spread into every daemon's schema so a misspelt value (`LOG_LEVEL=verbose`)
+ * stops the start naming what is accepted. The logger that reports that error is built before the
+ * configuration parses (loggerFromEnv), so it falls back to the defaults for that one line.
+ */
+export const logSettings = {
+  LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  LOG_FORMAT: z.enum(LOG_FORMATS).default("json"),
+};

@@ -1,6 +1,10 @@
 // What every log line of ours shares, free of Node-only imports so the Worker can use it too: the
 // secret scrubber, and rate-limited connection-error logging (shared/db/pool.ts, redis.node.ts).
 
+export const LOG_FORMATS = ["json", "text"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
 /**
  * Values shaped like our secrets, caught in the serialised line whatever field (or message) carries
  * them: pool keys (pak_), API keys and pool usernames (psx_), refresh tokens (prt_), web session

@@ -2,13 +2,11 @@
 // object per line on stdout, or a short human line for people at a terminal (docs/adr/0021).
 // Node only: the Worker writes its own JSON line per request (functions/src/app.ts).
 import { type DestinationStream, type Logger, pino } from "pino";
-import { scrubSecrets } from "./log-core.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, scrubSecrets } from "./log-core.ts";
 
+export type { LogFormat } from "./log-core.ts";
 export { SECRET_VALUE, scrubSecrets } from "./log-core.ts";
-
 export type { Logger };
-
-export type LogFormat = "json" | "text";
 
 /**
  * Field names that hold secrets (at the top level of a line; the header names also under
@@ -66,11 +64,15 @@ export function createLogger(opts: LoggerOptions): Logger {
   );
 }
 
-/** LOG_FORMAT / LOG_LEVEL from the environment; bad values fall back to the defaults. */
+/**
+ * LOG_FORMAT / LOG_LEVEL from the environment. A bad value falls back to the default here so the
+ * daemon can still report it: its config schema (logSettings in ./config.ts) then refuses to start.
+ */
 export function loggerFromEnv(service: string, env: NodeJS.ProcessEnv, fallback: LogFormat = "json"): Logger {
-  const format = env.LOG_FORMAT === "text" || env.LOG_FORMAT === "json" ? env.LOG_FORMAT : fallback;
-  const levels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
-  const level = env.LOG_LEVEL && levels.includes(env.LOG_LEVEL) ? env.LOG_LEVEL : "info";
+  const format = (LOG_FORMATS as readonly string[]).includes(env.LOG_FORMAT ?? "")
+    ? (env.LOG_FORMAT as LogFormat)
+    : fallback;
+  const level = (LOG_LEVELS as readonly string[]).includes(env.LOG_LEVEL ?? "") ? env.LOG_LEVEL : "info";
   return createLogger({ service, format, level });
 }
 
