@@ -128,14 +128,19 @@ const isListed = async (id: string) => (await relay.redis.raw.sismember(keys.poo
 
 describe("prober loop", () => {
   it("probes a newly online device promptly, admits it after two clean passes and writes history to Postgres", async () => {
-    const { p, seen } = prober({}, db);
+    // This test is about the admission flow, not its timeouts: under a loaded full suite a 1 s stall
+    // limit could fail a clean pass, and the 60 s retry would then miss the wait below.
+    const { p, seen } = prober({ PROBE_TLS_TIMEOUT_MS: "8000", PROBE_STALL_MS: "5000" }, db);
     const { deviceId } = await onlinePeer("good");
     const t0 = Date.now();
     await waitUntil(
       async () => (await relay.redis.hgetall(keys.probe(deviceId))).verified === "1",
-      10_000,
+      20_000,
       "admission",
-    );
+    ).catch((err: Error) => {
+      const mine = seen.filter((s) => s.result.endpointId === deviceId);
+      throw new Error(`${err.message}; passes: ${JSON.stringify(mine.map((s) => s.result))}`);
+    });
     console.log(`new device admitted ${Date.now() - t0} ms after coming online`);
     // onResult fires just after the state write: wait for the second pass's callback too.
     const mineSeen = await waitUntil(
