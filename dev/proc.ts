@@ -163,7 +163,8 @@ export async function freePort(): Promise<number> {
   return listenOn(0);
 }
 
-async function canListen(port: number): Promise<boolean> {
+/** Whether 127.0.0.1:port is free to listen on right now. */
+export async function canListen(port: number): Promise<boolean> {
   return listenOn(port).then(
     () => true,
     () => false,

@@ -17,7 +17,7 @@ import { BASE_CHAIN_ID } from "../shared/x402/networks.ts";
 import { startEvmChain } from "./chains/evm.ts";
 import { LOCAL_REGIONS, relayRegionsSetting, startGateways, startRelays } from "./edges.ts";
 import { startTinyproxy } from "./modem.ts";
-import { killAllNow, type Service, startProcess, stopAll, waitUntil } from "./proc.ts";
+import { canListen, killAllNow, type Service, startProcess, stopAll, waitUntil } from "./proc.ts";
 import { startStateServices } from "./services.ts";
 import { startHttpTarget } from "./targets.ts";
 
@@ -44,6 +44,45 @@ const count = (name: string, max: number) => {
 };
 const relayCount = count("STACK_RELAYS", LOCAL_REGIONS.length);
 const gatewayCount = count("STACK_GATEWAYS", 4);
+const relayPorts = Array.from({ length: relayCount }, (_, i) => ({
+  ws: ports.relay + 2 * i,
+  internal: i === 0 ? ports.relayInternal : ports.relay + 2 * i + 1,
+}));
+const gatewayPorts = Array.from({ length: gatewayCount }, (_, i) => ({
+  http: ports.gatewayHttp + 10 * i,
+  socks: ports.gatewaySocks + 10 * i,
+  admin: ports.gatewayAdmin + 10 * i,
+}));
+
+/**
+ * Fails in a moment, naming the variable to change, when a port the stack listens on is taken (a
+ * stack already running, another program on 8080): otherwise that surfaces much later, or as a
+ * hang when whatever holds the port accepts and never answers.
+ */
+async function checkPortsFree() {
+  const planned: [string, number][] = [
+    ["API_PORT", ports.api],
+    ...relayPorts.flatMap((p, i): [string, number][] => [
+      [i === 0 ? "RELAY_PORT" : `RELAY_PORT + ${2 * i}`, p.ws],
+      [i === 0 ? "RELAY_INTERNAL_PORT" : `RELAY_PORT + ${2 * i + 1}`, p.internal],
+    ]),
+    ...gatewayPorts.flatMap((p, i): [string, number][] => {
+      const plus = i === 0 ? "" : ` + ${10 * i}`;
+      return [
+        [`GATEWAY_HTTP_PORT${plus}`, p.http],
+        [`GATEWAY_SOCKS_PORT${plus}`, p.socks],
+        [`GATEWAY_ADMIN_PORT${plus}`, p.admin],
+      ];
+    }),
+    ["PROBER_ADMIN_PORT", ports.proberAdmin],
+  ];
+  const taken: string[] = [];
+  for (const [name, p] of planned) if (!(await canListen(p))) taken.push(`${p} (${name})`);
+  if (taken.length)
+    throw new Error(
+      `EADDRINUSE: port ${taken.join(", ")} already in use on 127.0.0.1; stop what holds it (another npm start?) or set the variable to a free port`,
+    );
+}
 const echo = process.env.STACK_VERBOSE === "1";
 const log = (msg: string) => console.log(`[stack] ${msg}`);
 
@@ -89,17 +128,22 @@ async function startApi(vars: Record<string, string>): Promise<Service> {
       NO_COLOR: "1",
     },
   });
-  await waitUntil(
+  // A verdict ends the wait at once: waitUntil would retry a throw until its deadline.
+  const verdict = await waitUntil(
     async () => {
-      if (api.child.exitCode !== null) throw new Error(`wrangler dev exited:\n${api.output().slice(-2000)}`);
-      // wrangler dev stays up when its port is taken; /health would then reach whoever holds it.
-      if (/Address already in use/i.test(api.output()))
-        throw new Error(`EADDRINUSE: port ${ports.api} is in use; set API_PORT to a free port`);
-      return (await fetch(`http://127.0.0.1:${ports.api}/health`).catch(() => undefined))?.ok;
+      if (api.child.exitCode !== null) return "exited";
+      // wrangler dev stays up when its port is taken (after checkPortsFree, by a race).
+      if (/Address already in use/i.test(api.output())) return "taken";
+      const health = `http://127.0.0.1:${ports.api}/health`;
+      const res = await fetch(health, { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
+      return res?.ok && "up";
     },
     90_000,
     `the API on :${ports.api}`,
   );
+  if (verdict === "exited") throw new Error(`wrangler dev exited:\n${api.output().slice(-2000)}`);
+  if (verdict === "taken")
+    throw new Error(`EADDRINUSE: port ${ports.api} is in use; set API_PORT to a free port`);
   return api;
 }
 
@@ -122,6 +166,7 @@ async function apiCall<T>(
 }
 
 async function main() {
+  await checkPortsFree();
   mkdirSync(localDir, { recursive: true });
   const t0 = Date.now();
   const state = await startStateServices({
@@ -164,10 +209,6 @@ async function main() {
     String(100 * 1024 ** 3),
   ]);
   const house = await createAccountWithKey(pool, { name: "x402", kind: "house", id: "acct_house" });
-  const relayPorts = Array.from({ length: relayCount }, (_, i) => ({
-    ws: ports.relay + 2 * i,
-    internal: i === 0 ? ports.relayInternal : ports.relay + 2 * i + 1,
-  }));
   const relayUrl = `ws://127.0.0.1:${ports.relay}`;
   // Registration sends each device to the relay of its country's region (docs/adr/0023).
   await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
@@ -233,11 +274,7 @@ async function main() {
   const gateways = await startGateways({
     env,
     echo,
-    ports: Array.from({ length: gatewayCount }, (_, i) => ({
-      http: ports.gatewayHttp + 10 * i,
-      socks: ports.gatewaySocks + 10 * i,
-      admin: ports.gatewayAdmin + 10 * i,
-    })),
+    ports: gatewayPorts,
   });
   for (const g of gateways) log(`gateway ${g.http} ${g.socks5}`);
 

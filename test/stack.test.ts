@@ -1,5 +1,6 @@
 import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -230,4 +231,30 @@ describe("npm start (dev/stack.ts)", () => {
     expect(processesMentioning(dir)).toEqual([]);
     expect(existsSync(join(dir, "stack.json"))).toBe(true);
   }, 240_000);
+
+  it("a port already taken by a program that accepts and never answers stops the start within seconds, naming its variable", async () => {
+    const dir = mkdtempSync(join(stateEnv().PEERPROXY_TEST_TMP, "stack-taken-"));
+    // A listener that completes TCP handshakes and never answers: before the check, /health hung on it.
+    const squatter = createServer(() => {});
+    const held = await freePort();
+    await new Promise<void>((r) => squatter.listen(held, "127.0.0.1", r));
+    const env: Record<string, string> = { STACK_DIR: dir };
+    for (const name of ["RELAY_PORT", "RELAY_INTERNAL_PORT", "GATEWAY_HTTP_PORT", "GATEWAY_SOCKS_PORT"])
+      env[name] = String(await freePort());
+    env.GATEWAY_ADMIN_PORT = String(await freePort());
+    env.PROBER_ADMIN_PORT = String(await freePort());
+    env.API_PORT = String(held);
+    const t0 = Date.now();
+    const stack = startProcess("stack", process.execPath, ["dev/stack.ts"], { cwd: root, env });
+    try {
+      const code = await stack.exited;
+      expect(code).toBe(1);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect(stack.output()).toContain(`port ${held} (API_PORT) already in use`);
+      expect(processesMentioning(dir)).toEqual([]);
+    } finally {
+      await stack.stop("SIGKILL");
+      squatter.close();
+    }
+  });
 });
