@@ -21,6 +21,7 @@ import { delistEndpoint } from "../shared/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
+import { apiCaller } from "./helpers/payouts.ts";
 
 const e = stateEnv();
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
@@ -88,15 +89,7 @@ afterAll(async () => {
   await db.end();
 });
 
-async function call(method: string, path: string, apiKey: string, body?: unknown) {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { "X-API-Key": apiKey, ...(body ? { "content-type": "application/json" } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: test assertions walk response JSON
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
+const call = apiCaller(() => api.url);
 
 describe("modem farmers", () => {
   it("a farmer's modem serves traffic, accrues at the mobile rate (and its override), and is paid on anvil; another farmer cannot touch it", async () => {

@@ -23,6 +23,7 @@ import { keys } from "../shared/keys.ts";
 import { delistEndpoint } from "../shared/pool.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
+import { apiCaller } from "./helpers/payouts.ts";
 import {
   baseRailVars,
   createHouseAccount,
@@ -108,15 +109,7 @@ afterAll(async () => {
   await db.end();
 });
 
-async function call(method: string, path: string, apiKey: string, body?: unknown) {
-  const res = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { "X-API-Key": apiKey, ...(body ? { "content-type": "application/json" } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  // biome-ignore lint/suspicious/noExplicitAny: test assertions walk response JSON
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
+const call = apiCaller(() => api.url);
 
 describe("the supplier circle", () => {
   it("sale -> traffic -> accrual -> wallet -> withdrawal -> human approval -> USDC on anvil, books balanced, chain verified", async () => {

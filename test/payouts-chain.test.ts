@@ -5,21 +5,15 @@ import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
 import type { Config } from "../functions/src/config.ts";
-import { decideApproval } from "../functions/src/services/approvals.ts";
 import { verifyAuditChain } from "../functions/src/services/audit-chain.ts";
-import {
-  postTransaction,
-  supplierBalance,
-  unbalancedTransactions,
-} from "../functions/src/services/ledger.ts";
+import { supplierBalance, unbalancedTransactions } from "../functions/src/services/ledger.ts";
 import { advancePayout, type Treasury, treasuryFromConfig } from "../functions/src/services/payouts.ts";
-import { setWallet } from "../functions/src/services/wallets.ts";
-import { requestWithdrawal } from "../functions/src/services/withdrawals.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
-import { createPool, withTransaction } from "../shared/db/pool.ts";
+import { createPool } from "../shared/db/pool.ts";
 import { upstashRedis } from "../shared/redis.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
+import { approvedWithdrawal, payableSupplier } from "./helpers/payouts.ts";
 
 const e = stateEnv();
 const pool = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
@@ -66,34 +60,13 @@ const usdcOf = (address: Address) =>
   });
 
 /** A supplier with `earnedMicro` payable and a fresh Base wallet already out of cooling. */
-async function supplierWithWallet(earnedMicro: bigint) {
-  const s = await createAccountWithKey(pool, {
-    name: `s-${crypto.randomUUID().slice(0, 8)}`,
-    kind: "supplier",
+const supplierWithWallet = (earnedMicro: bigint) =>
+  payableSupplier(pool, {
+    earnedMicro,
+    network: "base",
+    wallet: privateKeyToAccount(generatePrivateKey()).address,
+    namePrefix: "s",
   });
-  await withTransaction(pool, (tx) =>
-    postTransaction(tx, {
-      kind: "accrual",
-      ref: "test",
-      postings: [
-        { book: "supplier_earnings", accountId: s.accountId, amountMicro: earnedMicro },
-        { book: "supplier_payable", accountId: s.accountId, amountMicro: -earnedMicro },
-      ],
-    }),
-  );
-  const wallet = privateKeyToAccount(generatePrivateKey()).address;
-  await withTransaction(pool, (tx) =>
-    setWallet(tx, {
-      accountId: s.accountId,
-      actor: s.apiKeyId,
-      network: "base",
-      address: wallet,
-      now: new Date(),
-    }),
-  );
-  await pool.query("UPDATE payout_wallets SET payable_from = now() WHERE account_id = $1", [s.accountId]);
-  return { ...s, wallet };
-}
 
 const post = (path: string, apiKey: string, body?: unknown) =>
   fetch(`${api.url}${path}`, {
@@ -136,19 +109,7 @@ describe("payouts on anvil", () => {
 
   it("a crash after recording and before the broadcast re-sends the same signed transfer: paid once", async () => {
     const s = await supplierWithWallet(10_000_000n);
-    const wd = await requestWithdrawal(pool, {
-      accountId: s.accountId,
-      actor: s.apiKeyId,
-      amountMicro: 10_000_000n,
-      now: new Date(),
-    });
-    if (!wd.ok) throw new Error(wd.refusal.message);
-    await decideApproval(pool, {
-      id: wd.withdrawal.approvalId!,
-      decision: "approve",
-      actor: "test",
-      now: new Date(),
-    });
+    const id = await approvedWithdrawal(pool, s, 10_000_000n);
     // The process "dies" as it broadcasts: the signed transfer and its nonce are already committed.
     const crashing = {
       ...treasury,
@@ -159,17 +120,17 @@ describe("payouts on anvil", () => {
         },
       },
     } as Treasury;
-    const first = await advancePayout({ db: pool, redis }, crashing, wd.withdrawal.id);
+    const first = await advancePayout({ db: pool, redis }, crashing, id);
     expect(first.status).toBe("signed");
     const recorded = await pool.query<{ tx_hash: string; tx_nonce: string }>(
       "SELECT tx_hash, tx_nonce FROM payouts WHERE withdrawal_id = $1",
-      [wd.withdrawal.id],
+      [id],
     );
     expect(await usdcOf(s.wallet)).toBe(0n);
 
-    const second = await advancePayout({ db: pool, redis }, treasury, wd.withdrawal.id, { waitMs: 10_000 });
+    const second = await advancePayout({ db: pool, redis }, treasury, id, { waitMs: 10_000 });
     expect(second).toMatchObject({ status: "confirmed", txHash: recorded.rows[0]!.tx_hash });
-    const third = await advancePayout({ db: pool, redis }, treasury, wd.withdrawal.id);
+    const third = await advancePayout({ db: pool, redis }, treasury, id);
     expect(third.status).toBe("confirmed");
     expect(await usdcOf(s.wallet)).toBe(10_000_000n);
     expect(await supplierBalance(pool, s.accountId)).toEqual({
@@ -181,19 +142,7 @@ describe("payouts on anvil", () => {
 
   it("a crash after the broadcast and before recording it reconciles from the chain: paid once", async () => {
     const s = await supplierWithWallet(10_000_000n);
-    const wd = await requestWithdrawal(pool, {
-      accountId: s.accountId,
-      actor: s.apiKeyId,
-      amountMicro: 10_000_000n,
-      now: new Date(),
-    });
-    if (!wd.ok) throw new Error(wd.refusal.message);
-    await decideApproval(pool, {
-      id: wd.withdrawal.approvalId!,
-      decision: "approve",
-      actor: "test",
-      now: new Date(),
-    });
+    const id = await approvedWithdrawal(pool, s, 10_000_000n);
     // The transfer reaches the chain, but the process dies before it learns so.
     const lost = {
       ...treasury,
@@ -205,15 +154,15 @@ describe("payouts on anvil", () => {
         },
       },
     } as Treasury;
-    expect((await advancePayout({ db: pool, redis }, lost, wd.withdrawal.id)).status).toBe("signed");
+    expect((await advancePayout({ db: pool, redis }, lost, id)).status).toBe("signed");
     expect(await usdcOf(s.wallet)).toBe(10_000_000n);
     // The payouts cron finds it signed, sees it mined, and records it without sending anything.
-    const again = await advancePayout({ db: pool, redis }, treasury, wd.withdrawal.id);
+    const again = await advancePayout({ db: pool, redis }, treasury, id);
     expect(again.status).toBe("confirmed");
     expect(await usdcOf(s.wallet)).toBe(10_000_000n);
     const { rows } = await pool.query<{ n: string }>(
       "SELECT count(*)::text AS n FROM ledger_txns WHERE kind = 'payout' AND ref = $1",
-      [wd.withdrawal.id],
+      [id],
     );
     expect(rows[0]!.n).toBe("1");
   });

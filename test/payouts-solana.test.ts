@@ -7,23 +7,17 @@ import { type Address, generateKeyPairSigner, getBase58Decoder } from "@solana/k
 import { findAssociatedTokenPda, getTokenDecoder, TOKEN_PROGRAM_ADDRESS } from "@solana-program/token";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../functions/src/config.ts";
-import { decideApproval } from "../functions/src/services/approvals.ts";
 import { verifyAuditChain } from "../functions/src/services/audit-chain.ts";
-import {
-  postTransaction,
-  supplierBalance,
-  unbalancedTransactions,
-} from "../functions/src/services/ledger.ts";
+import { supplierBalance, unbalancedTransactions } from "../functions/src/services/ledger.ts";
 import { advancePayout } from "../functions/src/services/payouts.ts";
 import { type SolanaTreasury, solanaTreasuryFromConfig } from "../functions/src/services/payouts-solana.ts";
-import { setWallet } from "../functions/src/services/wallets.ts";
-import { requestWithdrawal } from "../functions/src/services/withdrawals.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
-import { createPool, withTransaction } from "../shared/db/pool.ts";
+import { createPool } from "../shared/db/pool.ts";
 import { upstashRedis } from "../shared/redis.ts";
 import { type SolanaTestRpc, startSolanaTestRpc } from "./chains/solana-rpc.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
 import { stateEnv } from "./helpers/env.ts";
+import { approvedWithdrawal, payableSupplier } from "./helpers/payouts.ts";
 
 const e = stateEnv();
 const pool = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
@@ -72,52 +66,18 @@ async function usdcOf(owner: Address): Promise<bigint> {
 }
 
 /** A supplier with `earnedMicro` payable and a fresh Solana wallet (no token account yet) out of cooling. */
-async function supplierWithWallet(earnedMicro: bigint) {
-  const s = await createAccountWithKey(pool, {
-    name: `sol-${crypto.randomUUID().slice(0, 8)}`,
-    kind: "supplier",
+const supplierWithWallet = async (earnedMicro: bigint) =>
+  payableSupplier(pool, {
+    earnedMicro,
+    network: "solana",
+    wallet: (await generateKeyPairSigner()).address,
+    namePrefix: "sol",
   });
-  await withTransaction(pool, (tx) =>
-    postTransaction(tx, {
-      kind: "accrual",
-      ref: "test",
-      postings: [
-        { book: "supplier_earnings", accountId: s.accountId, amountMicro: earnedMicro },
-        { book: "supplier_payable", accountId: s.accountId, amountMicro: -earnedMicro },
-      ],
-    }),
-  );
-  const wallet = (await generateKeyPairSigner()).address;
-  await withTransaction(pool, (tx) =>
-    setWallet(tx, {
-      accountId: s.accountId,
-      actor: s.apiKeyId,
-      network: "solana",
-      address: wallet,
-      now: new Date(),
-    }),
-  );
-  await pool.query("UPDATE payout_wallets SET payable_from = now() WHERE account_id = $1", [s.accountId]);
-  return { ...s, wallet };
-}
 
 /** An approved withdrawal of `amount` (the payout row queued), without running the executor. */
 async function approved(amount: bigint) {
   const s = await supplierWithWallet(amount);
-  const wd = await requestWithdrawal(pool, {
-    accountId: s.accountId,
-    actor: s.apiKeyId,
-    amountMicro: amount,
-    now: new Date(),
-  });
-  if (!wd.ok) throw new Error(wd.refusal.message);
-  await decideApproval(pool, {
-    id: wd.withdrawal.approvalId!,
-    decision: "approve",
-    actor: "test",
-    now: new Date(),
-  });
-  return { s, id: wd.withdrawal.id };
+  return { s, id: await approvedWithdrawal(pool, s, amount) };
 }
 
 const sends = (t: SolanaTreasury, mode: "crash_before" | "crash_after" | "count", counter: { n: number }) =>
