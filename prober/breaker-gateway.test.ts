@@ -4,36 +4,34 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { waitUntil } from "../dev/proc.ts";
 import { loadGatewayConfig } from "../gateway-node/config.ts";
 import { type Gateway, startGateway } from "../gateway-node/gateway.ts";
 import { curl, makeCredential } from "../gateway-node/testing.ts";
-import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
-import { randomHex } from "../shared/ids.ts";
+import type { TestRelay } from "../relay-node/testing/relay.ts";
 import { keys } from "../shared/keys.ts";
-import { silentLogger } from "../shared/log.ts";
 import { delistEndpoint, listEndpoint } from "../shared/pool.ts";
 import { stateEnv } from "../test/helpers/env.ts";
-import { loadProberConfig } from "./config.ts";
-import { proberRedis, type RunningProber, startProber } from "./scheduler.ts";
-import { type ProbeTarget, startProbeTarget } from "./target.ts";
-import { type FaultPeer, startFaultPeer } from "./testing/fault-peer.ts";
+import type { RunningProber } from "./scheduler.ts";
+import type { ProbeTarget } from "./target.ts";
+import { type ProberBed, startProberBed } from "./testing/bed.ts";
+import type { FaultPeer } from "./testing/fault-peer.ts";
 
-const tenant = `agent_${randomHex(5)}`;
 // A country code no other test uses, so the gateway can only pick this file's peer.
 const country = `x${"abcdefghijklmnopqrstuvwxyz"[Math.floor(Math.random() * 26)]}`;
+let bed: ProberBed;
 let relay: TestRelay;
 let target: ProbeTarget;
 let gw: Gateway;
 let prober: RunningProber;
 let peer: FaultPeer;
+let deviceId: string;
 let dir: string;
-const deviceId = `${tenant}${randomHex(3)}`;
 
 beforeAll(async () => {
   const env = stateEnv();
   dir = mkdtempSync(join(env.PEERPROXY_TEST_TMP, "breaker-"));
-  [relay, target] = await Promise.all([startTestRelay(), startProbeTarget()]);
+  bed = await startProberBed();
+  ({ relay, target } = bed);
   gw = await startGateway(
     loadGatewayConfig({
       REDIS_URL: env.REDIS_URL,
@@ -45,43 +43,26 @@ beforeAll(async () => {
     }),
     { redis: relay.redis },
   );
-  const config = loadProberConfig({
-    REDIS_URL: env.REDIS_URL,
-    RELAY_SHARED_SECRET: relay.sharedSecret,
-    PROBE_TARGET_HOST: target.host,
-    PROBE_TARGET_PORT: String(target.port),
-    PROBE_TARGET_CA: target.caPem,
-    PROBE_ENDPOINT_PREFIX: tenant,
-    PROBE_TICK_MS: "250",
-    // Scheduled probes stay out of the way: this test measures the breaker alone.
-    PROBE_DISCOVER_MS: "600000",
-    PROBE_TLS_TIMEOUT_MS: "2000",
-    PROBE_STALL_MS: "2000",
-    PROBE_INITIAL_BYTES: "16384",
-    PROBE_MAX_BYTES: "1048576",
-    PROBE_TRANSFER_TARGET_MS: "200",
-  });
-  prober = startProber(config, {
-    redis: proberRedis(relay.redis),
-    db: null,
-    target: { host: target.host, port: target.port, caPem: target.caPem, pathTemplate: "/bytes/{n}" },
-    log: silentLogger(),
-  });
-  peer = await startFaultPeer({ url: relay.relay.wsUrl, token: await relay.token(deviceId), fault: "good" });
-  await waitUntil(
-    async () => (await relay.redis.hgetall(keys.presence(deviceId))).relayInternal,
-    5_000,
-    "presence",
-  );
+  ({ prober } = bed.startProber(
+    {
+      PROBE_TICK_MS: "250",
+      // Scheduled probes stay out of the way: this test measures the breaker alone.
+      PROBE_DISCOVER_MS: "600000",
+      PROBE_TLS_TIMEOUT_MS: "2000",
+      PROBE_STALL_MS: "2000",
+      PROBE_INITIAL_BYTES: "16384",
+      PROBE_MAX_BYTES: "1048576",
+      PROBE_TRANSFER_TARGET_MS: "200",
+    },
+    { db: null },
+  ));
+  ({ peer, deviceId } = await bed.onlinePeer());
 });
 
 afterAll(async () => {
-  await prober?.stop();
   await gw?.close();
-  await delistEndpoint(relay.redis, deviceId).catch(() => {});
-  await peer?.close();
-  await relay?.close();
-  await target?.stop();
+  if (deviceId) await delistEndpoint(relay.redis, deviceId).catch(() => {});
+  await bed?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -5,41 +5,29 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { closedPort } from "../gateway-node/testing.ts";
-import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
-import { createPool, type Pool } from "../shared/db/pool.ts";
+import type { TestRelay } from "../relay-node/testing/relay.ts";
+import type { Pool } from "../shared/db/pool.ts";
 import { randomHex } from "../shared/ids.ts";
-import { keys } from "../shared/keys.ts";
 import { logMessages, memoryLogger } from "../shared/log.ts";
-import { stateEnv } from "../test/helpers/env.ts";
-import { loadProberConfig } from "./config.ts";
-import { proberRedis, type RunningProber, startProber } from "./scheduler.ts";
-import { type ProbeTarget, startProbeTarget } from "./target.ts";
-import { type FaultPeer, startFaultPeer } from "./testing/fault-peer.ts";
+import type { ProbeTarget } from "./target.ts";
+import { type ProberBed, startProberBed } from "./testing/bed.ts";
 import { loopSkips } from "./testing/loop-skips.ts";
 import { type RunningWatchdog, startWatchdog, type WatchdogRun } from "./watchdog.ts";
 
-const tenant = `agent_${randomHex(5)}`;
+let bed: ProberBed;
 let relay: TestRelay;
 let target: ProbeTarget;
 let db: Pool;
-let prober: RunningProber | undefined;
 let watchdog: RunningWatchdog | undefined;
-let peer: FaultPeer | undefined;
 
 beforeAll(async () => {
-  const env = stateEnv();
-  relay = await startTestRelay({ PRESENCE_REFRESH_MS: "1000" });
-  target = await startProbeTarget();
-  db = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
+  bed = await startProberBed();
+  ({ relay, target, db } = bed);
 });
 
 afterAll(async () => {
-  await prober?.stop();
   await watchdog?.stop();
-  await peer?.close();
-  await relay?.close();
-  await target?.stop();
-  await db?.end();
+  await bed?.close();
 });
 
 const skips = (loop: string, since: Date, reasons: string[]) => loopSkips(db, loop, since, reasons);
@@ -49,43 +37,9 @@ describe("the kill switch", () => {
     const killSwitchKey = `ops:kill_switch:test:${randomHex(4)}`;
     await relay.redis.set(killSwitchKey, "engaged by test");
     const since = new Date(Date.now() - 1000);
-    const config = loadProberConfig({
-      REDIS_URL: stateEnv().REDIS_URL,
-      RELAY_SHARED_SECRET: relay.sharedSecret,
-      PROBE_TARGET_HOST: target.host,
-      PROBE_TARGET_PORT: String(target.port),
-      PROBE_TARGET_CA: target.caPem,
-      PROBE_ENDPOINT_PREFIX: tenant,
-      PROBE_TICK_MS: "100",
-      PROBE_DISCOVER_MS: "200",
-      PROBE_NEW_SPREAD_MS: "50",
-    });
-    const logs: string[] = [];
     const results: string[] = [];
-    prober = startProber(config, {
-      redis: proberRedis(relay.redis),
-      db,
-      target: {
-        host: target.host,
-        port: target.port,
-        caPem: target.caPem,
-        pathTemplate: config.PROBE_TARGET_PATH,
-      },
-      log: memoryLogger(logs, "prober"),
-      onResult: (r) => results.push(r.endpointId),
-      killSwitchKey,
-    });
-    const deviceId = `${tenant}${randomHex(3)}`;
-    peer = await startFaultPeer({
-      url: relay.relay.wsUrl,
-      token: await relay.token(deviceId),
-      fault: "good",
-    });
-    await waitUntil(
-      async () => (await relay.redis.hgetall(keys.presence(deviceId))).relayInternal,
-      5_000,
-      "presence",
-    );
+    const { logs } = bed.startProber({}, { onResult: (r) => results.push(r.endpointId), killSwitchKey });
+    const { deviceId } = await bed.onlinePeer();
     // Many ticks and discovery rounds with a new online device: nothing is probed.
     await new Promise((r) => setTimeout(r, 1500));
     expect(results).toEqual([]);

@@ -2,113 +2,61 @@ import { connect as tlsConnect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { startTinyproxy } from "../gateway-node/testing.ts";
-import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
-import { createPool, type Pool } from "../shared/db/pool.ts";
+import type { TestRelay } from "../relay-node/testing/relay.ts";
+import type { Pool } from "../shared/db/pool.ts";
 import type { GateOutcome } from "../shared/gate.ts";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
-import { memoryLogger } from "../shared/log.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
 import { listEndpoint } from "../shared/pool.ts";
-import { stateEnv } from "../test/helpers/env.ts";
-import { loadProberConfig } from "./config.ts";
 import type { ProbeResult } from "./probe.ts";
-import {
-  type ProberDeps,
-  type ProbeTrigger,
-  proberRedis,
-  type RunningProber,
-  startProber,
-} from "./scheduler.ts";
-import { type ProbeTarget, startProbeTarget } from "./target.ts";
-import { type FaultPeer, type PeerFault, startFaultPeer } from "./testing/fault-peer.ts";
+import type { ProberDeps, ProbeTrigger } from "./scheduler.ts";
+import type { ProbeTarget } from "./target.ts";
+import { type ProberBed, startProberBed } from "./testing/bed.ts";
+import type { FaultPeer, PeerFault } from "./testing/fault-peer.ts";
 
-// Each test file is its own tenant: device ids carry this prefix and the prober serves only it.
-const tenant = `agent_${randomHex(5)}`;
+let bed: ProberBed;
 let relay: TestRelay;
 let target: ProbeTarget;
+let tenant: string;
 let db: Pool;
-const peers: FaultPeer[] = [];
-const probers: RunningProber[] = [];
 
 beforeAll(async () => {
-  const env = stateEnv();
-  relay = await startTestRelay({ PRESENCE_REFRESH_MS: "1000" });
-  target = await startProbeTarget();
-  db = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
+  bed = await startProberBed();
+  ({ relay, target, tenant, db } = bed);
 });
 
-afterAll(async () => {
-  await Promise.all(probers.map((p) => p.stop()));
-  await Promise.all(peers.map((p) => p.close()));
-  await relay?.close();
-  await target?.stop();
-  await db?.end();
-});
+afterAll(() => bed?.close());
 
 type Seen = { result: ProbeResult; outcome: GateOutcome; trigger: ProbeTrigger };
 
-function prober(
-  env: Record<string, string>,
-  db: ProberDeps["db"] = null,
-): { p: RunningProber; seen: Seen[]; logs: string[] } {
-  const config = loadProberConfig({
-    REDIS_URL: stateEnv().REDIS_URL,
-    RELAY_SHARED_SECRET: relay.sharedSecret,
-    PROBE_TARGET_HOST: target.host,
-    PROBE_TARGET_PORT: String(target.port),
-    PROBE_TARGET_CA: target.caPem,
-    PROBE_ENDPOINT_PREFIX: tenant,
-    PROBE_TICK_MS: "100",
-    PROBE_DISCOVER_MS: "200",
-    PROBE_NEW_SPREAD_MS: "50",
-    PROBE_ADMIT_INTERVAL_MS: "200",
-    PROBE_RETRY_MS: "60000",
-    PROBE_INTERVAL_MS: "60000",
-    PROBE_BREAKER_COOLDOWN_MS: "2000",
-    PROBE_TLS_TIMEOUT_MS: "1500",
-    PROBE_STALL_MS: "1000",
-    PROBE_OVERALL_TIMEOUT_MS: "8000",
-    PROBE_INITIAL_BYTES: "16384",
-    PROBE_MAX_BYTES: "1048576",
-    PROBE_TRANSFER_TARGET_MS: "200",
-    ...env,
-  });
+/** A prober on this file's quick test cadence; its results are collected in `seen`. */
+function prober(env: Record<string, string>, proberDb: ProberDeps["db"] = null) {
   const seen: Seen[] = [];
-  const logs: string[] = [];
-  const p = startProber(config, {
-    redis: proberRedis(relay.redis),
-    db,
-    target: {
-      host: target.host,
-      port: target.port,
-      caPem: target.caPem,
-      pathTemplate: config.PROBE_TARGET_PATH,
+  const { prober: p, logs } = bed.startProber(
+    {
+      PROBE_ADMIT_INTERVAL_MS: "200",
+      PROBE_RETRY_MS: "60000",
+      PROBE_INTERVAL_MS: "60000",
+      PROBE_BREAKER_COOLDOWN_MS: "2000",
+      PROBE_TLS_TIMEOUT_MS: "1500",
+      PROBE_STALL_MS: "1000",
+      PROBE_OVERALL_TIMEOUT_MS: "8000",
+      PROBE_INITIAL_BYTES: "16384",
+      PROBE_MAX_BYTES: "1048576",
+      PROBE_TRANSFER_TARGET_MS: "200",
+      ...env,
     },
-    log: memoryLogger(logs, "prober"),
-    onResult: (result, outcome, trigger) => seen.push({ result, outcome, trigger }),
-  });
-  probers.push(p);
+    { db: proberDb, onResult: (result, outcome, trigger) => seen.push({ result, outcome, trigger }) },
+  );
   return { p, seen, logs };
 }
 
 async function onlinePeer(fault: PeerFault = "good"): Promise<{ peer: FaultPeer; deviceId: string }> {
-  const deviceId = `${tenant}${randomHex(3)}`;
-  const peer = await startFaultPeer({
-    url: relay.relay.wsUrl,
-    token: await relay.token(deviceId),
-    fault,
-    stallAfterBytes: 0,
-  });
-  peer.stallAfterBytes = 8 * 1024;
-  peers.push(peer);
-  await waitUntil(
-    async () => (await relay.redis.hgetall(keys.presence(deviceId))).relayInternal,
-    5_000,
-    "presence",
-  );
-  return { peer, deviceId };
+  const online = await bed.onlinePeer(fault, { stallAfterBytes: 0 });
+  online.peer.stallAfterBytes = 8 * 1024;
+  return online;
 }
 
 async function list(deviceId: string) {

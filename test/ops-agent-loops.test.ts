@@ -6,88 +6,49 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { closedPort } from "../gateway-node/testing.ts";
-import { loadProberConfig } from "../prober/config.ts";
-import { proberRedis, type RunningProber, startProber } from "../prober/scheduler.ts";
-import { type ProbeTarget, startProbeTarget } from "../prober/target.ts";
-import { type FaultPeer, startFaultPeer } from "../prober/testing/fault-peer.ts";
+import type { ProbeTarget } from "../prober/target.ts";
+import { type ProberBed, startProberBed } from "../prober/testing/bed.ts";
 import { loopSkips } from "../prober/testing/loop-skips.ts";
 import { type RunningWatchdog, startWatchdog, type WatchdogRun } from "../prober/watchdog.ts";
-import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
-import { createPool, type Pool } from "../shared/db/pool.ts";
+import type { TestRelay } from "../relay-node/testing/relay.ts";
+import type { Pool } from "../shared/db/pool.ts";
 import { randomHex } from "../shared/ids.ts";
-import { keys } from "../shared/keys.ts";
 import { logMessages, memoryLogger } from "../shared/log.ts";
-import { stateEnv } from "./helpers/env.ts";
 
-const tenant = `agent_${randomHex(5)}`;
+let bed: ProberBed;
 let relay: TestRelay;
 let target: ProbeTarget;
 let db: Pool;
-let prober: RunningProber | undefined;
 let watchdog: RunningWatchdog | undefined;
-const peers: FaultPeer[] = [];
 
 beforeAll(async () => {
-  const env = stateEnv();
-  relay = await startTestRelay({ PRESENCE_REFRESH_MS: "1000" });
-  target = await startProbeTarget();
-  db = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
+  bed = await startProberBed();
+  ({ relay, target, db } = bed);
 });
 
 afterAll(async () => {
-  await prober?.stop();
   await watchdog?.stop();
-  for (const p of peers) await p.close();
-  await relay?.close();
-  await target?.stop();
-  await db?.end();
+  await bed?.close();
 });
 
 const skips = (loop: string, since: Date, reasons: string[]) => loopSkips(db, loop, since, reasons);
 
-function startTestProber(opts: { pauseKey: string; maxPerHour?: number; results: string[]; logs: string[] }) {
-  const config = loadProberConfig({
-    REDIS_URL: stateEnv().REDIS_URL,
-    RELAY_SHARED_SECRET: relay.sharedSecret,
-    PROBE_TARGET_HOST: target.host,
-    PROBE_TARGET_PORT: String(target.port),
-    PROBE_TARGET_CA: target.caPem,
-    PROBE_ENDPOINT_PREFIX: tenant,
-    PROBE_TICK_MS: "100",
-    PROBE_DISCOVER_MS: "200",
-    PROBE_NEW_SPREAD_MS: "50",
-    PROBE_INTERVAL_MS: "100",
-    PROBE_ADMIT_INTERVAL_MS: "100",
-    ...(opts.maxPerHour ? { PROBE_MAX_PER_HOUR: String(opts.maxPerHour) } : {}),
-  });
-  return startProber(config, {
-    redis: proberRedis(relay.redis),
-    db,
-    target: {
-      host: target.host,
-      port: target.port,
-      caPem: target.caPem,
-      pathTemplate: config.PROBE_TARGET_PATH,
+function startTestProber(opts: { pauseKey: string; maxPerHour?: number; results: string[] }) {
+  return bed.startProber(
+    {
+      PROBE_INTERVAL_MS: "100",
+      PROBE_ADMIT_INTERVAL_MS: "100",
+      ...(opts.maxPerHour ? { PROBE_MAX_PER_HOUR: String(opts.maxPerHour) } : {}),
     },
-    log: memoryLogger(opts.logs, "prober"),
-    onResult: (r) => opts.results.push(r.endpointId),
-    killSwitchKey: `ops:kill_switch:test:${randomHex(4)}`,
-    pauseKey: opts.pauseKey,
-  });
+    {
+      onResult: (r) => opts.results.push(r.endpointId),
+      killSwitchKey: `ops:kill_switch:test:${randomHex(4)}`,
+      pauseKey: opts.pauseKey,
+    },
+  );
 }
 
-async function onlinePeer() {
-  const deviceId = `${tenant}${randomHex(3)}`;
-  peers.push(
-    await startFaultPeer({ url: relay.relay.wsUrl, token: await relay.token(deviceId), fault: "good" }),
-  );
-  await waitUntil(
-    async () => (await relay.redis.hgetall(keys.presence(deviceId))).relayInternal,
-    5_000,
-    "presence",
-  );
-  return deviceId;
-}
+const onlinePeer = async () => (await bed.onlinePeer()).deviceId;
 
 describe("loops under operations control", () => {
   it("a paused prober probes nothing and records skipped: paused once; resumed, it probes again", async () => {
@@ -95,8 +56,7 @@ describe("loops under operations control", () => {
     await relay.redis.set(pauseKey, "paused by test");
     const since = new Date(Date.now() - 1000);
     const results: string[] = [];
-    const logs: string[] = [];
-    prober = startTestProber({ pauseKey, results, logs });
+    const { prober, logs } = startTestProber({ pauseKey, results });
     const deviceId = await onlinePeer();
     await new Promise((r) => setTimeout(r, 1500));
     expect(results).toEqual([]);
@@ -105,14 +65,16 @@ describe("loops under operations control", () => {
     await waitUntil(async () => results.includes(deviceId), 10_000, "a probe after the resume");
     expect(logMessages(logs)).toContain("resumed, probing again");
     await prober.stop();
-    prober = undefined;
   });
 
   it("the prober stops at PROBE_MAX_PER_HOUR probes and records skipped: run_cap once", async () => {
     const since = new Date(Date.now() - 1000);
     const results: string[] = [];
-    const logs: string[] = [];
-    prober = startTestProber({ pauseKey: `ops:paused:test:${randomHex(4)}`, maxPerHour: 3, results, logs });
+    const { prober } = startTestProber({
+      pauseKey: `ops:paused:test:${randomHex(4)}`,
+      maxPerHour: 3,
+      results,
+    });
     await onlinePeer();
     await waitUntil(
       async () => (await skips("prober", since, ["run_cap"])).length > 0,
@@ -125,7 +87,6 @@ describe("loops under operations control", () => {
     expect(prober.stats().probes).toBe(3);
     expect(await skips("prober", since, ["run_cap"])).toEqual([{ detail: { reason: "run_cap", cap: 3 } }]);
     await prober.stop();
-    prober = undefined;
   });
 
   it("a paused watchdog runs nothing; past its hourly cap it records run_cap once", async () => {

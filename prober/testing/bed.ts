@@ -1,0 +1,104 @@
+// One test bed per prober test file: a real relay, the HTTPS probe target, Postgres, and a tenant
+// prefix so the file's probers see only the file's own devices while other files share Redis.
+import { waitUntil } from "../../dev/proc.ts";
+import { startTestRelay, type TestRelay } from "../../relay-node/testing/relay.ts";
+import { createPool, type Pool } from "../../shared/db/pool.ts";
+import { randomHex } from "../../shared/ids.ts";
+import { keys } from "../../shared/keys.ts";
+import { memoryLogger } from "../../shared/log.ts";
+import { stateEnv } from "../../test/helpers/env.ts";
+import { loadProberConfig, type ProberConfig } from "../config.ts";
+import { type ProberDeps, proberRedis, type RunningProber, startProber } from "../scheduler.ts";
+import { type ProbeTarget, startProbeTarget } from "../target.ts";
+import { type FaultPeer, type PeerFault, startFaultPeer } from "./fault-peer.ts";
+
+export interface ProberBed {
+  relay: TestRelay;
+  target: ProbeTarget;
+  db: Pool;
+  /** device ids of this file start with it, and its probers serve only it */
+  tenant: string;
+  /**
+   * A prober for the tenant that ticks every 100 ms and discovers every 200 ms; `env` overrides
+   * those and any other setting, `deps` the relay's Redis, this bed's Postgres and the target.
+   * Its log lines go to `logs`. Stopped by close() unless stopped before.
+   */
+  startProber(
+    env?: Record<string, string>,
+    deps?: Partial<ProberDeps>,
+  ): { prober: RunningProber; config: ProberConfig; logs: string[] };
+  /** A device of the tenant online on the relay (its presence written), its exit behaving as `fault`. */
+  onlinePeer(
+    fault?: PeerFault,
+    opts?: { stallAfterBytes?: number },
+  ): Promise<{ peer: FaultPeer; deviceId: string }>;
+  close(): Promise<void>;
+}
+
+export async function startProberBed(): Promise<ProberBed> {
+  const env = stateEnv();
+  const relay = await startTestRelay({ PRESENCE_REFRESH_MS: "1000" });
+  const target = await startProbeTarget();
+  const db = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
+  const tenant = `agent_${randomHex(5)}`;
+  const probers: RunningProber[] = [];
+  const peers: FaultPeer[] = [];
+  return {
+    relay,
+    target,
+    db,
+    tenant,
+    startProber(over = {}, deps = {}) {
+      const config = loadProberConfig({
+        REDIS_URL: env.REDIS_URL,
+        RELAY_SHARED_SECRET: relay.sharedSecret,
+        PROBE_TARGET_HOST: target.host,
+        PROBE_TARGET_PORT: String(target.port),
+        PROBE_TARGET_CA: target.caPem,
+        PROBE_ENDPOINT_PREFIX: tenant,
+        PROBE_TICK_MS: "100",
+        PROBE_DISCOVER_MS: "200",
+        PROBE_NEW_SPREAD_MS: "50",
+        ...over,
+      });
+      const logs: string[] = [];
+      const prober = startProber(config, {
+        redis: proberRedis(relay.redis),
+        db,
+        target: {
+          host: target.host,
+          port: target.port,
+          caPem: target.caPem,
+          pathTemplate: config.PROBE_TARGET_PATH,
+        },
+        log: memoryLogger(logs, "prober"),
+        ...deps,
+      });
+      probers.push(prober);
+      return { prober, config, logs };
+    },
+    async onlinePeer(fault = "good", opts = {}) {
+      const deviceId = `${tenant}${randomHex(3)}`;
+      const peer = await startFaultPeer({
+        url: relay.relay.wsUrl,
+        token: await relay.token(deviceId),
+        fault,
+        ...opts,
+      });
+      peers.push(peer);
+      await waitUntil(
+        async () => (await relay.redis.hgetall(keys.presence(deviceId))).relayInternal,
+        5_000,
+        "presence",
+      );
+      return { peer, deviceId };
+    },
+    async close() {
+      await Promise.all(probers.map((p) => p.stop()));
+      await Promise.all(peers.map((p) => p.close()));
+      await relay.close();
+      await target.stop();
+      await db.end();
+    },
+  };
+}
