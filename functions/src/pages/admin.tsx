@@ -20,10 +20,11 @@ import { isHumanOperator, isOpsAgent } from "../services/auth.ts";
 import { changeKillSwitch, type KillSwitchState, killSwitchState } from "../services/kill-switch.ts";
 import { type LoopState, readLoops } from "../services/loops.ts";
 import { listModemExits } from "../services/modem-exits.ts";
+import { formPostFor, type PageRole, sessionFor } from "./guard.tsx";
 import { renderPrivate } from "./html.ts";
 import { Ago, Layout } from "./layout.tsx";
 import { RefusedPage } from "./refused.tsx";
-import { checkFormPost, type PageSession, pageSession } from "./session.ts";
+import type { PageSession } from "./session.ts";
 import { signedInAs } from "./sign-in.tsx";
 
 const DONE: Record<string, string> = {
@@ -355,27 +356,20 @@ function AdminPage(props: {
   );
 }
 
-/** The session, if it may use the console (a human operator or an ops-agent); otherwise the answer. */
-async function operatorSession(c: Context<AppEnv>): Promise<PageSession | Response> {
-  const s = await pageSession(c);
-  if (!s) return c.redirect("/sign-in?next=/admin", 303);
-  if (!isHumanOperator(s.account) && !isOpsAgent(s.account))
-    return renderPrivate(
-      c,
-      <RefusedPage
-        reason="The operators' console needs an operate key of an operator account or an ops-agent key of an ops account"
-        signedIn={signedInAs(s)}
-      />,
-      403,
-    );
-  return s;
-}
+/** The console: a human operator or an ops-agent; only a human decides (checked per action). */
+const CONSOLE: PageRole = {
+  path: "/admin",
+  allows: (a) => isHumanOperator(a) || isOpsAgent(a),
+  viewRefusal:
+    "The operators' console needs an operate key of an operator account or an ops-agent key of an ops account",
+  postRefusal: "Only operator and ops accounts use these forms",
+};
 
 const APPROVAL_ID = /^apr_[0-9a-f]{24}$/;
 
 export function registerAdmin(app: OpenAPIHono<AppEnv>) {
   app.get("/admin", async (c) => {
-    const s = await operatorSession(c);
+    const s = await sessionFor(c, CONSOLE);
     if (s instanceof Response) return s;
     const done = DONE[c.req.query("done") ?? ""];
     return renderPrivate(
@@ -387,23 +381,6 @@ export function registerAdmin(app: OpenAPIHono<AppEnv>) {
       />,
     );
   });
-
-  /** Origin, session, CSRF, and an operator or ops-agent behind it; the refusal otherwise. */
-  const post = async (c: Context<AppEnv>) => {
-    const check = await checkFormPost(c);
-    if (!check.ok) return renderPrivate(c, <RefusedPage reason={check.reason} />, check.status);
-    const a = check.session.account;
-    if (!isHumanOperator(a) && !isOpsAgent(a))
-      return renderPrivate(
-        c,
-        <RefusedPage
-          reason="Only operator and ops accounts use these forms"
-          signedIn={signedInAs(check.session)}
-        />,
-        403,
-      );
-    return check;
-  };
 
   /** A decision an ops-agent (or anyone but a human operator) tried: refused, and on the audit chain. */
   const refuseNonHuman = async (c: Context<AppEnv>, s: PageSession, action: string, subject: string) => {
@@ -432,7 +409,7 @@ export function registerAdmin(app: OpenAPIHono<AppEnv>) {
 
   for (const decision of ["approve", "reject"] as const)
     app.post(`/admin/approvals/:id/${decision}`, async (c) => {
-      const check = await post(c);
+      const check = await formPostFor(c, CONSOLE);
       if (check instanceof Response) return check;
       const { session, form } = check;
       const id = c.req.param("id");
@@ -464,7 +441,7 @@ export function registerAdmin(app: OpenAPIHono<AppEnv>) {
     });
 
   app.post("/admin/kill-switch", async (c) => {
-    const check = await post(c);
+    const check = await formPostFor(c, CONSOLE);
     if (check instanceof Response) return check;
     const { session, form } = check;
     if (form.engaged !== "true" && form.engaged !== "false")

@@ -30,10 +30,10 @@ import {
   withdrawalMinimum,
 } from "../services/withdrawals.ts";
 import { TimeChart } from "./chart.tsx";
+import { formPostFor, type PageRole, sessionFor } from "./guard.tsx";
 import { renderPrivate } from "./html.ts";
 import { Ago, Layout } from "./layout.tsx";
-import { RefusedPage } from "./refused.tsx";
-import { checkFormPost, type PageSession, pageSession } from "./session.ts";
+import type { PageSession } from "./session.ts";
 import { signedInAs } from "./sign-in.tsx";
 
 const DAYS = 30;
@@ -376,25 +376,17 @@ function refusalText(r: WithdrawalRefusal): { status: number; text: string } {
   }
 }
 
-/** The session, if it may use the supplier page; otherwise the answer to send instead. */
-async function supplier(c: Context<AppEnv>): Promise<PageSession | Response> {
-  const s = await pageSession(c);
-  if (!s) return c.redirect("/sign-in?next=/farmer", 303);
-  if (!s.account.scopes.includes("supply"))
-    return renderPrivate(
-      c,
-      <RefusedPage
-        reason="The supplier page needs a key with the supply scope; you are signed in with one without it"
-        signedIn={signedInAs(s)}
-      />,
-      403,
-    );
-  return s;
-}
+/** The supplier page: any key with the supply scope. */
+const SUPPLIER: PageRole = {
+  path: "/farmer",
+  allows: (a) => a.scopes.includes("supply"),
+  viewRefusal: "The supplier page needs a key with the supply scope; you are signed in with one without it",
+  postRefusal: "Only a supply key's session may change payouts",
+};
 
 export function registerFarmer(app: OpenAPIHono<AppEnv>) {
   app.get("/farmer", async (c) => {
-    const s = await supplier(c);
+    const s = await sessionFor(c, SUPPLIER);
     if (s instanceof Response) return s;
     const done = DONE[c.req.query("done") ?? ""];
     return renderPrivate(
@@ -406,22 +398,6 @@ export function registerFarmer(app: OpenAPIHono<AppEnv>) {
       />,
     );
   });
-
-  /** A form post's checks (origin, session, CSRF, supply scope); the failure answer otherwise. */
-  const post = async (c: Context<AppEnv>) => {
-    const check = await checkFormPost(c);
-    if (!check.ok) return renderPrivate(c, <RefusedPage reason={check.reason} />, check.status);
-    if (!check.session.account.scopes.includes("supply"))
-      return renderPrivate(
-        c,
-        <RefusedPage
-          reason="Only a supply key's session may change payouts"
-          signedIn={signedInAs(check.session)}
-        />,
-        403,
-      );
-    return check;
-  };
 
   const refuse = async (
     c: Context<AppEnv>,
@@ -442,7 +418,7 @@ export function registerFarmer(app: OpenAPIHono<AppEnv>) {
     );
 
   app.post("/farmer/wallet", async (c) => {
-    const check = await post(c);
+    const check = await formPostFor(c, SUPPLIER);
     if (check instanceof Response) return check;
     const { session, form } = check;
     const network = form.network;
@@ -465,7 +441,7 @@ export function registerFarmer(app: OpenAPIHono<AppEnv>) {
   });
 
   app.post("/farmer/withdrawals", async (c) => {
-    const check = await post(c);
+    const check = await formPostFor(c, SUPPLIER);
     if (check instanceof Response) return check;
     const { session, form } = check;
     let amountMicro: bigint;
