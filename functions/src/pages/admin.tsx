@@ -22,7 +22,7 @@ import { type LoopState, readLoops } from "../services/loops.ts";
 import { listModemExits } from "../services/modem-exits.ts";
 import { formPostFor, type PageRole, sessionFor } from "./guard.tsx";
 import { renderPrivate } from "./html.ts";
-import { Ago, Layout } from "./layout.tsx";
+import { Ago, Layout, Notice } from "./layout.tsx";
 import { RefusedPage } from "./refused.tsx";
 import type { PageSession } from "./session.ts";
 import { signedInAs } from "./sign-in.tsx";
@@ -126,15 +126,7 @@ function AdminPage(props: {
   return (
     <Layout title="Operators" signedIn={signedInAs(session)}>
       <h1>Operators' console</h1>
-      {props.notice ? (
-        <p
-          class={`notice ${props.notice.kind}`}
-          role={props.notice.kind === "error" ? "alert" : "status"}
-          data-testid="notice"
-        >
-          {props.notice.text}
-        </p>
-      ) : null}
+      <Notice notice={props.notice} />
       {human ? null : (
         <p class="lede" data-testid="agent-note">
           Signed in as an AI operator: you see the queue, and may engage the kill switch; only a human

@@ -32,7 +32,7 @@ import {
 import { TimeChart } from "./chart.tsx";
 import { formPostFor, type PageRole, sessionFor } from "./guard.tsx";
 import { renderPrivate } from "./html.ts";
-import { Ago, Layout } from "./layout.tsx";
+import { Ago, Layout, Notice } from "./layout.tsx";
 import type { PageSession } from "./session.ts";
 import { signedInAs } from "./sign-in.tsx";
 
@@ -123,15 +123,7 @@ function FarmerPage(props: {
   return (
     <Layout title="Supplier" signedIn={signedInAs(session)}>
       <h1>Your devices and earnings</h1>
-      {props.notice ? (
-        <p
-          class={`notice ${props.notice.kind}`}
-          role={props.notice.kind === "error" ? "alert" : "status"}
-          data-testid="notice"
-        >
-          {props.notice.text}
-        </p>
-      ) : null}
+      <Notice notice={props.notice} />
 
       <section class="cards">
         <div class="card">

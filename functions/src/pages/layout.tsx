@@ -51,6 +51,17 @@ export function Layout(props: { title: string; children: Child; signedIn?: Signe
 }
 
 /** "3 min ago" for a date relative to `now`; absolute ISO time in the title attribute. */
+/** What a form post did (ok) or why it did nothing (error), above the page it returned to. */
+export function Notice(props: { notice?: { kind: "ok" | "error"; text: string } | undefined }) {
+  const n = props.notice;
+  if (!n) return null;
+  return (
+    <p class={`notice ${n.kind}`} role={n.kind === "error" ? "alert" : "status"} data-testid="notice">
+      {n.text}
+    </p>
+  );
+}
+
 export function Ago(props: { at: Date; now: Date }) {
   const s = Math.max(0, Math.round((props.now.getTime() - props.at.getTime()) / 1000));
   const text =
