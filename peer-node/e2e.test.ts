@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
-import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +14,7 @@ import { keys } from "../shared/keys.ts";
 import { silentLogger } from "../shared/log.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
 import { type Api, startApi, stateVars } from "../test/helpers/api.ts";
+import { type ApiRecorder, startApiRecorder } from "../test/helpers/api-recorder.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { startPeer } from "./src/index.ts";
 
@@ -45,10 +45,7 @@ let deviceId = "";
 
 // A counting pass-through in front of the API: the test must know how many refreshes happened,
 // and the expired-token test acts at the instant the refresh arrives.
-let proxy: HttpServer;
-let proxyUrl = "";
-const apiCalls: string[] = [];
-let onRefresh: (() => void) | undefined;
+let recorder: ApiRecorder;
 
 const relayEnv = () => ({
   REDIS_URL: e.REDIS_URL,
@@ -80,7 +77,7 @@ function startPeerCli(): Service {
       "-connections=4",
       `-relay=ws://127.0.0.1:${relayPort}`,
       `-state=${join(tmp, "state.json")}`,
-      `-api=${proxyUrl}`,
+      `-api=${recorder.url}`,
       "-allow-private",
       "-verbose",
     ],
@@ -90,8 +87,8 @@ function startPeerCli(): Service {
 
 const count = (re: RegExp) => (peer?.output().match(new RegExp(re.source, "g")) ?? []).length;
 const acks = () => count(/\[ACK\] relay confirmed connection/);
-const refreshCalls = () => apiCalls.filter((p) => p === `/v1/peer/agents/${deviceId}/refresh`).length;
-const registerCalls = () => apiCalls.filter((p) => p === "/v1/peer/agents/register").length;
+const refreshCalls = () => recorder.calls.filter((p) => p === `/v1/peer/agents/${deviceId}/refresh`).length;
+const registerCalls = () => recorder.calls.filter((p) => p === "/v1/peer/agents/register").length;
 const presenceSockets = async () => Number(await redis.raw.hget(keys.presence(deviceId), "sockets"));
 const deviceRows = async () =>
   (await pool.query("SELECT id FROM devices WHERE account_id = $1", [accountId])).rowCount ?? 0;
@@ -120,24 +117,7 @@ beforeAll(async () => {
   apiKey = t.apiKey;
   accountId = t.accountId;
   deviceId = await deriveDeviceId(apiKey, name);
-  proxy = createHttpServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const path = req.url ?? "/";
-    apiCalls.push(path);
-    if (path.endsWith("/refresh")) onRefresh?.();
-    const upstream = await fetch(`${api.url}${path}`, {
-      method: req.method,
-      headers: { "content-type": req.headers["content-type"] ?? "application/json" },
-      body: req.method === "GET" ? undefined : Buffer.concat(chunks),
-    });
-    res.writeHead(upstream.status, {
-      "content-type": upstream.headers.get("content-type") ?? "application/json",
-    });
-    res.end(Buffer.from(await upstream.arrayBuffer()));
-  });
-  await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
-  proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
+  recorder = await startApiRecorder(() => api.url);
   relay = await startRelayProcess();
 }, 90_000);
 
@@ -150,8 +130,7 @@ afterAll(async () => {
   await inProcessRelay?.close();
   await inProcessRedis?.close();
   await api?.stop();
-  proxy?.closeAllConnections();
-  proxy?.close();
+  recorder?.close();
   echo?.close();
   await pool?.end();
   await redis?.close();
@@ -233,7 +212,7 @@ describe("peer CLI against the real API and relay", () => {
     const strict = await startPeer({
       apiKey,
       name: `${name}-strict`,
-      apiUrl: proxyUrl,
+      apiUrl: recorder.url,
       relayUrl: `ws://127.0.0.1:${relayPort}`,
       connections: 1,
       stateFile: join(tmp, "strict.json"),
@@ -270,7 +249,7 @@ describe("peer CLI against the real API and relay", () => {
     // The relay's clock runs two hours ahead, so the peer's live JWT (1 h) is expired to it. The
     // clock returns to real time the moment the refresh reaches the API, before the new token exists.
     let skewMs = 2 * 3600_000;
-    onRefresh = () => {
+    recorder.onRefresh = () => {
       skewMs = 0;
     };
     await relay!.stop("SIGTERM");
@@ -292,6 +271,6 @@ describe("peer CLI against the real API and relay", () => {
     expect(count(/\[REFRESHED\]/) - before.refreshedLines).toBe(1);
     expect(count(/\[DISCONNECTED\] device=\S+ socket=\d code=4002/)).toBeGreaterThanOrEqual(1);
     expect(registerCalls()).toBe(before.register);
-    onRefresh = undefined;
+    recorder.onRefresh = undefined;
   });
 });

@@ -1,7 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +11,7 @@ import { deriveDeviceId } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
 import { silentLogger } from "../shared/log.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
+import { type ApiRecorder, startApiRecorder } from "./helpers/api-recorder.ts";
 import { stateEnv } from "./helpers/env.ts";
 import { goBinary } from "./helpers/go.ts";
 import { type SupplyNetwork, startSupplyNetwork } from "./helpers/supply-network.ts";
@@ -34,21 +34,18 @@ let deviceId = "";
 
 // A counting pass-through in front of the API: the tests count registrations and refreshes, and
 // the expired-token test acts at the instant the refresh arrives.
-let apiProxy: Server;
-let apiProxyUrl = "";
-const apiCalls: string[] = [];
-let onRefresh: (() => void) | undefined;
+let recorder: ApiRecorder;
 let inProcessRelay: RunningRelay | undefined;
 let inProcessRedis: TcpRedis | undefined;
-const refreshCalls = () => apiCalls.filter((p) => p === `/v1/peer/agents/${deviceId}/refresh`).length;
-const registerCalls = () => apiCalls.filter((p) => p === "/v1/peer/agents/register").length;
+const refreshCalls = () => recorder.calls.filter((p) => p === `/v1/peer/agents/${deviceId}/refresh`).length;
+const registerCalls = () => recorder.calls.filter((p) => p === "/v1/peer/agents/register").length;
 
 function startGoPeer(): Service {
   return startProcess("go-peer", bin, ["-connections=4", "-allow-private", "-verbose"], {
     env: {
       API_KEY: net.supplier.apiKey,
       AGENT_NAME: name,
-      API_BASE: apiProxyUrl,
+      API_BASE: recorder.url,
       RELAY_URL: net.relayUrl,
       PEER_STATE_FILE: join(tmp, "state.json"),
       PEER_RECONNECT_BASE_MS: "200",
@@ -68,24 +65,7 @@ beforeAll(async () => {
   bin = built;
   net = started;
   deviceId = await deriveDeviceId(net.supplier.apiKey, name);
-  apiProxy = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const path = req.url ?? "/";
-    apiCalls.push(path);
-    if (path.endsWith("/refresh")) onRefresh?.();
-    const upstream = await fetch(`${net.api.url}${path}`, {
-      method: req.method,
-      headers: { "content-type": req.headers["content-type"] ?? "application/json" },
-      body: req.method === "GET" ? undefined : Buffer.concat(chunks),
-    });
-    res.writeHead(upstream.status, {
-      "content-type": upstream.headers.get("content-type") ?? "application/json",
-    });
-    res.end(Buffer.from(await upstream.arrayBuffer()));
-  });
-  await new Promise<void>((r) => apiProxy.listen(0, "127.0.0.1", () => r()));
-  apiProxyUrl = `http://127.0.0.1:${(apiProxy.address() as { port: number }).port}`;
+  recorder = await startApiRecorder(() => net.api.url);
 }, 240_000);
 
 afterAll(async () => {
@@ -93,8 +73,7 @@ afterAll(async () => {
   await inProcessRelay?.close();
   await inProcessRedis?.close();
   await net?.stop();
-  apiProxy?.closeAllConnections();
-  apiProxy?.close();
+  recorder?.close();
 });
 
 describe("Go peer binary against the local network", () => {
@@ -168,7 +147,7 @@ describe("Go peer binary against the local network", () => {
     // The relay's clock runs two hours ahead, so the peer's live JWT (1 h) is expired to it. The
     // clock returns to real time the moment the refresh reaches the API, before the new token exists.
     let skewMs = 2 * 3600_000;
-    onRefresh = () => {
+    recorder.onRefresh = () => {
       skewMs = 0;
     };
     await net.stopRelay("SIGTERM");
@@ -189,7 +168,7 @@ describe("Go peer binary against the local network", () => {
     expect(count(/\[REFRESHED\]/) - before.refreshed).toBe(1);
     expect(count(/\[DISCONNECTED\] device=\S+ socket=\d code=4002/)).toBeGreaterThanOrEqual(1);
     expect(registerCalls()).toBe(before.register);
-    onRefresh = undefined;
+    recorder.onRefresh = undefined;
   });
 
   it("bad flags exit 2 naming the flag", async () => {
