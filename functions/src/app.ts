@@ -19,6 +19,7 @@ import { registerAdminApprovals } from "./routes/admin/approvals.ts";
 import { registerAdminKillSwitch } from "./routes/admin/kill-switch.ts";
 import { registerModemExits } from "./routes/admin/modem-exits.ts";
 import { registerAdminOps } from "./routes/admin/ops-register.ts";
+import { registerAdminWithdrawals } from "./routes/admin/withdrawals.ts";
 import { errorSchema } from "./routes/errors.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerPeerAndroid } from "./routes/peer/android.ts";
@@ -123,6 +124,7 @@ export function createApp() {
   registerPeerWallet(app);
   registerPeerWithdrawals(app);
   registerAdminApprovals(app);
+  registerAdminWithdrawals(app);
   registerAdminKillSwitch(app);
   registerAdminOps(app);
   registerX402Pricing(app);

@@ -10,6 +10,7 @@ import { payoutsJob } from "../src/jobs/payouts.ts";
 import { runScheduled } from "../src/scheduled.ts";
 import { settleEarnings } from "../src/services/earnings.ts";
 import { postTransaction, supplierBalance, unbalancedTransactions } from "../src/services/ledger.ts";
+import { recordPayoutFailed } from "../src/services/payout-records.ts";
 import { createTenant, type Tenant } from "./helpers/tenant.ts";
 
 // Wallets, withdrawals, the approval gate, the ledger and the kill switch inside workerd against
@@ -373,6 +374,82 @@ describe("the approval gate", () => {
       withdrawals: { status: string }[];
     };
     expect(list.withdrawals[0]!.status).toBe("rejected");
+    await human.cleanup();
+  });
+});
+
+describe("a payout that failed on chain", () => {
+  it("only a human returns it to the available balance, exactly once under five concurrent calls; the supplier can withdraw again", async () => {
+    const s = await supplier({ earnedMicro: 9_000_000n });
+    await walletOutOfCooling(s);
+    const human = await createTenant(pool, redis, { kind: "operator" });
+    const agent = await createTenant(pool, redis, { kind: "ops" });
+    const wd = (await (
+      await api("POST", "/v1/peer/withdrawals", s.apiKey, { amountMicroUsdc: "9000000" })
+    ).json()) as { id: string; approvalId: string };
+    expect((await api("POST", `/v1/admin/approvals/${wd.approvalId}/approve`, human.apiKey)).status).toBe(
+      200,
+    );
+    const back = (apiKey: string, reason: unknown = "reverted: treasury short of gas") =>
+      api("POST", `/v1/admin/withdrawals/${wd.id}/return`, apiKey, { reason });
+
+    // Approved and queued (no treasury here): its USDC may still land, so nothing comes back yet.
+    const early = await back(human.apiKey);
+    expect(early.status).toBe(409);
+    expect((await errorOf(early)).message).toMatch(
+      /is approved \(payout queued\); only a withdrawal whose payout failed/,
+    );
+
+    // The executor's own record of a reverted transfer.
+    await recordPayoutFailed(
+      pool,
+      { withdrawal_id: wd.id, account_id: s.accountId, amount_micro: "9000000", tx_hash: null },
+      "reverted",
+      { txHash: "0xreverted" },
+    );
+    expect(await supplierBalance(pool, s.accountId)).toMatchObject({
+      availableMicro: 0n,
+      pendingPayoutMicro: 9_000_000n,
+    });
+
+    // An ops-agent, the supplier itself: refused before anything is read.
+    for (const key of [agent.apiKey, s.apiKey]) {
+      const res = await back(key);
+      expect(res.status).toBe(403);
+      expect(await errorOf(res)).toMatchObject({
+        code: "E_SCOPE_REQUIRED",
+        details: { requiredScope: "operate" },
+      });
+    }
+    for (const reason of ["", "   ", 7])
+      expect((await back(human.apiKey, reason)).status, JSON.stringify(reason)).toBe(400);
+    const unknown = await api("POST", `/v1/admin/withdrawals/wd_${"0".repeat(24)}/return`, human.apiKey, {
+      reason: "x",
+    });
+    expect(unknown.status).toBe(404);
+
+    const answers = await Promise.all(Array.from({ length: 5 }, () => back(human.apiKey)));
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 409, 409, 409, 409]);
+    const won = answers.find((r) => r.status === 200)!;
+    expect(await won.json()).toMatchObject({ id: wd.id, status: "returned", amountMicroUsdc: "9000000" });
+    expect(await supplierBalance(pool, s.accountId)).toEqual({
+      availableMicro: 9_000_000n,
+      pendingPayoutMicro: 0n,
+      paidMicro: 0n,
+    });
+    const audited = await pool.query(
+      "SELECT actor, detail->>'amountMicro' AS amount FROM audit_log WHERE subject = $1 AND action = 'withdrawal.return'",
+      [wd.id],
+    );
+    expect(audited.rows).toEqual([{ actor: human.apiKeyId, amount: "9000000" }]);
+    expect(await unbalancedTransactions(pool)).toEqual([]);
+    const list = (await (await api("GET", "/v1/peer/withdrawals", s.apiKey)).json()) as {
+      withdrawals: { id: string; status: string }[];
+    };
+    expect(list.withdrawals[0]).toMatchObject({ id: wd.id, status: "returned" });
+    const again = await api("POST", "/v1/peer/withdrawals", s.apiKey, { amountMicroUsdc: "9000000" });
+    expect(again.status).toBe(201);
+    await agent.cleanup();
     await human.cleanup();
   });
 });

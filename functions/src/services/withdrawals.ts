@@ -40,7 +40,15 @@ export async function withdrawalMinimum(db: Queryable, kind: SupplyKind): Promis
   return BigInt(m[kind] ?? DEFAULT_MINIMUMS[kind]);
 }
 
-export type WithdrawalStatus = "pending_approval" | "approved" | "rejected" | "paid" | "failed";
+export const WITHDRAWAL_STATUSES = [
+  "pending_approval",
+  "approved",
+  "rejected",
+  "paid",
+  "failed",
+  "returned",
+] as const;
+export type WithdrawalStatus = (typeof WITHDRAWAL_STATUSES)[number];
 
 export interface Withdrawal {
   id: string;
@@ -216,4 +224,70 @@ export async function listWithdrawals(
     createdAt: new Date(r.created_at),
     updatedAt: new Date(r.updated_at),
   }));
+}
+
+export type ReturnRefusal = { code: "not_found" | "not_failed"; message: string };
+
+/**
+ * A human's decision on a payout that failed on chain (docs/adr/0014): its amount leaves
+ * payout_pending for the supplier's available balance, the withdrawal becomes `returned`, and the
+ * move is audited with the payout's evidence, all once: the row lock makes a second or concurrent
+ * call find `returned` and refuse. A payout that did not fail (queued, in flight, confirmed) is
+ * refused, since its USDC may still land.
+ */
+export async function returnFailedWithdrawal(
+  db: Pool,
+  input: { id: string; actor: string; reason: string; now: Date },
+): Promise<{ ok: true; withdrawal: Withdrawal } | ({ ok: false } & ReturnRefusal)> {
+  const done = await withTransaction(db, async (tx): Promise<ReturnRefusal | { accountId: string }> => {
+    const { rows } = await tx.query<{
+      account_id: string;
+      amount_micro: string;
+      status: WithdrawalStatus;
+      payout_status: string | null;
+      tx_hash: string | null;
+      last_error: string | null;
+    }>(
+      `SELECT w.account_id, w.amount_micro::text, w.status, p.status AS payout_status, p.tx_hash, p.last_error
+         FROM withdrawals w LEFT JOIN payouts p ON p.withdrawal_id = w.id
+        WHERE w.id = $1 FOR UPDATE OF w`,
+      [input.id],
+    );
+    const w = rows[0];
+    if (!w) return { code: "not_found", message: `no withdrawal ${input.id}` };
+    if (w.status !== "failed" || w.payout_status !== "failed")
+      return {
+        code: "not_failed",
+        message: `withdrawal ${input.id} is ${w.status}${w.payout_status ? ` (payout ${w.payout_status})` : ""}; only a withdrawal whose payout failed on chain can be returned`,
+      };
+    await tx.query("UPDATE withdrawals SET status = 'returned', updated_at = $2 WHERE id = $1", [
+      input.id,
+      input.now.toISOString(),
+    ]);
+    const amount = BigInt(w.amount_micro);
+    await postTransaction(tx, {
+      kind: "withdrawal_reversal",
+      ref: input.id,
+      postings: [
+        { book: "payout_pending", accountId: w.account_id, amountMicro: amount },
+        { book: "supplier_payable", accountId: w.account_id, amountMicro: -amount },
+      ],
+    });
+    await appendAudit(tx, {
+      actor: input.actor,
+      action: "withdrawal.return",
+      subject: input.id,
+      detail: {
+        accountId: w.account_id,
+        amountMicro: w.amount_micro,
+        reason: input.reason,
+        txHash: w.tx_hash,
+        payoutError: w.last_error,
+      },
+    });
+    return { accountId: w.account_id };
+  });
+  if ("code" in done) return { ok: false, ...done };
+  const [withdrawal] = await listWithdrawals(db, done.accountId, { id: input.id });
+  return { ok: true, withdrawal: withdrawal! };
 }

@@ -11,7 +11,7 @@ import { payoutJobFor } from "../../jobs/payouts.ts";
 import { type Approval, decideApproval, listApprovals } from "../../services/approvals.ts";
 import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
-import { requireOperatorKey, requireOpsReader } from "./common.ts";
+import { decisionReason, requireOperatorKey, requireOpsReader } from "./common.ts";
 
 const ApprovalView = z
   .object({
@@ -130,18 +130,7 @@ const rejectRoute = createRoute({
         "application/json": {
           schema: z
             .object({
-              reason: z
-                .string()
-                // What trim() keeps must not be empty, stated so /openapi.json carries it (the
-                // list names JavaScript's whitespace for validators whose \s is narrower).
-                .regex(
-                  /[^\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/,
-                  "must not be blank",
-                )
-                .trim()
-                .min(1)
-                .max(500)
-                .openapi({ description: "shown to the supplier and audited" }),
+              reason: decisionReason,
             })
             .strict()
             .openapi("ApprovalReject"),

@@ -1,3 +1,4 @@
+import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { ApiError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../env.ts";
@@ -36,3 +37,14 @@ export async function requireOpsReader(c: Context<AppEnv>, what: string): Promis
     throw new ApiError("E_FORBIDDEN", `${what} are for operator and ops accounts`);
   return account.accountId;
 }
+
+/** Why a human decided as they did: shown to the supplier and audited; not blank, at most 500 characters. */
+export const decisionReason = z
+  .string()
+  // What trim() keeps must not be empty, stated so /openapi.json carries it (the list names
+  // JavaScript's whitespace for validators whose \s is narrower).
+  .regex(/[^\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]/, "must not be blank")
+  .trim()
+  .min(1)
+  .max(500)
+  .openapi({ description: "shown to the supplier and audited" });

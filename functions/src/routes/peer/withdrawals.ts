@@ -4,7 +4,12 @@ import { ApiError } from "../../../../shared/errors.ts";
 import { formatUsdc } from "../../../../shared/money.ts";
 import type { AppEnv } from "../../env.ts";
 import { supplierBalance } from "../../services/ledger.ts";
-import { listWithdrawals, requestWithdrawal, type Withdrawal } from "../../services/withdrawals.ts";
+import {
+  listWithdrawals,
+  requestWithdrawal,
+  WITHDRAWAL_STATUSES,
+  type Withdrawal,
+} from "../../services/withdrawals.ts";
 import { callerOf } from "../api-key.ts";
 import { errorResponse, registerResellerAuth } from "../reseller/common.ts";
 import { PayoutNetwork, requireSupplyKey } from "./wallet.ts";
@@ -26,16 +31,16 @@ const WithdrawalBody = z
   .strict()
   .openapi("WithdrawalCreate");
 
-const WithdrawalView = z
+export const WithdrawalView = z
   .object({
     id: z.string().openapi({ example: "wd_0a1b2c3d4e5f6a7b8c9d0e1f" }),
     amountMicroUsdc: Micro,
     amount: z.string().openapi({ description: "the same as decimal USDC", example: "5" }),
     network: PayoutNetwork,
     address: z.string().openapi({ description: "the wallet this withdrawal pays (fixed at request time)" }),
-    status: z.enum(["pending_approval", "approved", "rejected", "paid", "failed"]).openapi({
+    status: z.enum(WITHDRAWAL_STATUSES).openapi({
       description:
-        "pending_approval: waiting for a human operator; approved: the payout is on its way; paid: confirmed on-chain",
+        "pending_approval: waiting for a human operator; approved: the payout is on its way; paid: confirmed on-chain; rejected: refused, the amount back in the available balance; failed: the transfer failed on chain, the amount held until a human decides; returned: after a failure, the amount back in the available balance",
     }),
     approvalId: z.string().nullable(),
     txHash: z.string().nullable(),
