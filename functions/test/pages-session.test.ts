@@ -7,7 +7,9 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createPool, withTransaction } from "../../shared/db/pool.ts";
 import { sha256Hex } from "../../shared/ids.ts";
 import { upstashRedis } from "../../shared/redis.ts";
-import { accrualPostings, postTransaction } from "../src/services/ledger.ts";
+import { decideApproval } from "../src/services/approvals.ts";
+import { accrualPostings, postTransaction, supplierBalance } from "../src/services/ledger.ts";
+import { recordPayoutFailed } from "../src/services/payout-records.ts";
 import { requestWithdrawal } from "../src/services/withdrawals.ts";
 import { createTenant, type Tenant } from "./helpers/tenant.ts";
 
@@ -392,5 +394,64 @@ describe("/admin", () => {
     });
     expect(again.status).toBe(409);
     expect(await again.text()).toContain("was already approved");
+  });
+
+  it("a payout that failed on chain is listed; an ops-agent's return is 403 and audited; a human's returns it once", async () => {
+    const { supplier, withdrawal } = await pendingWithdrawal();
+    await decideApproval(pool, {
+      id: withdrawal.approvalId!,
+      decision: "approve",
+      actor: "test",
+      now: new Date(),
+    });
+    await recordPayoutFailed(
+      pool,
+      {
+        withdrawal_id: withdrawal.id,
+        account_id: supplier.accountId,
+        amount_micro: "10000000",
+        tx_hash: null,
+      },
+      "reverted",
+      {},
+    );
+    const agent = await tenant("ops");
+    const sa = await session(agent.apiKey, "/admin");
+    const seen = await (await get("/admin", sa.cookie)).text();
+    expect(seen).toContain(`data-withdrawal="${withdrawal.id}"`);
+    expect(seen).not.toContain(`action="/admin/withdrawals/${withdrawal.id}/return"`);
+    const forged = await post(`/admin/withdrawals/${withdrawal.id}/return`, sa.cookie, {
+      csrf: sa.csrf,
+      reason: "agent says so",
+    });
+    expect(forged.status).toBe(403);
+    const refused = await pool.query<{ action: string }>(
+      "SELECT action FROM audit_log WHERE actor = $1 AND subject = $2",
+      [agent.apiKeyId, withdrawal.id],
+    );
+    expect(refused.rows.map((r) => r.action)).toEqual(["withdrawal.return_refused"]);
+
+    const human = await tenant("operator");
+    const sh = await session(human.apiKey, "/admin");
+    expect(await (await get("/admin", sh.cookie)).text()).toContain(
+      `action="/admin/withdrawals/${withdrawal.id}/return"`,
+    );
+    expect(
+      (await post(`/admin/withdrawals/${withdrawal.id}/return`, sh.cookie, { csrf: sh.csrf })).status,
+    ).toBe(400);
+    const res = await post(`/admin/withdrawals/${withdrawal.id}/return`, sh.cookie, {
+      csrf: sh.csrf,
+      reason: "treasury out of gas; supplier may withdraw again",
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get("location")).toBe("/admin?done=returned");
+    expect((await supplierBalance(pool, supplier.accountId)).availableMicro).toBe(25_000_000n);
+    const again = await post(`/admin/withdrawals/${withdrawal.id}/return`, sh.cookie, {
+      csrf: sh.csrf,
+      reason: "twice",
+    });
+    expect(again.status).toBe(409);
+    expect(await again.text()).toContain("is returned");
+    expect(await (await get("/admin", sh.cookie)).text()).not.toContain(`data-withdrawal="${withdrawal.id}"`);
   });
 });

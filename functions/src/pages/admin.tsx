@@ -20,6 +20,7 @@ import { isHumanOperator, isOpsAgent } from "../services/auth.ts";
 import { changeKillSwitch, type KillSwitchState, killSwitchState } from "../services/kill-switch.ts";
 import { type LoopState, readLoops } from "../services/loops.ts";
 import { listModemExits } from "../services/modem-exits.ts";
+import { type FailedPayout, listFailedPayouts, returnFailedWithdrawal } from "../services/withdrawals.ts";
 import { formPostFor, type PageRole, sessionFor } from "./guard.tsx";
 import { renderPrivate } from "./html.ts";
 import { Ago, Layout, Notice } from "./layout.tsx";
@@ -32,6 +33,7 @@ const DONE: Record<string, string> = {
   rejected: "Rejected: the amount is back in the supplier's available balance.",
   engaged: "Kill switch engaged: every autonomous loop now skips.",
   released: "Kill switch released: the loops run again from their next tick.",
+  returned: "Returned: the failed payout's amount is back in the supplier's available balance.",
 };
 
 interface ModemView {
@@ -48,6 +50,7 @@ interface AdminView {
   now: Date;
   pending: Approval[];
   decided: Approval[];
+  failed: FailedPayout[];
   killSwitch: KillSwitchState;
   loops: (LoopState & { paused: string | null })[];
   alerts: AlertRow[];
@@ -57,9 +60,10 @@ interface AdminView {
 async function readAdmin(c: Context<AppEnv>): Promise<AdminView> {
   const deps = c.get("deps");
   const now = deps.now();
-  const [pending, recent, killSwitch, loops, alerts, exits] = await Promise.all([
+  const [pending, recent, failed, killSwitch, loops, alerts, exits] = await Promise.all([
     listApprovals(deps.db, { status: "pending", limit: 100 }),
     listApprovals(deps.db, { limit: 30 }),
+    listFailedPayouts(deps.db),
     killSwitchState(deps.redis),
     readLoops(deps.db, jobs, now),
     listAlerts(deps.db, { open: false }),
@@ -86,6 +90,7 @@ async function readAdmin(c: Context<AppEnv>): Promise<AdminView> {
     now,
     pending,
     decided: recent.filter((a) => a.status !== "pending").slice(0, 20),
+    failed,
     killSwitch,
     // A loop an operator paused (ops actions, ADR 0018): the guard skips it until it is resumed.
     loops: await Promise.all(
@@ -193,6 +198,67 @@ function AdminPage(props: {
       ) : (
         <p>Nothing waits for a decision.</p>
       )}
+      {v.failed.length ? (
+        <>
+          <h2>Payouts that failed on chain ({v.failed.length})</h2>
+          <p class="fine">
+            The amount stays reserved until a human returns it to the supplier's balance; the supplier may
+            then withdraw again.
+          </p>
+          <div class="scroll">
+            <table data-testid="failed-payouts">
+              <thead>
+                <tr>
+                  <th scope="col">Failed</th>
+                  <th scope="col">Amount</th>
+                  <th scope="col">Wallet and error</th>
+                  {human ? <th scope="col">Decision</th> : null}
+                </tr>
+              </thead>
+              <tbody>
+                {v.failed.map((f) => (
+                  <tr data-withdrawal={f.id}>
+                    <td>
+                      <Ago at={f.failedAt} now={v.now} />
+                      <br />
+                      <code class="fine">{f.id}</code>
+                    </td>
+                    <td>
+                      <strong>{formatUsdc(f.amountMicro)} USDC</strong>
+                      <br />
+                      <code class="fine">{f.accountId}</code>
+                    </td>
+                    <td class="hash">
+                      <code>
+                        {f.network} {f.address}
+                      </code>
+                      <br />
+                      {f.error ?? "failed"}
+                      {f.txHash ? (
+                        <>
+                          {" "}
+                          <code class="fine">{f.txHash}</code>
+                        </>
+                      ) : null}
+                    </td>
+                    {human ? (
+                      <td>
+                        <form method="post" action={`/admin/withdrawals/${f.id}/return`} class="inline">
+                          <input type="hidden" name="csrf" value={csrf} />
+                          <input name="reason" required maxlength={500} placeholder="reason (audited)" />
+                          <button type="submit" data-testid="return">
+                            Return to balance
+                          </button>
+                        </form>
+                      </td>
+                    ) : null}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </>
+      ) : null}
       {v.decided.length ? (
         <details>
           <summary>Recently decided ({v.decided.length})</summary>
@@ -358,6 +424,7 @@ const CONSOLE: PageRole = {
 };
 
 const APPROVAL_ID = /^apr_[0-9a-f]{24}$/;
+const WITHDRAWAL_ID = /^wd_[0-9a-f]{24}$/;
 
 export function registerAdmin(app: OpenAPIHono<AppEnv>) {
   app.get("/admin", async (c) => {
@@ -431,6 +498,27 @@ export function registerAdmin(app: OpenAPIHono<AppEnv>) {
         await runGuarded(deps, payoutJobFor(d.approval.subject, 0));
       return c.redirect(`/admin?done=${decision === "approve" ? "approved" : "rejected"}`, 303);
     });
+
+  app.post("/admin/withdrawals/:id/return", async (c) => {
+    const check = await formPostFor(c, CONSOLE);
+    if (check instanceof Response) return check;
+    const { session, form } = check;
+    const id = c.req.param("id");
+    if (!WITHDRAWAL_ID.test(id)) return back(c, session, 400, `${id} is not a withdrawal id (wd_...).`);
+    if (!isHumanOperator(session.account)) return refuseNonHuman(c, session, "withdrawal.return_refused", id);
+    const reason = form.reason?.trim();
+    if (!reason) return back(c, session, 400, "A return needs a reason: it is audited.");
+    if (reason.length > 500) return back(c, session, 400, "The reason is at most 500 characters.");
+    const deps = c.get("deps");
+    const r = await returnFailedWithdrawal(deps.db, {
+      id,
+      actor: session.account.apiKeyId,
+      reason,
+      now: deps.now(),
+    });
+    if (!r.ok) return back(c, session, r.code === "not_found" ? 404 : 409, `${r.message}.`);
+    return c.redirect("/admin?done=returned", 303);
+  });
 
   app.post("/admin/kill-switch", async (c) => {
     const check = await formPostFor(c, CONSOLE);

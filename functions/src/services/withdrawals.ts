@@ -291,3 +291,45 @@ export async function returnFailedWithdrawal(
   const [withdrawal] = await listWithdrawals(db, done.accountId, { id: input.id });
   return { ok: true, withdrawal: withdrawal! };
 }
+
+/** A withdrawal whose payout failed on chain and waits for a human (the /admin page lists them). */
+export interface FailedPayout {
+  id: string;
+  accountId: string;
+  amountMicro: bigint;
+  network: PayoutNetwork;
+  address: string;
+  txHash: string | null;
+  error: string | null;
+  failedAt: Date;
+}
+
+export async function listFailedPayouts(db: Queryable, limit = 100): Promise<FailedPayout[]> {
+  const { rows } = await db.query<{
+    id: string;
+    account_id: string;
+    amount_micro: string;
+    network: PayoutNetwork;
+    address: string;
+    tx_hash: string | null;
+    last_error: string | null;
+    updated_at: string | Date;
+  }>(
+    `SELECT w.id, w.account_id, w.amount_micro::text, w.network, w.address, p.tx_hash, p.last_error, p.updated_at
+       FROM withdrawals w JOIN payouts p ON p.withdrawal_id = w.id
+      WHERE w.status = 'failed' AND p.status = 'failed'
+      ORDER BY p.updated_at DESC, w.id
+      LIMIT $1`,
+    [limit],
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    accountId: r.account_id,
+    amountMicro: BigInt(r.amount_micro),
+    network: r.network,
+    address: r.address,
+    txHash: r.tx_hash,
+    error: r.last_error,
+    failedAt: new Date(r.updated_at),
+  }));
+}
