@@ -1,6 +1,8 @@
 // Ctrl-C as a terminal sends it: SIGINT to the launcher's whole process group, at ten moments from
 // the first instant of start-up to after `ready`. Each time the launcher exits 0 within 10 s and
 // nothing it started is left running (found by a marker every child inherits in its environment).
+// All ten share one state directory, as a developer's .local/ is: each start follows one that was
+// interrupted (mid-initdb, mid-migration, ...) and must still come up to its moment.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -57,10 +59,9 @@ const moments: { name: string; delayMs?: number; after?: RegExp }[] = [
  * failed before the moment because a port picked by freePort() was taken meanwhile by another
  * test's process (files run in parallel): that attempt says nothing about Ctrl-C and is retried.
  */
-async function interruptAt(moment: (typeof moments)[number], tmp: string) {
+async function interruptAt(moment: (typeof moments)[number], dir: string) {
   const marker = `PEERPROXY_SIGINT_RUN=${randomBytes(6).toString("hex")}`;
   const [markerName, markerValue] = marker.split("=") as [string, string];
-  const dir = mkdtempSync(join(tmp, "sigint-"));
   // startProcess puts the launcher in a process group of its own, as a shell does a job.
   // dev/stack.mjs: what `npm start` runs after bootstrap (it loads dev/stack.ts).
   const stack = startProcess("stack", process.execPath, ["dev/stack.mjs"], {
@@ -97,12 +98,12 @@ async function interruptAt(moment: (typeof moments)[number], tmp: string) {
 
 describe("Ctrl-C on npm start (dev/stack.ts)", () => {
   it("SIGINT to the process group at ten moments of start-up: exit 0 within 10 s, nothing left running", async () => {
-    const tmp = stateEnv().PEERPROXY_TEST_TMP;
+    const dir = mkdtempSync(join(stateEnv().PEERPROXY_TEST_TMP, "sigint-"));
     for (const moment of moments) {
-      let r = await interruptAt(moment, tmp);
+      let r = await interruptAt(moment, dir);
       for (let attempt = 2; !r && attempt <= 3; attempt++) {
         console.log(`[sigint] ${moment.name}: a port was taken during start-up; again`);
-        r = await interruptAt(moment, tmp);
+        r = await interruptAt(moment, dir);
       }
       if (!r) throw new Error(`${moment.name}: ports taken three times in a row`);
       console.log(`[sigint] ${moment.name}: exit ${r.code} in ${r.tookMs} ms, ${r.left.length} left`);
