@@ -48,7 +48,17 @@ export async function authenticate(
 ): Promise<Principal> {
   const window = Math.floor(deps.now() / WINDOW_MS);
   const failKey = keys.rateLimit("gwauth", input.clientIp, String(window));
-  if (Number((await deps.redis.get(failKey)) ?? 0) >= deps.authFailLimit) {
+  const secret = input.credentials?.password ?? "";
+  const wellFormed = secret.startsWith("pak_") && secret.length <= 200;
+  // The secret's key is read beside the failure counter: one round trip on the CONNECT path, not
+  // two. The checks below still run in their order, so the answers are the same.
+  const [failures, keyId] = await Promise.all([
+    deps.redis.get(failKey),
+    wellFormed
+      ? deps.redis.get(keys.credentialSecret(createHash("sha256").update(secret).digest("hex")))
+      : null,
+  ]);
+  if (Number(failures ?? 0) >= deps.authFailLimit) {
     throw new GatewayError("E_RATE_LIMITED", "too many failed logins from this address; retry in a minute");
   }
   if (!input.credentials) throw new GatewayError("E_AUTH_REQUIRED", "proxy credentials required");
@@ -64,11 +74,7 @@ export async function authenticate(
     await runScript(deps.redis, rateLimit, [failKey], [deps.authFailLimit, WINDOW_MS]);
     throw new GatewayError("E_AUTH_INVALID", "unknown username or password");
   };
-  const secret = input.credentials.password;
-  if (!secret.startsWith("pak_") || secret.length > 200) return fail();
-  const hash = createHash("sha256").update(secret).digest("hex");
-  const keyId = await deps.redis.get(keys.credentialSecret(hash));
-  if (!keyId) return fail();
+  if (!wellFormed || !keyId) return fail();
   const cred = await deps.redis.hgetall(keys.credential(keyId));
   if (!cred.accountLabel || cred.accountLabel.toLowerCase() !== route.account) return fail();
 

@@ -177,6 +177,8 @@ export class TunnelMeter {
         keys.credentialUsed(this.keyId),
         keys.credentialLeases(this.keyId),
         keys.credentialSuspendedEvents(),
+        keys.credentialLeaseSum(this.keyId),
+        keys.credentialLeaseExpiry(this.keyId),
       ],
       [
         this.keyId,

@@ -218,8 +218,11 @@ export class Tunnel {
       clearTimeout(this.stallTimer);
       this.exit.destroy();
       this.client?.destroy();
-      await this.meter.close();
-      await releaseHold(this.ctx.redis, this.hold, this.ctx.now()).catch(() => {});
+      // Independent keys: sent together, they share one round trip (ioredis auto-pipelining).
+      await Promise.all([
+        this.meter.close(),
+        releaseHold(this.ctx.redis, this.hold, this.ctx.now()).catch(() => {}),
+      ]);
       this.ctx.tunnels.delete(this);
       this.ctx.metrics.tunnelsClosed++;
       this.log.info(

@@ -83,6 +83,10 @@ export const keys = {
   session: (keyId: string, sid: string) => `psess:{${keyId}}:${sid}`,
   /** hash tunnelId -> "<outstanding bytes>:<expiry ms>:<last seq>[:c]": byte budgets leased to tunnels */
   credentialLeases: (keyId: string) => `credlease:{${keyId}}`,
+  /** integer: the outstanding bytes of the open entries of credlease:{keyId} (lease_bytes.lua keeps it) */
+  credentialLeaseSum: (keyId: string) => `credleasesum:{${keyId}}`,
+  /** zset tunnelId -> the expiry (ms) of its credlease:{keyId} entry: lapsed leases without a scan */
+  credentialLeaseExpiry: (keyId: string) => `credleaseexp:{${keyId}}`,
   /** list (newest first) of JSON exit failures seen by gateways, for the prober's circuit breaker */
   tunnelFailures: () => "cb:tunnel_failures",
   // probe state (prober writes; cron and gateway read): see docs/internal.md "Probe state"
