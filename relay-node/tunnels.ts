@@ -388,8 +388,12 @@ export function closeSession(
   if (opts.reset && !s.gw.destroyed) s.gw.resetAndDestroy();
   else if (opts.abort) s.gw.destroy();
   else if (!s.gw.destroyed) {
-    s.gw.end();
-    setTimeout(() => s.gw.destroy(), LINGER_MS).unref();
+    // The timer holds the socket alone, not the session (its buffers and peer state), and goes
+    // as soon as the gateway closes its side: an ended tunnel costs nothing after that.
+    const gw = s.gw;
+    gw.end();
+    const cut = setTimeout(() => gw.destroy(), LINGER_MS).unref();
+    gw.once("close", () => clearTimeout(cut));
   }
 }
 
