@@ -3,7 +3,8 @@
 // and gateways (dev/edges.ts), the prober grading exits against an HTTPS target named `localhost`
 // (so each simulated device's exit resolves it to its fault shim), a plain HTTP target, and a
 // supplier and a customer whose pool key allows the concurrency the figures need.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -14,7 +15,7 @@ import {
   startRelays,
 } from "../dev/edges.ts";
 import { freePort, type Service, startProcess, waitUntil } from "../dev/proc.ts";
-import { type StateServices, startStateServices } from "../dev/services.ts";
+import { redisServerArgs, type StateServices, startStateServices } from "../dev/services.ts";
 import { startHttpTarget } from "../dev/targets.ts";
 import { startProbeTarget } from "../prober/target.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
@@ -43,6 +44,18 @@ export interface BenchNetwork {
   cron(): Promise<void>;
   /** waits until `ids` are all listed for sale (prober verified, cron listed); returns how many are */
   waitListed(ids: string[], timeoutMs: number): Promise<number>;
+  /** a further pool key of the bench customer (its own metering): proxy user as `customer.user` */
+  mintPoolKey(name: string): Promise<{ keyId: string; user: string; secret: string }>;
+  /**
+   * SIGKILLs a relay or gateway (the fault figures); the returned `restart` starts it again with the
+   * same command and environment, as a supervisor would, and replaces `edge.service`.
+   */
+  killEdge(edge: RelayEdge | GatewayEdge): Promise<{ restart(): Promise<void> }>;
+  /**
+   * Restarts Redis on the same port: SHUTDOWN SAVE, `downMs` without a server, then a new
+   * redis-server that loads the snapshot (a managed Redis restarting keeps its data).
+   */
+  restartRedis(downMs: number): Promise<{ stoppedAt: number; startedAt: number }>;
   stop(): Promise<void>;
 }
 
@@ -51,6 +64,8 @@ export async function startBenchNetwork(opts: {
   gateways: number;
   echo?: boolean;
   relayEnv?: Record<string, string>;
+  /** extra environment for every gateway (e.g. NODE_OPTIONS=--cpu-prof) */
+  gatewayEnv?: Record<string, string>;
 }): Promise<BenchNetwork> {
   const dir = mkdtempSync(join(tmpdir(), "peerproxy-bench-"));
   const state = await startStateServices({ dir: join(dir, "state") });
@@ -75,7 +90,7 @@ export async function startBenchNetwork(opts: {
       echo: opts.echo,
       // One machine plays every customer from 127.0.0.1: the per-address handshake bound would
       // otherwise refuse the concurrency figure's customers (production keeps the default).
-      extraEnv: { GATEWAY_UNAUTH_PER_IP: "8192", GATEWAY_UNAUTH_TOTAL: "16384" },
+      extraEnv: { GATEWAY_UNAUTH_PER_IP: "8192", GATEWAY_UNAUTH_TOTAL: "16384", ...opts.gatewayEnv },
     }),
   ]);
 
@@ -146,6 +161,23 @@ export async function startBenchNetwork(opts: {
   });
   await prober.waitFor(/prober ready/, 30_000);
 
+  const mintPoolKey = async (name: string) => {
+    const res = await fetch(`${api.url}/v1/reseller/pool-keys`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": customer.apiKey },
+      body: JSON.stringify({ name, tier: "any", capBytes: 2 ** 45, maxConnections: 10_000 }),
+    });
+    const text = await res.text();
+    if (res.status !== 201) throw new Error(`pool key: ${res.status} ${text}`);
+    const minted = JSON.parse(text) as { id: string; username: string; secret: string };
+    return {
+      keyId: minted.id,
+      user: `${minted.username.replace(/-any-any$/, "")}-peer-us`,
+      secret: minted.secret,
+    };
+  };
+  let restartedRedis: Service | undefined;
+
   const cron = async () => {
     await fetch(`${api.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`).catch(() => {});
   };
@@ -187,6 +219,41 @@ export async function startBenchNetwork(opts: {
       ).catch(() => {});
       return n;
     },
+    mintPoolKey,
+    async killEdge(edge) {
+      const pid = edge.service.child.pid!;
+      const env = Object.fromEntries(
+        readFileSync(`/proc/${pid}/environ`, "utf8")
+          .split("\0")
+          .filter(Boolean)
+          .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+      );
+      const [cmd, ...argv] = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+      const cwd = readlinkSync(`/proc/${pid}/cwd`);
+      const name = edge.service.name;
+      process.kill(pid, "SIGKILL");
+      await edge.service.exited;
+      return {
+        async restart() {
+          edge.service = startProcess(name, cmd!, argv, { cwd, env, echo: opts.echo });
+          await edge.service.waitFor(/(relay|gateway) ready/, 30_000);
+        },
+      };
+    },
+    async restartRedis(downMs) {
+      await redis.raw.call("SHUTDOWN", "SAVE").catch(() => {});
+      await waitUntil(async () => !(await canConnect(state.redisPort)), 10_000, "redis-server to stop");
+      const stoppedAt = Date.now();
+      await new Promise((r) => setTimeout(r, downMs));
+      // The arguments dev/services.ts starts it with: same port, same directory (its dump.rdb).
+      restartedRedis = startProcess(
+        "redis",
+        "redis-server",
+        redisServerArgs(state.redisPort, join(dir, "state", "redis")),
+      );
+      await waitUntil(async () => (await redis.ping()) === "PONG", 10_000, "redis-server back");
+      return { stoppedAt, startedAt: Date.now() };
+    },
     async stop() {
       await prober.stop();
       await Promise.all([...gateways, ...relays].map((s) => s.service.stop()));
@@ -196,7 +263,18 @@ export async function startBenchNetwork(opts: {
       await httpsTarget.stop();
       await redis.close();
       await state.stop();
+      await restartedRedis?.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: "127.0.0.1", port }, () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.on("error", () => resolve(false));
+  });
 }

@@ -1,18 +1,27 @@
-// `npm run bench`: starts its own network (bench/network.ts) and fleet (bench/fleet/), measures the
-// figures of issue 13 and prints one table with ratios against anchors measured in the same run
-// (direct loopback, tinyproxy, dante, rathole). Writes bench/results/latest.md and
-// bench/results/latency.svg. `--smoke` (the test in test/bench-smoke.test.ts) is a small fleet, a
-// few seconds of each figure, no anchors but direct, results under --out.
-//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~10 min
+// `npm run bench`: starts its own network (bench/network.ts: two relays in two regions, two
+// gateways) and fleet (bench/fleet/), measures the figures of issue 13 and prints one table with
+// ratios against anchors measured in the same run (direct loopback, tinyproxy, dante, rathole).
+// Writes bench/results/latest.md and bench/results/latency.svg. `--smoke` (the test in
+// test/bench-smoke.test.ts) is a small fleet, a few seconds of each figure, no anchors but direct,
+// results under --out.
+//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~14 min
 //   npm run bench -- --smoke --out DIR # seconds
 //   npm run bench -- --memory-only     # figure 1 only: relay memory per idle socket, idle CPU
+//   npm run bench -- --soak-only       # figure 4 only (bench/soak.ts) on a small fleet
+//   npm run bench -- --faults-only     # figure 5 only (bench/faults.ts): relay, gateway, Redis
+// The -only runs print their table and write nothing.
 // Knobs (environment): BENCH_DEVICES (2000), BENCH_SOCKETS (8 per device), BENCH_STAGE1_DEVICES
 // (625: the 5,000-socket step), BENCH_CONCURRENCY (1000), BENCH_REQUESTS (3000), BENCH_IDLE_SECONDS
 // (30), BENCH_TUNNEL_MIB (100), BENCH_FLEET_PROCS (2), BENCH_MISBEHAVING (0.05: share of devices
 // with a slow, stalling or TLS-dropping exit, or flapping, in the listing figure).
+// Soak: BENCH_SOAK_TUNNELS (10000), BENCH_SOAK_CONCURRENCY (64), BENCH_SOAK_KIB (64: largest
+// payload each way), BENCH_SOAK_SETTLE_SECONDS (32), BENCH_ONLY_DEVICES (50: the fleet of a
+// --soak-only or --faults-only run). Faults: BENCH_FAULT_DEVICES (625) x BENCH_FAULT_SOCKETS (8) on
+// the relay that is killed, BENCH_RELAY_RESTART_MS (1000: the supervisor's delay),
+// BENCH_FAULT_CONCURRENCY (16 customers), BENCH_HELD_TUNNELS (20 on the gateway that is killed),
+// BENCH_REDIS_DOWN_MS (1000), BENCH_FAULTS ("abc": which faults run).
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { WebSocket } from "ws";
 import { killAllNow, type Service, startProcess } from "../dev/proc.ts";
 import { keys } from "../shared/keys.ts";
 import {
@@ -22,6 +31,7 @@ import {
   startRatholeAnchor,
   startTinyproxyAnchor,
 } from "./anchors.ts";
+import { type FaultSettings, gatewayKillFigure, redisRestartFigure, relayKillFigure } from "./faults.ts";
 import {
   type LatencyRun,
   latencyRun,
@@ -33,10 +43,12 @@ import {
 } from "./measure.ts";
 import { type BenchNetwork, startBenchNetwork } from "./network.ts";
 import { fmtMs, fmtRate, latencySvg, markdownTable, type Row, ratio, type Series } from "./report.ts";
+import { fullGc, inspectorUrl, type SoakSettings, scrapeMetric, soakFigure } from "./soak.ts";
 
 const root = join(import.meta.dirname, "..");
 const args = process.argv.slice(2);
 const smoke = args.includes("--smoke");
+const only = (["--memory-only", "--soak-only", "--faults-only"] as const).find((f) => args.includes(f));
 const outDir = args.includes("--out") ? args[args.indexOf("--out") + 1]! : join(root, "bench", "results");
 const num = (name: string, full: number, small: number) =>
   Number(process.env[name] ?? (smoke ? small : full));
@@ -51,6 +63,30 @@ const cfg = {
   tunnelMiB: num("BENCH_TUNNEL_MIB", 100, 4),
   fleetProcs: num("BENCH_FLEET_PROCS", 2, 1),
   misbehaving: num("BENCH_MISBEHAVING", 0.05, 0.2),
+  onlyDevices: num("BENCH_ONLY_DEVICES", 50, 10),
+  faultDevices: num("BENCH_FAULT_DEVICES", 625, 4),
+  faultSockets: num("BENCH_FAULT_SOCKETS", 8, 2),
+};
+/** BENCH_FAULTS: which of figure 5's faults run (default all: "abc"). */
+const faultsToRun = process.env.BENCH_FAULTS ?? "abc";
+const soak: SoakSettings = {
+  tunnels: num("BENCH_SOAK_TUNNELS", 10_000, 40),
+  concurrency: num("BENCH_SOAK_CONCURRENCY", 64, 8),
+  maxBytes: num("BENCH_SOAK_KIB", 64, 16) * 1024,
+  // Past the relay's 30 s linger (relay-node/tunnels.ts LINGER_MS) of an ended tunnel's socket that
+  // the gateway has not closed yet: sooner, such sockets read as growth.
+  settleMs: num("BENCH_SOAK_SETTLE_SECONDS", 32, 0.5) * 1000,
+};
+const faults: FaultSettings = {
+  relayRestartMs: num("BENCH_RELAY_RESTART_MS", 1000, 1000),
+  recoveryTimeoutMs: 60_000,
+  loadConcurrency: num("BENCH_FAULT_CONCURRENCY", 16, 2),
+  heldTunnels: num("BENCH_HELD_TUNNELS", 20, 2),
+  // The full run waits out the hold lease (30 s) to see the holds swept; the smoke reads expiries.
+  lapseWaitMs: smoke ? 0 : 45_000,
+  redisDownMs: num("BENCH_REDIS_DOWN_MS", 1000, 500),
+  relayWriteWaitMs: smoke ? 0 : 15_000,
+  aroundMs: smoke ? 500 : 2_000,
 };
 const log = (msg: string) => console.log(`[bench] ${msg}`);
 process.on("exit", killAllNow);
@@ -61,14 +97,18 @@ log(`settings ${JSON.stringify(cfg)}; open-file limit ${fdLimit}`);
 // rathole takes minutes to build on 2 cores: start now, await when its anchor is due.
 const ratholeBuilt = smoke ? Promise.resolve("skipped (smoke)") : buildRathole();
 
-// The relay runs with its inspector on loopback so the memory figure can also be read after a
-// full GC (HeapProfiler.collectGarbage): RSS growth alone counts V8's garbage and headroom too.
+// Relays and gateways run with their inspector on loopback so memory figures can also be read
+// after a full GC (HeapProfiler.collectGarbage): RSS growth alone counts V8's garbage and headroom.
+// Two of each (the faults kill one); figures 1-3 measure the first relay and the first gateway.
+const inspect = { NODE_OPTIONS: "--inspect=127.0.0.1:0" };
 const net: BenchNetwork = await startBenchNetwork({
-  relayEnv: { NODE_OPTIONS: "--inspect=127.0.0.1:0" },
-  relays: 1,
-  gateways: 1,
+  relayEnv: inspect,
+  gatewayEnv: inspect,
+  relays: only === "--memory-only" ? 1 : 2,
+  gateways: only === "--memory-only" ? 1 : 2,
   echo: process.env.BENCH_VERBOSE === "1",
 });
+for (const edge of [...net.relays, ...net.gateways]) inspectorUrl(edge.service);
 const relay = net.relays[0]!;
 const gateway = net.gateways[0]!;
 const relayPid = relay.service.child.pid!;
@@ -78,12 +118,8 @@ const fleetStateDir = join(existsSync("/dev/shm") ? "/dev/shm" : net.dir, `peerp
 process.on("exit", () => rmSync(fleetStateDir, { recursive: true, force: true }));
 const rows: Row[] = [];
 
-async function relaySockets(): Promise<number> {
-  const text = await (await fetch(relay.metrics)).text();
-  // Plain or labelled by protocol (relay_sockets{protocol="flow-v1"} N): the sum either way.
-  const values = [...text.matchAll(/^relay_sockets(?:\{[^}]*\})?\s+(\d+)/gm)].map((m) => Number(m[1]));
-  return values.length ? values.reduce((a, b) => a + b, 0) : Number.NaN;
-}
+// Plain or labelled by protocol (relay_sockets{protocol="flow-v1"} N): the sum either way.
+const relaySockets = () => scrapeMetric(relay.metrics, "relay_sockets");
 
 /** Starts `devices` simulated devices split over `procs` processes; resolves with their ids. */
 async function startFleetProcs(
@@ -91,6 +127,10 @@ async function startFleetProcs(
   devices: number,
   procs: number,
   misbehaviour: Record<string, number> = {},
+  placement: { countries: Record<string, number>; sockets: number } = {
+    countries: { US: 1 },
+    sockets: cfg.sockets,
+  },
 ): Promise<{ id: string; behaviour: string; flapping: boolean }[]> {
   const ids: { id: string; behaviour: string; flapping: boolean }[] = [];
   const per = Math.ceil(devices / procs);
@@ -101,8 +141,8 @@ async function startFleetProcs(
       apiUrl: net.api.url,
       apiKey: net.supplierKey,
       devices: Math.min(per, devices - p * per),
-      socketsPerDevice: cfg.sockets,
-      countries: { US: 1 },
+      socketsPerDevice: placement.sockets,
+      countries: placement.countries,
       misbehaviour,
       stateDir: join(fleetStateDir, `${prefix}-${p}`),
       namePrefix: `${prefix}-${p}`,
@@ -130,29 +170,68 @@ async function startFleetProcs(
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A full GC in the relay through its inspector (Chrome DevTools Protocol over a WebSocket). */
-async function relayFullGc(): Promise<void> {
-  const url = /Debugger listening on (ws:\/\/\S+)/.exec(relay.service.output())?.[1];
-  if (!url) return;
-  const ws = new WebSocket(url);
-  await new Promise<void>((resolve, reject) => {
-    ws.once("open", () => resolve());
-    ws.once("error", reject);
-  });
-  await new Promise<void>((resolve) => {
-    ws.on("message", () => resolve());
-    ws.send(JSON.stringify({ id: 1, method: "HeapProfiler.collectGarbage" }));
-  });
-  ws.close();
-  await settle(500);
-}
-
 /** The relay's RSS now and after a full GC, and the sockets it holds. */
 async function relayMemory() {
   const rssKiB = procStats(relayPid).rssKiB;
-  await relayFullGc();
+  await fullGc(relay.service);
   return { rssKiB, gcRssKiB: procStats(relayPid).rssKiB, sockets: await relaySockets() };
 }
+
+/** The fleet the first fault kills a relay under: its own devices, placed in the second region. */
+const startFaultFleet = () =>
+  startFleetProcs(
+    "f",
+    cfg.faultDevices,
+    Math.min(cfg.fleetProcs, Math.ceil(cfg.faultDevices / 200)),
+    {},
+    { countries: { DE: 1 }, sockets: cfg.faultSockets },
+  );
+
+/** Figure 5 (last: it kills a relay and a gateway and restarts Redis); a fault that throws is a row. */
+async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[]> {
+  const ids = (await faultFleet).map((d) => d.id);
+  const listed = await net.waitListed(ids, smoke ? 30_000 : 300_000);
+  log(`fault fleet: ${listed} of ${ids.length} devices listed`);
+  const out: Row[] = [];
+  const figures: [string, () => Promise<Row[]>][] = [
+    ["a", () => relayKillFigure(net, { ids, socketsPerDevice: cfg.faultSockets }, faults, log)],
+    ["b", () => gatewayKillFigure(net, faults, log)],
+    ["c", () => redisRestartFigure(net, faults, log)],
+  ];
+  for (const [name, figure] of figures.filter(([n]) => faultsToRun.includes(n)))
+    out.push(
+      ...(await figure().catch((err: Error) => {
+        log(`fault ${name} failed: ${err.stack ?? err.message}`);
+        return [
+          { figure: `fault ${name}`, value: `failed: ${err.message}`, anchor: "-", ratio: "-", goal: "-" },
+        ];
+      })),
+    );
+  return out;
+}
+
+// `--soak-only`, `--faults-only`: that figure alone, on a small fleet of its own.
+if (only === "--soak-only" || only === "--faults-only") {
+  const faultFleet = only === "--faults-only" ? startFaultFleet() : undefined;
+  const traffic = await startFleetProcs("t", cfg.onlyDevices, 1);
+  log(
+    `${await net.waitListed(
+      traffic.map((d) => d.id),
+      120_000,
+    )} of ${traffic.length} traffic devices listed`,
+  );
+  if (faultFleet) rows.push(...(await faultFigures(faultFleet)));
+  else rows.push(...(await soakFigure(net, soak, log)).rows);
+  console.log(`\n${markdownTable(rows)}\n`);
+  for (const f of fleets) await f.stop();
+  await net.stop();
+  process.exit(0);
+}
+
+// The smoke registers the fault fleet now, beside figure 1 (on the other relay), to stay short;
+// the full run after the soak, so its registrations and probes overlap no timed figure.
+const earlyFaultFleet = smoke ? startFaultFleet() : undefined;
+earlyFaultFleet?.catch(() => {}); // awaited (and reported) by faultFigures
 
 // --- Figure 1: relay memory per idle authenticated socket, and heartbeat CPU ------------------
 // Warm the relay first (modules, JIT, Redis pipelines), so the growth measured is per socket.
@@ -211,7 +290,7 @@ rows.push({
 });
 
 // `--memory-only`: figure 1 alone (the relay's memory work measures itself with it).
-if (args.includes("--memory-only")) {
+if (only === "--memory-only") {
   console.log(`\n${markdownTable(rows)}\n`);
   for (const f of fleets) await f.stop();
   await net.stop();
@@ -392,6 +471,7 @@ for (const [name, a] of Object.entries(rathole))
 // Started after the timed figures so their exits never serve them. Each behaviour's shim
 // (bench/fleet/shims.ts) sits between the device and every target, probes included.
 const badCount = Math.round(cfg.devices * cfg.misbehaving);
+const fleetsBeforeQuality = fleets.length;
 if (badCount > 0) {
   const share = 1 / 4;
   const bad = await startFleetProcs("q", badCount, 1, {
@@ -427,13 +507,26 @@ if (badCount > 0) {
   });
 }
 
+// The misbehaving fleet is measured: stopped, so its flapping churns no state under the soak.
+for (const f of fleets.splice(fleetsBeforeQuality)) await f.stop();
+
+// --- Figure 4: soak ----------------------------------------------------------------------------
+const soakStarted = Date.now();
+rows.push(...(await soakFigure(net, soak, log)).rows);
+log(`figure 4 (soak) took ${((Date.now() - soakStarted) / 1000).toFixed(1)} s`);
+
+// --- Figure 5: faults (last: they kill a relay and a gateway and restart Redis) ----------------
+const faultsStarted = Date.now();
+rows.push(...(await faultFigures(earlyFaultFleet ?? startFaultFleet())));
+log(`figure 5 (faults) took ${((Date.now() - faultsStarted) / 1000).toFixed(1)} s`);
+
 // --- Report ------------------------------------------------------------------------------------
 const table = markdownTable(rows);
 const when = new Date().toISOString();
 const md = [
   `# peerproxy bench${smoke ? " (smoke)" : ""}`,
   "",
-  `${when}; ${cfg.devices.toLocaleString("en")} simulated devices x ${cfg.sockets} sockets in ${cfg.fleetProcs} process(es), one relay, one gateway, ${cfg.concurrency} concurrent customers; open-file limit ${fdLimit}. Every anchor ran on this machine in this run; ratios are what carry over.`,
+  `${when}; ${cfg.devices.toLocaleString("en")} simulated devices x ${cfg.sockets} sockets in ${cfg.fleetProcs} process(es), two relays and two gateways (figures 1-3 measure the first of each), ${cfg.concurrency} concurrent customers; open-file limit ${fdLimit}. Every anchor ran on this machine in this run; ratios are what carry over.`,
   "",
   table,
   "",

@@ -23,6 +23,11 @@ export interface StateEnv {
   RELAY_SHARED_SECRET: string;
 }
 
+/** redis-server on 127.0.0.1:port, no persistence but an explicit SAVE, its files in `dir`. */
+export function redisServerArgs(port: number, dir: string): string[] {
+  return ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir];
+}
+
 export interface StateServices {
   env: StateEnv;
   redisPort: number;
@@ -50,23 +55,9 @@ export async function startStateServices(opts: {
     const redisPort = opts.redisPort ?? (await freePort());
     const redisDir = join(opts.dir, "redis");
     mkdirSync(redisDir, { recursive: true });
-    const redis = startProcess(
-      "redis",
-      "redis-server",
-      [
-        "--port",
-        String(redisPort),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        redisDir,
-      ],
-      { echo: false },
-    );
+    const redis = startProcess("redis", "redis-server", redisServerArgs(redisPort, redisDir), {
+      echo: false,
+    });
     stops.push(() => redis.stop());
     const REDIS_URL = `redis://127.0.0.1:${redisPort}`;
     // Refused until redis-server listens: that is the wait below, not an error worth a log line.

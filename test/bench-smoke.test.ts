@@ -1,8 +1,10 @@
 // A short run of `npm run bench` (bench/run.ts --smoke): a 20-device fleet of the real peer SDK on
-// its own network (own Redis, Postgres, API, relay, gateway, prober), every figure for a few
-// seconds, no anchors but direct loopback. Pins that the bench still runs end to end and writes
-// its table and chart, and that the quality loop keeps stalling and TLS-dropping exits unsold.
-// Timings are printed by the bench, never asserted here.
+// its own network (own Redis, Postgres, API, two relays, two gateways, prober), every figure for a
+// few seconds, no anchors but direct loopback. Pins that the bench still runs end to end and writes
+// its table and chart, that the quality loop keeps stalling and TLS-dropping exits unsold, that the
+// soak loses no byte and bills exactly what moved, and that the faults (a relay and a gateway
+// killed, Redis restarted) leave customers served and nobody billed twice. Timings are printed by
+// the bench, never asserted here.
 import { mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -36,6 +38,18 @@ describe("npm run bench -- --smoke", () => {
     const quality = row(/misbehaving exits/);
     expect(quality).toMatch(/stall 0\/\d+ listed/);
     expect(quality).toMatch(/tlsDrop 0\/\d+ listed/);
+    // Figure 4: every tunnel's bytes arrived intact both ways, and the metered bytes are the moved ones.
+    expect(row(/soak: 40 tunnels/)).toMatch(
+      /\| 40 ok; 0 B lost, 0 corrupt\/reordered, 0 short, 0 not opened;/,
+    );
+    expect(row(/soak billing/)).toMatch(/metered ([\d,]+) B, moved \1 B: \+0 B/);
+    // Figure 5: the killed relay's devices came back, the surviving gateway refused nobody, and the
+    // Redis restart billed no byte twice.
+    expect(row(/fault a: SIGKILL relay/)).toMatch(/\| \d+\.\d s \/ \d+\.\d s +\|/);
+    expect(row(/fault b: SIGKILL one gateway/)).toMatch(/\| 0 of [1-9]/);
+    const billed = /metered ([\d,]+) B, moved ([\d,]+) B/.exec(row(/fault c: billing across the restart/));
+    const [metered, moved] = [billed?.[1], billed?.[2]].map((n) => Number(n?.replaceAll(",", "")));
+    expect(metered).toBeLessThanOrEqual(moved!);
     expect(readFileSync(join(out, "latency.svg"), "utf8")).toMatch(/^<svg [^>]*>[\s\S]*<polyline/);
   }, 400_000);
 });
