@@ -101,6 +101,25 @@ async function readAdmin(c: Context<AppEnv>): Promise<AdminView> {
   };
 }
 
+/** A decision that needs a reason (reject, return): one text field, required, at most 500 characters. */
+function ReasonForm(props: {
+  action: string;
+  csrf: string;
+  placeholder: string;
+  testid: string;
+  label: string;
+}) {
+  return (
+    <form method="post" action={props.action} class="inline">
+      <input type="hidden" name="csrf" value={props.csrf} />
+      <input name="reason" required maxlength={500} placeholder={props.placeholder} />
+      <button type="submit" data-testid={props.testid}>
+        {props.label}
+      </button>
+    </form>
+  );
+}
+
 /** What an approval asks for, in two short lines: a payout's amount and wallet, a proposal's action. */
 function summary(a: Approval): { what: string; detail: string } {
   if (a.kind === "payout") {
@@ -175,18 +194,13 @@ function AdminPage(props: {
                             Approve
                           </button>
                         </form>
-                        <form method="post" action={`/admin/approvals/${a.id}/reject`} class="inline">
-                          <input type="hidden" name="csrf" value={csrf} />
-                          <input
-                            name="reason"
-                            required
-                            maxlength={500}
-                            placeholder="reason (shown to the supplier)"
-                          />
-                          <button type="submit" data-testid="reject">
-                            Reject
-                          </button>
-                        </form>
+                        <ReasonForm
+                          action={`/admin/approvals/${a.id}/reject`}
+                          csrf={csrf}
+                          placeholder="reason (shown to the supplier)"
+                          testid="reject"
+                          label="Reject"
+                        />
                       </td>
                     ) : null}
                   </tr>
@@ -243,13 +257,13 @@ function AdminPage(props: {
                     </td>
                     {human ? (
                       <td>
-                        <form method="post" action={`/admin/withdrawals/${f.id}/return`} class="inline">
-                          <input type="hidden" name="csrf" value={csrf} />
-                          <input name="reason" required maxlength={500} placeholder="reason (audited)" />
-                          <button type="submit" data-testid="return">
-                            Return to balance
-                          </button>
-                        </form>
+                        <ReasonForm
+                          action={`/admin/withdrawals/${f.id}/return`}
+                          csrf={csrf}
+                          placeholder="reason (audited)"
+                          testid="return"
+                          label="Return to balance"
+                        />
                       </td>
                     ) : null}
                   </tr>

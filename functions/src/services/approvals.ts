@@ -6,8 +6,8 @@
 import { type Pool, type Queryable, withTransaction } from "../../../shared/db/pool.ts";
 import type { RedisClient } from "../../../shared/redis.ts";
 import { appendAudit } from "./audit.ts";
-import { postTransaction } from "./ledger.ts";
 import { type Execution, executeProposal, type ProposalAction } from "./proposals.ts";
+import { reverseWithdrawal } from "./withdrawals.ts";
 
 export interface Approval {
   id: string;
@@ -142,15 +142,7 @@ export async function decideApproval(
         row.subject,
         input.now.toISOString(),
       ]);
-      const amount = BigInt(withdrawal.amount_micro);
-      await postTransaction(tx, {
-        kind: "withdrawal_reversal",
-        ref: row.subject,
-        postings: [
-          { book: "payout_pending", accountId: withdrawal.account_id, amountMicro: amount },
-          { book: "supplier_payable", accountId: withdrawal.account_id, amountMicro: -amount },
-        ],
-      });
+      await reverseWithdrawal(tx, row.subject, withdrawal.account_id, BigInt(withdrawal.amount_micro));
     }
     await appendAudit(tx, {
       actor: input.actor,

@@ -226,6 +226,23 @@ export async function listWithdrawals(
   }));
 }
 
+/** A withdrawn amount back from payout_pending to the supplier's available balance (a reject, a return). */
+export function reverseWithdrawal(
+  tx: Queryable,
+  withdrawalId: string,
+  accountId: string,
+  amountMicro: bigint,
+) {
+  return postTransaction(tx, {
+    kind: "withdrawal_reversal",
+    ref: withdrawalId,
+    postings: [
+      { book: "payout_pending", accountId, amountMicro },
+      { book: "supplier_payable", accountId, amountMicro: -amountMicro },
+    ],
+  });
+}
+
 export type ReturnRefusal = { code: "not_found" | "not_failed"; message: string };
 
 /**
@@ -264,15 +281,7 @@ export async function returnFailedWithdrawal(
       input.id,
       input.now.toISOString(),
     ]);
-    const amount = BigInt(w.amount_micro);
-    await postTransaction(tx, {
-      kind: "withdrawal_reversal",
-      ref: input.id,
-      postings: [
-        { book: "payout_pending", accountId: w.account_id, amountMicro: amount },
-        { book: "supplier_payable", accountId: w.account_id, amountMicro: -amount },
-      ],
-    });
+    await reverseWithdrawal(tx, input.id, w.account_id, BigInt(w.amount_micro));
     await appendAudit(tx, {
       actor: input.actor,
       action: "withdrawal.return",
