@@ -2,11 +2,13 @@
 // on any machine: tinyproxy (HTTP CONNECT), dante (SOCKS5), rathole (websocket and TCP transports,
 // built with cargo into a cache outside the repo). Each start either returns the anchor or says why
 // it is missing; the table prints that reason.
+
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import { startTinyproxy } from "../dev/modem.ts";
 import { freePort, type Service, startProcess, waitUntil } from "../dev/proc.ts";
 import type { Route } from "./measure.ts";
 
@@ -53,25 +55,9 @@ async function listening(port: number, svc: Service, what: string) {
 export async function startTinyproxyAnchor(): Promise<Anchor> {
   const why = ensureDebianPackage("tinyproxy", "tinyproxy");
   if (why) return { ok: false, why };
-  const dir = mkdtempSync(join(tmpdir(), "bench-tinyproxy-"));
-  const port = await freePort();
-  const conf = join(dir, "tinyproxy.conf");
-  // MaxClients: tinyproxy forks per client; the concurrency figure needs room for every customer.
-  writeFileSync(
-    conf,
-    [
-      `Port ${port}`,
-      "Listen 127.0.0.1",
-      "Timeout 60",
-      "MaxClients 2048",
-      "Allow 127.0.0.1",
-      "LogLevel Error",
-      "",
-    ].join("\n"),
-  );
-  const svc = startProcess("tinyproxy", "tinyproxy", ["-d", "-c", conf]);
-  await listening(port, svc, "tinyproxy");
-  return { ok: true, route: { kind: "http-connect", port }, stop: async () => void (await svc.stop()) };
+  // The same tinyproxy as the local network's modem, with room for every concurrent customer.
+  const proxy = await startTinyproxy({ maxClients: 2048 });
+  return { ok: true, route: { kind: "http-connect", port: proxy.port }, stop: proxy.stop };
 }
 
 export async function startDanteAnchor(): Promise<Anchor> {

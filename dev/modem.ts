@@ -16,7 +16,11 @@ export interface Modem {
  * with `basicAuth` it answers 407 to any request without those credentials, as a production modem should.
  */
 export async function startTinyproxy(
-  opts: { basicAuth?: { username: string; password: string } } = {},
+  opts: {
+    basicAuth?: { username: string; password: string };
+    /** tinyproxy forks per client: the bench's anchor needs room for every concurrent customer */
+    maxClients?: number;
+  } = {},
 ): Promise<Modem> {
   const dir = mkdtempSync(join(tmpdir(), "modem-"));
   const port = await freePort();
@@ -28,7 +32,7 @@ export async function startTinyproxy(
       `Port ${port}`,
       "Listen 127.0.0.1",
       "Timeout 60",
-      "MaxClients 64",
+      `MaxClients ${opts.maxClients ?? 64}`,
       "Allow 127.0.0.1",
       "LogLevel Error",
       "DisableViaHeader Yes",

@@ -246,3 +246,18 @@ export function curl(args: string[], timeoutMs = 30_000): Promise<CurlResult> {
     );
   });
 }
+
+/** A GET through an HTTP proxy (`http://user:secret@host:port`): curl's "<status> <bytes received>". */
+export async function curlStatusAndSize(proxyUrl: string, targetUrl: string): Promise<string> {
+  const r = await curl([
+    "-s",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code} %{size_download}",
+    "-x",
+    proxyUrl,
+    targetUrl,
+  ]);
+  return r.stdout;
+}

@@ -47,6 +47,29 @@ export async function serveMetrics(registry: Registry, res: ServerResponse): Pro
   }
 }
 
+type Samples = () => Iterable<[Record<string, string>, number]>;
+
+/** What a scraped metric is given: it is emptied and refilled from `read` on every scrape. */
+function scraped<M extends Counter | Gauge>(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: Samples,
+  labelNames: string[],
+  put: (m: M, labels: Record<string, string>, v: number) => void,
+) {
+  return {
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect(this: M) {
+      this.reset();
+      for (const [labels, v] of read()) put(this, labels, v);
+    },
+  };
+}
+
 /**
  * A counter whose value lives in a plain number the hot path bumps (`x += n` per chunk) and is
  * copied into the registry only when scraped: no label lookup per chunk.
@@ -55,19 +78,10 @@ export function scrapedCounter(
   registry: Registry,
   name: string,
   help: string,
-  read: () => Iterable<[Record<string, string>, number]>,
+  read: Samples,
   labelNames: string[] = [],
 ): Counter {
-  return new Counter({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, v] of read()) this.inc(labels, v);
-    },
-  });
+  return new Counter(scraped<Counter>(registry, name, help, read, labelNames, (m, l, v) => m.inc(l, v)));
 }
 
 /** A gauge read from live state when scraped. */
@@ -75,19 +89,10 @@ export function scrapedGauge(
   registry: Registry,
   name: string,
   help: string,
-  read: () => Iterable<[Record<string, string>, number]>,
+  read: Samples,
   labelNames: string[] = [],
 ): Gauge {
-  return new Gauge({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, v] of read()) this.set(labels, v);
-    },
-  });
+  return new Gauge(scraped<Gauge>(registry, name, help, read, labelNames, (m, l, v) => m.set(l, v)));
 }
 
 /** Map<label value, n> as scrape samples for one label. */

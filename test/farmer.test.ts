@@ -12,7 +12,13 @@ import { verifyAuditChain } from "../functions/src/services/audit-chain.ts";
 import { supplierBalance, unbalancedTransactions } from "../functions/src/services/ledger.ts";
 import { loadGatewayConfig } from "../gateway-node/config.ts";
 import { type Gateway, startGateway } from "../gateway-node/gateway.ts";
-import { curl, type Modem, startTargets, startTinyproxy, type Targets } from "../gateway-node/testing.ts";
+import {
+  curlStatusAndSize,
+  type Modem,
+  startTargets,
+  startTinyproxy,
+  type Targets,
+} from "../gateway-node/testing.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
 import { createPool } from "../shared/db/pool.ts";
 import { randomHex } from "../shared/ids.ts";
@@ -155,17 +161,11 @@ describe("modem farmers", () => {
         capBytes: 100_000_000,
       });
       expect(key.status, JSON.stringify(key.body)).toBe(201);
-      const r = await curl([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{size_download}",
-        "-x",
+      const got = await curlStatusAndSize(
         `http://${key.body.username}:${key.body.secret}@127.0.0.1:${gw.httpPort}`,
         `http://127.0.0.1:${targets.httpPort}/bytes/${BYTES}`,
-      ]);
-      expect(r.stdout).toBe(`200 ${BYTES}`);
+      );
+      expect(got).toBe(`200 ${BYTES}`);
     }
     const counted = async (id: string) => {
       const h = await redis.hgetall(keys.deviceBytes(id));

@@ -13,7 +13,7 @@ import { verifyAuditChain } from "../functions/src/services/audit-chain.ts";
 import { supplierBalance, unbalancedTransactions } from "../functions/src/services/ledger.ts";
 import { loadGatewayConfig } from "../gateway-node/config.ts";
 import { type Gateway, startGateway } from "../gateway-node/gateway.ts";
-import { curl, listPeer } from "../gateway-node/testing.ts";
+import { curlStatusAndSize, listPeer } from "../gateway-node/testing.ts";
 import { connectPeer, type TestPeer } from "../relay-node/testing/peer.ts";
 import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
@@ -161,17 +161,11 @@ describe("the supplier circle", () => {
       capBytes: 100_000_000,
     });
     expect(key.status, JSON.stringify(key.body)).toBe(201);
-    const r = await curl([
-      "-s",
-      "-o",
-      "/dev/null",
-      "-w",
-      "%{http_code} %{size_download}",
-      "-x",
+    const got = await curlStatusAndSize(
       `http://${key.body.username}:${key.body.secret}@127.0.0.1:${gw.httpPort}`,
       `http://127.0.0.1:${targetPort}/`,
-    ]);
-    expect(r.stdout).toBe(`200 ${BODY.length}`);
+    );
+    expect(got).toBe(`200 ${BODY.length}`);
     const counted = async () => {
       const h = await relay.redis.hgetall(keys.deviceBytes(deviceId));
       return Number(h.up ?? 0) + Number(h.down ?? 0);

@@ -126,6 +126,19 @@ export function compileDevContract(name: "DevUSDC" | "SplitPayer"): CompiledCont
   return artifact;
 }
 
+/** newFundedAccount for a chain: a fresh key with 10 ETH for gas and, if asked, some USDC. */
+export function fundedAccounts(
+  testClient: Pick<EvmChain["testClient"], "setBalance">,
+  mint: EvmChain["mint"],
+): EvmChain["newFundedAccount"] {
+  return async (usdcMicro = 0n) => {
+    const account = privateKeyToAccount(generatePrivateKey());
+    await testClient.setBalance({ address: account.address, value: parseEther("10") });
+    if (usdcMicro > 0n) await mint(account.address, usdcMicro);
+    return account;
+  };
+}
+
 /** Starts anvil on a free loopback port and sets up the tokens and wallets described above. */
 export async function startEvmChain(opts: StartEvmChainOptions = {}): Promise<EvmChain> {
   const token = compileDevContract("DevUSDC");
@@ -219,12 +232,7 @@ export async function startEvmChain(opts: StartEvmChainOptions = {}): Promise<Ev
       testClient,
       walletFor,
       mint,
-      async newFundedAccount(usdcMicro = 0n) {
-        const account = privateKeyToAccount(generatePrivateKey());
-        await testClient.setBalance({ address: account.address, value: parseEther("10") });
-        if (usdcMicro > 0n) await mint(account.address, usdcMicro);
-        return account;
-      },
+      newFundedAccount: fundedAccounts(testClient, mint),
       async stop() {
         await proc.stop();
       },

@@ -2,11 +2,10 @@ import { env, SELF } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
-import { delistEndpoint } from "../../shared/pool.ts";
 import { upstashRedis } from "../../shared/redis.ts";
 import { decideListing, readPoolSnapshot, reconcileListings } from "../src/services/listing.ts";
 import { computeRollup, refreshRollup } from "../src/services/rollup.ts";
-import { markOnline } from "./helpers/presence.ts";
+import { forgetDevice, markOnline } from "./helpers/presence.ts";
 
 const e = env as unknown as Record<string, string>;
 const pool = createPool(e.DATABASE_URL!, e.NEON_WS_PROXY);
@@ -15,9 +14,7 @@ const created: string[] = [];
 afterAll(async () => {
   // Leave no test endpoint in the shared pool: another suite selecting "any" country must not find it.
   for (const id of created) {
-    await delistEndpoint(redis, id);
-    await redis.del(keys.presence(id), keys.probe(id));
-    await redis.eval("return redis.call('ZREM', KEYS[1], ARGV[1])", [keys.onlineDevices()], [id]);
+    await forgetDevice(redis, id);
   }
   await pool.end();
 });

@@ -2,13 +2,12 @@ import { env, SELF } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
-import { delistEndpoint } from "../../shared/pool.ts";
 import { upstashRedis } from "../../shared/redis.ts";
 import { heartbeatJob } from "../src/jobs/heartbeat.ts";
 import { runScheduled } from "../src/scheduled.ts";
 import { reconcileListings } from "../src/services/listing.ts";
 import { advancePayout } from "../src/services/payouts.ts";
-import { markOnline } from "./helpers/presence.ts";
+import { forgetDevice, markOnline } from "./helpers/presence.ts";
 import { createTenant, type Tenant } from "./helpers/tenant.ts";
 
 // The ops agent's reach (issue 10, ADR 0018) inside workerd against this run's Postgres and Redis:
@@ -21,9 +20,7 @@ const tenants: Tenant[] = [];
 const devices: string[] = [];
 afterAll(async () => {
   for (const id of devices) {
-    await delistEndpoint(redis, id);
-    await redis.del(keys.presence(id), keys.probe(id));
-    await redis.eval("return redis.call('ZREM', KEYS[1], ARGV[1])", [keys.onlineDevices()], [id]);
+    await forgetDevice(redis, id);
     await redis.eval("return redis.call('HDEL', KEYS[1], ARGV[1])", [keys.opsDelisted()], [id]);
     await redis.eval("return redis.call('ZREM', KEYS[1], ARGV[1])", [keys.probeDue()], [id]);
   }

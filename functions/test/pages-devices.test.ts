@@ -4,10 +4,9 @@ import { env, SELF } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
-import { delistEndpoint } from "../../shared/pool.ts";
 import { upstashRedis } from "../../shared/redis.ts";
 import { reconcileListings } from "../src/services/listing.ts";
-import { markOnline } from "./helpers/presence.ts";
+import { forgetDevice, markOnline } from "./helpers/presence.ts";
 import { createTenant, type Tenant } from "./helpers/tenant.ts";
 
 const e = env as unknown as Record<string, string>;
@@ -17,9 +16,7 @@ const tenants: Tenant[] = [];
 const devices: string[] = [];
 afterAll(async () => {
   for (const id of devices) {
-    await delistEndpoint(redis, id);
-    await redis.del(keys.presence(id), keys.probe(id));
-    await redis.eval("return redis.call('ZREM', KEYS[1], ARGV[1])", [keys.onlineDevices()], [id]);
+    await forgetDevice(redis, id);
   }
   for (const t of tenants) await t.cleanup().catch(() => {});
   await pool.end();

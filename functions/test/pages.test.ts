@@ -5,11 +5,10 @@ import { env, SELF } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
-import { delistEndpoint } from "../../shared/pool.ts";
 import { upstashRedis } from "../../shared/redis.ts";
 import { reconcileListings } from "../src/services/listing.ts";
 import { refreshRollup } from "../src/services/rollup.ts";
-import { markOnline } from "./helpers/presence.ts";
+import { forgetDevice, markOnline } from "./helpers/presence.ts";
 
 const e = env as unknown as Record<string, string>;
 const pool = createPool(e.DATABASE_URL!, e.NEON_WS_PROXY);
@@ -17,9 +16,7 @@ const redis = upstashRedis(e.UPSTASH_REDIS_REST_URL!, e.UPSTASH_REDIS_REST_TOKEN
 const created: string[] = [];
 afterAll(async () => {
   for (const id of created) {
-    await delistEndpoint(redis, id);
-    await redis.del(keys.presence(id), keys.probe(id));
-    await redis.eval("return redis.call('ZREM', KEYS[1], ARGV[1])", [keys.onlineDevices()], [id]);
+    await forgetDevice(redis, id);
   }
   await pool.end();
 });

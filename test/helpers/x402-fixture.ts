@@ -21,12 +21,11 @@ import {
   http,
   keccak256,
   pad,
-  parseEther,
   toHex,
 } from "viem";
-import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { privateKeyToAccount } from "viem/accounts";
 import { inject } from "vitest";
-import { devUsdcAbi, type EvmChain } from "../../dev/chains/evm.ts";
+import { devUsdcAbi, type EvmChain, fundedAccounts } from "../../dev/chains/evm.ts";
 import { BASE_CHAIN_ID, BASE_USDC_ADDRESS } from "../../shared/x402/networks.ts";
 
 export interface X402Fixture {
@@ -127,12 +126,7 @@ export function connectEvmChain(f: X402Fixture): EvmChain {
     testClient,
     walletFor,
     mint,
-    async newFundedAccount(usdcMicro = 0n) {
-      const account = privateKeyToAccount(generatePrivateKey());
-      await testClient.setBalance({ address: account.address, value: parseEther("10") });
-      if (usdcMicro > 0n) await mint(account.address, usdcMicro);
-      return account;
-    },
+    newFundedAccount: fundedAccounts(testClient, mint),
     async stop() {},
   };
 }

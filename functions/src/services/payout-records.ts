@@ -3,7 +3,7 @@
  * reached the wanted depth leaves the books once, and one that failed on chain is marked failed once
  * (its amount stays in `payout_pending` for a human to decide).
  */
-import { type Pool, withTransaction } from "../../../shared/db/pool.ts";
+import { type Pool, type Queryable, withTransaction } from "../../../shared/db/pool.ts";
 import { appendAudit } from "./audit.ts";
 import { postTransaction } from "./ledger.ts";
 
@@ -79,4 +79,32 @@ export async function recordPayoutFailed(
       detail: { ...evidence, reason },
     });
   });
+}
+
+/**
+ * Sends a recorded payout's signed bytes and marks it broadcast. An error matching `alreadySent`
+ * means these very bytes reached the chain before (a re-send after a lost answer): the success we
+ * wanted. Any other error is kept on the row and thrown; the payout is reconciled later.
+ */
+export async function broadcastRecorded(
+  db: Queryable,
+  withdrawalId: string,
+  send: () => Promise<unknown>,
+  alreadySent: RegExp,
+): Promise<void> {
+  try {
+    await send();
+  } catch (err) {
+    if (!alreadySent.test(shortError(err))) {
+      await db.query("UPDATE payouts SET last_error = $2, updated_at = now() WHERE withdrawal_id = $1", [
+        withdrawalId,
+        shortError(err),
+      ]);
+      throw err;
+    }
+  }
+  await db.query(
+    "UPDATE payouts SET status = 'broadcast', updated_at = now() WHERE withdrawal_id = $1 AND status = 'signed'",
+    [withdrawalId],
+  );
 }

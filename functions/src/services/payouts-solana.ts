@@ -32,7 +32,12 @@ import {
 import { type Pool, type Queryable, withTransaction } from "../../../shared/db/pool.ts";
 import type { Config } from "../config.ts";
 import { appendAudit } from "./audit.ts";
-import { recordPayoutConfirmed, recordPayoutFailed, shortError } from "./payout-records.ts";
+import {
+  broadcastRecorded,
+  recordPayoutConfirmed,
+  recordPayoutFailed,
+  shortError,
+} from "./payout-records.ts";
 
 export interface SolanaTreasury {
   signer: KeyPairSigner;
@@ -175,21 +180,12 @@ async function signAndRecord(db: Pool, t: SolanaTreasury, withdrawalId: string):
 }
 
 async function broadcast(db: Queryable, t: SolanaTreasury, row: Row): Promise<void> {
-  try {
-    await t.send(row.raw_tx!);
-  } catch (err) {
-    // The same bytes landed before (a re-send after a lost answer): that is the success we wanted.
-    if (!/already (been )?processed|AlreadyProcessed/i.test(shortError(err))) {
-      await db.query("UPDATE payouts SET last_error = $2, updated_at = now() WHERE withdrawal_id = $1", [
-        row.withdrawal_id,
-        shortError(err),
-      ]);
-      throw err;
-    }
-  }
-  await db.query(
-    "UPDATE payouts SET status = 'broadcast', updated_at = now() WHERE withdrawal_id = $1 AND status = 'signed'",
-    [row.withdrawal_id],
+  // The same bytes landed before (a re-send after a lost answer).
+  await broadcastRecorded(
+    db,
+    row.withdrawal_id,
+    () => t.send(row.raw_tx!),
+    /already (been )?processed|AlreadyProcessed/i,
   );
 }
 

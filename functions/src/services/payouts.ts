@@ -28,7 +28,12 @@ import type { RedisClient } from "../../../shared/redis.ts";
 import type { Config } from "../config.ts";
 import { appendAudit } from "./audit.ts";
 import { baseChain } from "./base-chain.ts";
-import { recordPayoutConfirmed, recordPayoutFailed, shortError } from "./payout-records.ts";
+import {
+  broadcastRecorded,
+  recordPayoutConfirmed,
+  recordPayoutFailed,
+  shortError,
+} from "./payout-records.ts";
 import { advanceSolanaPayout, type SolanaTreasury } from "./payouts-solana.ts";
 
 export interface Treasury {
@@ -141,21 +146,12 @@ async function signAndRecord(db: Pool, t: Treasury, withdrawalId: string): Promi
 }
 
 async function broadcast(db: Queryable, t: Treasury, row: PayoutRow): Promise<void> {
-  try {
-    await t.client.sendRawTransaction({ serializedTransaction: row.raw_tx as Hex });
-  } catch (err) {
-    // Already in the mempool (a re-send of the same bytes) is a success; anything else is reconciled later.
-    if (!/already known|known transaction|already imported/i.test(shortError(err))) {
-      await db.query("UPDATE payouts SET last_error = $2, updated_at = now() WHERE withdrawal_id = $1", [
-        row.withdrawal_id,
-        shortError(err),
-      ]);
-      throw err;
-    }
-  }
-  await db.query(
-    "UPDATE payouts SET status = 'broadcast', updated_at = now() WHERE withdrawal_id = $1 AND status = 'signed'",
-    [row.withdrawal_id],
+  // Already in the mempool: a re-send of the same bytes.
+  await broadcastRecorded(
+    db,
+    row.withdrawal_id,
+    () => t.client.sendRawTransaction({ serializedTransaction: row.raw_tx as Hex }),
+    /already known|known transaction|already imported/i,
   );
 }
 
