@@ -423,7 +423,13 @@ describe("gateway end to end through a tinyproxy modem exit", () => {
   });
 
   it("rate limits failed logins per client address with E_RATE_LIMITED", async () => {
-    const strict = await startGateway(gatewayEnv({ GATEWAY_AUTH_FAIL_LIMIT: "2" }), { redis });
+    // Failures count per clock minute: a run that crossed a minute boundary started a fresh count.
+    // This gateway's clock starts mid-minute, 30 s from either edge.
+    const offset = 30_000 - (Date.now() % 60_000);
+    const strict = await startGateway(gatewayEnv({ GATEWAY_AUTH_FAIL_LIMIT: "2" }), {
+      redis,
+      now: () => Date.now() + offset,
+    });
     try {
       const cred = await makeCredential(redis);
       const attempt = (secret: string) =>
