@@ -72,6 +72,10 @@ export async function startProberBed(): Promise<ProberBed> {
           pathTemplate: config.PROBE_TARGET_PATH,
         },
         log: memoryLogger(logs, "prober"),
+        // Keys of its own: another file engaging the real kill switch (the /admin page test does)
+        // or pausing the prober loop must not stall this file's probers.
+        killSwitchKey: `ops:kill_switch:test:${randomHex(4)}`,
+        pauseKey: `ops:paused:test:${randomHex(4)}`,
         ...deps,
       });
       probers.push(prober);
