@@ -9,7 +9,7 @@ import { connect } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTinyproxy } from "../dev/modem.ts";
-import { freePort, type Service, startProcess, waitUntil } from "../dev/proc.ts";
+import { freePort, GiveUp, type Service, startProcess, waitUntil } from "../dev/proc.ts";
 import type { Route } from "./measure.ts";
 
 export type Anchor = { ok: true; route: Route; stop(): Promise<void> } | { ok: false; why: string };
@@ -37,7 +37,7 @@ export function ensureDebianPackage(pkg: string, binary: string): string | undef
 async function listening(port: number, svc: Service, what: string) {
   await waitUntil(
     async () => {
-      if (svc.child.exitCode !== null) throw new Error(`${what} exited: ${svc.output().slice(-500)}`);
+      if (svc.child.exitCode !== null) throw new GiveUp(`${what} exited: ${svc.output().slice(-500)}`);
       return new Promise<boolean>((resolve) => {
         const s = connect(port, "127.0.0.1");
         s.on("connect", () => {

@@ -1,6 +1,8 @@
 // Figure 5, faults, each printing its rows: (a) SIGKILL one relay of two while it holds a fleet, a
 // supervisor restarting it; (b) SIGKILL one gateway of two under customer load; (c) restart Redis
-// (on the same port, with its data) under customer traffic. Loopback only; every loop is bounded.
+// (on the same port, with its data) under customer traffic; (d) SIGKILL a relay and leave it down:
+// its devices fail over to the other region (the SDK's relay check through the API's refresh).
+// Loopback only; every loop is bounded.
 import type { Socket } from "node:net";
 import { keys } from "../shared/keys.ts";
 import { getBytes, openStream, type Route, type Target } from "./measure.ts";
@@ -13,6 +15,8 @@ export interface FaultSettings {
   relayRestartMs: number;
   /** (a) how long to wait for every device to be back and routable */
   recoveryTimeoutMs: number;
+  /** (d) how long the killed relay stays down while its devices move to the other region */
+  relayDownMs: number;
   /** (b, c) customers in flight at once */
   loadConcurrency: number;
   /** (b) tunnels the killed gateway holds when it dies */
@@ -31,17 +35,28 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const secs = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : "n/a");
 
 /**
- * Register and refresh calls the API served so far: the sum of its per-address rate-limit window
- * counters (functions/src/routes/peer/common.ts counts every call before serving it). A window
- * that expired between two readings restarts from 0, so `calls.delta` treats a drop as a reset.
+ * Register and refresh calls the API served, counted from its per-address rate-limit window
+ * counters (functions/src/routes/peer/common.ts counts every call before serving it). Each call of
+ * the returned reader adds every counter's growth since the previous reading; a counter that
+ * dropped started a new window, so all of it is new. Per counter, not on their sum: one window
+ * rolling over must not count the other counters again.
  */
-async function apiIdentityCalls(net: BenchNetwork): Promise<number> {
-  let n = 0;
-  for (const scope of ["register", "refresh"]) {
-    const found = await net.redis.raw.keys(`rl:${scope}:*`);
-    for (const k of found) n += Number((await net.redis.get(k)) ?? 0);
-  }
-  return n;
+function apiIdentityCalls(net: BenchNetwork): () => Promise<number> {
+  const last = new Map<string, number>();
+  let total = 0;
+  return async () => {
+    const now = new Map<string, number>();
+    for (const scope of ["register", "refresh"])
+      for (const k of await net.redis.raw.keys(`rl:${scope}:*`))
+        now.set(k, Number((await net.redis.get(k)) ?? 0));
+    for (const [k, v] of now) {
+      const before = last.get(k) ?? 0;
+      total += v >= before ? v - before : v;
+    }
+    last.clear();
+    for (const [k, v] of now) last.set(k, v);
+    return total;
+  };
 }
 
 function pinned(net: BenchNetwork, gateway: number, deviceId: string): Route {
@@ -75,6 +90,9 @@ export async function relayKillFigure(
   fleet: { ids: string[]; socketsPerDevice: number },
   s: FaultSettings,
   log: (m: string) => void,
+  fault = "a",
+  /** filled in for callers that add rows of their own */
+  stats: { apiCalls: number } = { apiCalls: 0 },
 ): Promise<Row[]> {
   const victim = net.relays[1]!;
   const other = net.relays[0]!;
@@ -84,13 +102,16 @@ export async function relayKillFigure(
   const target: Target = { host: "127.0.0.1", port: net.httpTarget.port };
 
   const samples: { ms: number; victim: number; other: number; api: number }[] = [];
-  let apiPrev = await apiIdentityCalls(net);
-  log(`fault a: API register/refresh calls in the current rate-limit windows before the kill: ${apiPrev}`);
+  const readApiCalls = apiIdentityCalls(net);
+  let apiPrev = await readApiCalls();
+  log(
+    `fault ${fault}: API register/refresh calls in the current rate-limit windows before the kill: ${apiPrev}`,
+  );
   let apiCalls = 0;
   let sampling = true;
   const killAt = Date.now();
   const { restart } = await net.killEdge(victim);
-  log(`fault a: killed ${victim.id} (${victimBefore} sockets) in ${Date.now() - killAt} ms`);
+  log(`fault ${fault}: killed ${victim.id} (${victimBefore} sockets) in ${Date.now() - killAt} ms`);
   // A negative delay: no supervisor, the relay stays down for the whole window (started again after
   // it, for the faults that follow): shows whether its devices move to the other region by themselves.
   let restartedMs = Number.NaN;
@@ -107,9 +128,9 @@ export async function relayKillFigure(
       const [v, o, api] = await Promise.all([
         scrapeMetric(victim.metrics, "relay_sockets"),
         scrapeMetric(other.metrics, "relay_sockets"),
-        apiIdentityCalls(net),
+        readApiCalls(),
       ]);
-      const delta = api >= apiPrev ? api - apiPrev : api;
+      const delta = api - apiPrev;
       apiPrev = api;
       apiCalls += delta;
       samples.push({ ms: Date.now() - killAt, victim: v || 0, other: o, api: delta });
@@ -151,6 +172,7 @@ export async function relayKillFigure(
   }
   sampling = false;
   await sampler;
+  stats.apiCalls = apiCalls;
   if (s.relayRestartMs < 0) await restart();
 
   const backAt = samples.find((x) => x.victim + x.other - otherBefore >= expected)?.ms ?? Number.NaN;
@@ -168,39 +190,92 @@ export async function relayKillFigure(
   const routable = [...routableMs.values()];
   const allRoutable = routable.length === fleet.ids.length ? Math.max(...routable) : Number.NaN;
   log(
-    `fault a: restarted after ${secs(restartedMs)}; sockets back ${secs(backAt)}; routable ${routable.length}/${fleet.ids.length}, last ${secs(allRoutable)}${lastError ? ` (last error: ${lastError})` : ""}; API identity calls ${apiCalls}`,
+    `fault ${fault}: restarted after ${secs(restartedMs)}; sockets back ${secs(backAt)}; routable ${routable.length}/${fleet.ids.length}, last ${secs(allRoutable)}${lastError ? ` (last error: ${lastError})` : ""}; API identity calls ${apiCalls}`,
   );
   const n = fleet.ids.length.toLocaleString("en");
   return [
     {
-      figure: `fault a: SIGKILL relay ${victim.region} holding ${victimBefore.toLocaleString("en")} sockets (${n} devices), ${s.relayRestartMs < 0 ? "not restarted" : `supervisor restart after ${secs(s.relayRestartMs)}`}: all sockets back / all devices routable (pinned CONNECT)`,
+      figure: `fault ${fault}: SIGKILL relay ${victim.region} holding ${victimBefore.toLocaleString("en")} sockets (${n} devices), ${s.relayRestartMs < 0 ? "not restarted" : `supervisor restart after ${secs(s.relayRestartMs)}`}: all sockets back / all devices routable (pinned CONNECT)`,
       value: `${secs(backAt)} / ${Number.isFinite(allRoutable) ? secs(allRoutable) : `${routable.length} of ${n} after ${secs(s.recoveryTimeoutMs)}`}`,
       anchor: "-",
       ratio: "-",
       goal: "<= 15 s",
     },
     {
-      figure: "fault a: where the sockets reconnected",
+      figure: `fault ${fault}: where the sockets reconnected`,
       value: `${last.victim.toLocaleString("en")} back on the restarted ${victim.region}, ${(last.other - otherBefore).toLocaleString("en")} moved to ${other.region}`,
       anchor: "-",
       ratio: "-",
       goal: "other region or back",
     },
     {
-      figure: "fault a: reconnect curve after the kill: 1 % / 50 % / 100 % of sockets back; peak rate",
+      figure: `fault ${fault}: reconnect curve after the kill: 1 % / 50 % / 100 % of sockets back; peak rate`,
       value: `${secs(reached(0.01))} / ${secs(reached(0.5))} / ${secs(reached(1))}; ${Math.round(peak).toLocaleString("en")} sockets/s (${Math.round(victimBefore / recoveryS).toLocaleString("en")}/s averaged from the restart)`,
       anchor: "-",
       ratio: "-",
       goal: "jittered, no storm",
     },
     {
-      figure: "fault a: API register + refresh calls during the recovery",
+      figure: `fault ${fault}: API register + refresh calls during the recovery`,
       value: `${apiCalls} in ${secs(last.ms)} (at most ${maxApiRate}/s)`,
       anchor: "-",
       ratio: "-",
       goal: "no storm (stated)",
     },
   ];
+}
+
+// --- (d) relay left down ----------------------------------------------------------------------------
+
+/**
+ * Kills the second relay and leaves it down for `relayDownMs` (started again afterwards): fault a's
+ * rows without a supervisor, plus how many devices the other region's relay holds at the end, when
+ * the last one got there, and the API refresh calls per device that moved them (the no-storm bound:
+ * one relay check per device per 30 s).
+ */
+export async function relayLeftDownFigure(
+  net: BenchNetwork,
+  fleet: { ids: string[]; socketsPerDevice: number },
+  s: FaultSettings,
+  log: (m: string) => void,
+): Promise<Row[]> {
+  const other = net.relays[0]!;
+  const stats = { apiCalls: 0 };
+  const startedAt = Date.now();
+  const killRows = await relayKillFigure(
+    net,
+    fleet,
+    { ...s, relayRestartMs: -1, recoveryTimeoutMs: s.relayDownMs },
+    log,
+    "d",
+    stats,
+  );
+  // Fault a's rows, less the reconnect curve of a restart that did not happen.
+  const rows = killRows
+    .filter((r) => !r.figure.includes("reconnect curve"))
+    .map((r) => ({
+      ...r,
+      value: r.value.replace("back on the restarted", "back on the killed"),
+      goal: r.goal === "<= 15 s" ? "<= 60 s" : r.goal,
+    }));
+  const pipe = net.redis.raw.pipeline();
+  for (const id of fleet.ids) pipe.hmget(keys.presence(id), "relayId", "connectedAt");
+  const onOther = ((await pipe.exec()) ?? [])
+    .map((r) => r[1] as [string | null, string | null])
+    .filter(([relayId]) => relayId === other.id)
+    .map(([, at]) => Number(at ?? 0) - startedAt);
+  // Every device's calls, the other fleets' too (in a --faults-only run a few idle devices).
+  const apiCalls = stats.apiCalls;
+  const n = fleet.ids.length;
+  log(`fault d: ${onOther.length}/${n} devices on ${other.id}; API identity calls ${apiCalls}`);
+  rows.push({
+    figure: `fault d: devices that moved to ${other.region} (the relay left down up to ${secs(s.relayDownMs)}); the last one connected there after; API register + refresh calls per device`,
+    value: `${onOther.length} of ${n}; ${secs(Math.max(0, ...onOther))}; ${(apiCalls / Math.max(1, n)).toFixed(2)} per device`,
+    anchor: "-",
+    ratio: "-",
+    goal: "all; <= 60 s; <= 2",
+  });
+  return rows;
 }
 
 // --- (b) gateway killed ------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 // gateways) and fleet (bench/fleet/), measures the figures of issue 13 and prints one table with
 // ratios against anchors measured in the same run (direct loopback, tinyproxy, dante, rathole).
 // Writes bench/results/latest.md and bench/results/latency.svg. `--smoke` (the test in
-// test/bench-smoke.test.ts) is a small fleet, a few seconds of each figure, no anchors but direct,
-// results under --out.
+// test/bench-smoke.test.ts) is a small fleet, a few seconds of each figure, no anchors but direct
+// and figure 1's bare ws server, results under --out.
 //   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~14 min
 //   npm run bench -- --smoke --out DIR # seconds
 //   npm run bench -- --memory-only     # figure 1 only: relay memory per idle socket, idle CPU
@@ -19,7 +19,8 @@
 // --soak-only or --faults-only run). Faults: BENCH_FAULT_DEVICES (625) x BENCH_FAULT_SOCKETS (8) on
 // the relay that is killed, BENCH_RELAY_RESTART_MS (1000: the supervisor's delay),
 // BENCH_FAULT_CONCURRENCY (16 customers), BENCH_HELD_TUNNELS (20 on the gateway that is killed),
-// BENCH_REDIS_DOWN_MS (1000), BENCH_FAULTS ("abc": which faults run).
+// BENCH_REDIS_DOWN_MS (1000), BENCH_RELAY_DOWN_MS (120000: fault d, a relay left down),
+// BENCH_FAULTS ("abcd": which faults run; the smoke's default is "abc").
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { killAllNow, type Service, startProcess } from "../dev/proc.ts";
@@ -31,7 +32,13 @@ import {
   startRatholeAnchor,
   startTinyproxyAnchor,
 } from "./anchors.ts";
-import { type FaultSettings, gatewayKillFigure, redisRestartFigure, relayKillFigure } from "./faults.ts";
+import {
+  type FaultSettings,
+  gatewayKillFigure,
+  redisRestartFigure,
+  relayKillFigure,
+  relayLeftDownFigure,
+} from "./faults.ts";
 import {
   type LatencyRun,
   latencyRun,
@@ -67,8 +74,8 @@ const cfg = {
   faultDevices: num("BENCH_FAULT_DEVICES", 625, 4),
   faultSockets: num("BENCH_FAULT_SOCKETS", 8, 2),
 };
-/** BENCH_FAULTS: which of figure 5's faults run (default all: "abc"). */
-const faultsToRun = process.env.BENCH_FAULTS ?? "abc";
+/** BENCH_FAULTS: which of figure 5's faults run (default all: "abcd"; the smoke skips d, a minute long). */
+const faultsToRun = process.env.BENCH_FAULTS ?? (smoke ? "abc" : "abcd");
 const soak: SoakSettings = {
   tunnels: num("BENCH_SOAK_TUNNELS", 10_000, 40),
   concurrency: num("BENCH_SOAK_CONCURRENCY", 64, 8),
@@ -80,6 +87,8 @@ const soak: SoakSettings = {
 const faults: FaultSettings = {
   relayRestartMs: num("BENCH_RELAY_RESTART_MS", 1000, 1000),
   recoveryTimeoutMs: 60_000,
+  // Past two relay checks 30 s apart (the first may still see the dead relay listed alive).
+  relayDownMs: num("BENCH_RELAY_DOWN_MS", 120_000, 90_000),
   loadConcurrency: num("BENCH_FAULT_CONCURRENCY", 16, 2),
   heldTunnels: num("BENCH_HELD_TUNNELS", 20, 2),
   // The full run waits out the hold lease (30 s) to see the holds swept; the smoke reads expiries.
@@ -101,8 +110,10 @@ const ratholeBuilt = smoke ? Promise.resolve("skipped (smoke)") : buildRathole()
 // after a full GC (HeapProfiler.collectGarbage): RSS growth alone counts V8's garbage and headroom.
 // Two of each (the faults kill one); figures 1-3 measure the first relay and the first gateway.
 const inspect = { NODE_OPTIONS: "--inspect=127.0.0.1:0" };
+// As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml); the bare-ws anchor too.
+const deployedMalloc = { MALLOC_ARENA_MAX: "2" };
 const net: BenchNetwork = await startBenchNetwork({
-  relayEnv: inspect,
+  relayEnv: { ...inspect, ...deployedMalloc },
   gatewayEnv: inspect,
   relays: only === "--memory-only" ? 1 : 2,
   gateways: only === "--memory-only" ? 1 : 2,
@@ -170,12 +181,23 @@ async function startFleetProcs(
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The relay's RSS now and after a full GC, and the sockets it holds. */
-async function relayMemory() {
-  const rssKiB = procStats(relayPid).rssKiB;
-  await fullGc(relay.service);
-  return { rssKiB, gcRssKiB: procStats(relayPid).rssKiB, sockets: await relaySockets() };
+interface MemoryReading {
+  sockets: number;
+  /** RSS as found (garbage and V8's headroom included) */
+  rssKiB: number;
+  /** RSS and the V8 heap in use after a full GC (HeapProfiler.collectGarbage) */
+  gcRssKiB: number;
+  heapKiB: number;
 }
+
+/** A process's RSS now, its RSS and V8 heap after a full GC, and the sockets it holds. */
+async function memoryOf(service: Service, sockets: () => Promise<number>): Promise<MemoryReading> {
+  const pid = service.child.pid!;
+  const rssKiB = procStats(pid).rssKiB;
+  const heapKiB = await fullGc(service);
+  return { rssKiB, gcRssKiB: procStats(pid).rssKiB, heapKiB, sockets: await sockets() };
+}
+const relayMemory = () => memoryOf(relay.service, relaySockets);
 
 /** The fleet the first fault kills a relay under: its own devices, placed in the second region. */
 const startFaultFleet = () =>
@@ -197,6 +219,7 @@ async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[
     ["a", () => relayKillFigure(net, { ids, socketsPerDevice: cfg.faultSockets }, faults, log)],
     ["b", () => gatewayKillFigure(net, faults, log)],
     ["c", () => redisRestartFigure(net, faults, log)],
+    ["d", () => relayLeftDownFigure(net, { ids, socketsPerDevice: cfg.faultSockets }, faults, log)],
   ];
   for (const [name, figure] of figures.filter(([n]) => faultsToRun.includes(n)))
     out.push(
@@ -234,23 +257,57 @@ const earlyFaultFleet = smoke ? startFaultFleet() : undefined;
 earlyFaultFleet?.catch(() => {}); // awaited (and reported) by faultFigures
 
 // --- Figure 1: relay memory per idle authenticated socket, and heartbeat CPU ------------------
+// Each reading is taken after a full GC too, against a baseline taken after one: RSS growth per
+// socket (what the machine pays), the same after the GC, and the V8 heap after it (what the
+// relay's JavaScript holds; the rest of RSS is native: libuv handles, malloc, V8's page slack).
+// Anchor: a bare `ws` server (bench/bare-ws.ts: no application code, same ws options, same
+// heartbeats) holding the same numbers of sockets, measured the same way in the same run: the floor
+// that ws + net.Socket + libuv set under the relay's figure.
+interface MemoryStep {
+  sockets: number;
+  perSocketKiB: number;
+  gcPerSocketKiB: number;
+  heapPerSocketKiB: number;
+}
+const stepFrom = (base: MemoryReading, m: MemoryReading): MemoryStep => {
+  const added = m.sockets - base.sockets;
+  return {
+    sockets: m.sockets,
+    // From the baseline after a full GC: a clean start for every reading.
+    perSocketKiB: (m.rssKiB - base.gcRssKiB) / added,
+    gcPerSocketKiB: (m.gcRssKiB - base.gcRssKiB) / added,
+    heapPerSocketKiB: (m.heapKiB - base.heapKiB) / added,
+  };
+};
+const fmtStep = (m: MemoryStep) =>
+  `${m.perSocketKiB.toFixed(2)} / ${m.gcPerSocketKiB.toFixed(2)} KiB (heap ${m.heapPerSocketKiB.toFixed(2)})`;
+/** What one more socket costs between two steps, once the fixed growth (heap pages, maps, Redis buffers) is paid. */
+const marginal = (m1: MemoryStep, m2: MemoryStep, base: number): MemoryStep => {
+  const per = (a: number, b: number) =>
+    (b * (m2.sockets - base) - a * (m1.sockets - base)) / (m2.sockets - m1.sockets);
+  return {
+    sockets: m2.sockets,
+    perSocketKiB: per(m1.perSocketKiB, m2.perSocketKiB),
+    gcPerSocketKiB: per(m1.gcPerSocketKiB, m2.gcPerSocketKiB),
+    heapPerSocketKiB: per(m1.heapPerSocketKiB, m2.heapPerSocketKiB),
+  };
+};
+
 // Warm the relay first (modules, JIT, Redis pipelines), so the growth measured is per socket.
 await startFleetProcs("warm", 4, 1);
 await settle(3_000);
 const base = await relayMemory();
-log(`relay baseline: ${base.rssKiB} KiB RSS (${base.gcRssKiB} after a full GC), ${base.sockets} sockets`);
-const memSteps: { sockets: number; perSocketKiB: number; gcPerSocketKiB: number }[] = [];
+log(
+  `relay baseline: ${base.rssKiB} KiB RSS (${base.gcRssKiB} after a full GC, heap ${base.heapKiB.toFixed(0)}), ${base.sockets} sockets`,
+);
+const memSteps: MemoryStep[] = [];
 const step = async () => {
   await settle(smoke ? 1_000 : 10_000);
   const m = await relayMemory();
-  const added = m.sockets - base.sockets;
-  memSteps.push({
-    sockets: m.sockets,
-    // From the baseline after a full GC: a clean start for both readings.
-    perSocketKiB: (m.rssKiB - base.gcRssKiB) / added,
-    gcPerSocketKiB: (m.gcRssKiB - base.gcRssKiB) / added,
-  });
-  log(`relay at ${m.sockets} sockets: ${m.rssKiB} KiB RSS (${m.gcRssKiB} after a full GC)`);
+  memSteps.push(stepFrom(base, m));
+  log(
+    `relay at ${m.sockets} sockets: ${m.rssKiB} KiB RSS (${m.gcRssKiB} after a full GC, heap ${m.heapKiB.toFixed(0)})`,
+  );
 };
 const stage1 = await startFleetProcs("s1", cfg.stage1Devices, cfg.fleetProcs);
 await step();
@@ -259,33 +316,89 @@ await step();
 const cpu0 = procStats(relayPid).cpuSeconds;
 await settle(cfg.idleSeconds * 1000);
 const idleCpu = (procStats(relayPid).cpuSeconds - cpu0) / cfg.idleSeconds;
-for (const m of memSteps)
+
+/** The anchor: the same socket counts on a bare ws server, after the relay's figures (no overlap). */
+async function bareWsFigure(
+  counts: number[],
+): Promise<{ steps: MemoryStep[]; idleCpu: number; base: number }> {
+  const script = join(root, "bench", "bare-ws.ts");
+  const server = startProcess("bare-ws", process.execPath, ["--inspect=127.0.0.1:0", script, "server"], {
+    cwd: root,
+    env: deployedMalloc,
+  });
+  const clients: Service[] = [];
+  try {
+    const port = (await server.waitFor(/bare-ws listening port=(\d+)/))[1]!;
+    const url = `ws://127.0.0.1:${port}/`;
+    const open = async () => Number(await (await fetch(`http://127.0.0.1:${port}/`)).text());
+    const connect = async (n: number) => {
+      const c = startProcess(
+        `bare-ws-clients-${clients.length}`,
+        process.execPath,
+        [script, "clients", url, String(n)],
+        {
+          cwd: root,
+        },
+      );
+      clients.push(c);
+      await c.waitFor(/bare-ws connected sockets=\d+/, 300_000);
+    };
+    await connect(counts[0]!); // the relay's warm-up sockets
+    await settle(3_000);
+    const bareBase = await memoryOf(server, open);
+    const steps: MemoryStep[] = [];
+    for (const target of counts.slice(1)) {
+      await connect(Math.max(0, target - (await open())));
+      await settle(smoke ? 1_000 : 10_000);
+      const m = await memoryOf(server, open);
+      log(
+        `bare ws at ${m.sockets} sockets: ${m.rssKiB} KiB RSS (${m.gcRssKiB} after a full GC, heap ${m.heapKiB.toFixed(0)})`,
+      );
+      steps.push(stepFrom(bareBase, m));
+    }
+    const pid = server.child.pid!;
+    const c0 = procStats(pid).cpuSeconds;
+    await settle(cfg.idleSeconds * 1000);
+    return { steps, idleCpu: (procStats(pid).cpuSeconds - c0) / cfg.idleSeconds, base: bareBase.sockets };
+  } finally {
+    for (const c of clients) await c.stop();
+    await server.stop();
+  }
+}
+const bare = await bareWsFigure([base.sockets, ...memSteps.map((m) => m.sockets)]).catch((err: Error) => {
+  log(`bare ws anchor failed: ${err.message}`);
+  return undefined;
+});
+memSteps.forEach((m, i) => {
+  const anchor = bare?.steps[i];
   rows.push({
-    figure: `relay memory per idle peer socket (${m.sockets.toLocaleString("en")} sockets): RSS growth / after a full GC`,
-    value: `${m.perSocketKiB.toFixed(2)} / ${m.gcPerSocketKiB.toFixed(2)} KiB`,
-    anchor: "-",
-    ratio: "-",
+    figure: `relay memory per idle peer socket (${m.sockets.toLocaleString("en")} sockets): RSS growth / after a full GC (V8 heap after it)`,
+    value: fmtStep(m),
+    anchor: anchor ? `${fmtStep(anchor)} bare ws, ${anchor.sockets.toLocaleString("en")} sockets` : "-",
+    ratio: anchor ? ratio(m.gcPerSocketKiB, anchor.gcPerSocketKiB) : "-",
     goal: "<= 4 KB at 16,000+",
   });
+});
 // The marginal cost between the two steps: what one more socket costs once the fixed growth
 // (heap pages, maps, Redis buffers) is paid; the figure that scales to 200,000.
 const [m1, m2] = memSteps;
 if (m1 && m2 && m2.sockets > m1.sockets) {
-  const perSocket = (a: number, b: number) =>
-    (b * (m2.sockets - base.sockets) - a * (m1.sockets - base.sockets)) / (m2.sockets - m1.sockets);
+  const m = marginal(m1, m2, base.sockets);
+  const [b1, b2] = bare?.steps ?? [];
+  const anchor = bare && b1 && b2 && b2.sockets > b1.sockets ? marginal(b1, b2, bare.base) : undefined;
   rows.push({
-    figure: `relay memory per idle peer socket, marginal from ${m1.sockets.toLocaleString("en")} to ${m2.sockets.toLocaleString("en")}: RSS / after a full GC`,
-    value: `${perSocket(m1.perSocketKiB, m2.perSocketKiB).toFixed(2)} / ${perSocket(m1.gcPerSocketKiB, m2.gcPerSocketKiB).toFixed(2)} KiB`,
-    anchor: "-",
-    ratio: "-",
+    figure: `relay memory per idle peer socket, marginal from ${m1.sockets.toLocaleString("en")} to ${m2.sockets.toLocaleString("en")}: RSS / after a full GC (V8 heap after it)`,
+    value: fmtStep(m),
+    anchor: anchor ? `${fmtStep(anchor)} bare ws` : "-",
+    ratio: anchor ? ratio(m.gcPerSocketKiB, anchor.gcPerSocketKiB) : "-",
     goal: "<= 4 KB",
   });
 }
 rows.push({
   figure: `relay CPU while idle (${(memSteps.at(-1)?.sockets ?? 0).toLocaleString("en")} sockets: heartbeats 30 s, presence 10 s)`,
   value: `${(idleCpu * 100).toFixed(1)} % of a core`,
-  anchor: "-",
-  ratio: "-",
+  anchor: bare ? `${(bare.idleCpu * 100).toFixed(1)} % bare ws (heartbeats only)` : "-",
+  ratio: bare ? ratio(idleCpu, bare.idleCpu, 1) : "-",
   goal: "< 10 %",
 });
 

@@ -184,6 +184,13 @@ function listenOn(port: number): Promise<number> {
   });
 }
 
+/** Thrown inside a waitUntil predicate: stop waiting now (the awaited thing can no longer happen). */
+export class GiveUp extends Error {}
+
+/**
+ * Polls `fn` every 100 ms until it returns a truthy value. Other errors it throws are kept as the
+ * reason shown on timeout; a GiveUp ends the wait at once (a process that exited will not listen).
+ */
 export async function waitUntil<T>(
   fn: () => Promise<T | undefined | false>,
   timeoutMs: number,
@@ -196,6 +203,7 @@ export async function waitUntil<T>(
       const v = await fn();
       if (v) return v;
     } catch (err) {
+      if (err instanceof GiveUp) throw err;
       last = err;
     }
     await new Promise((r) => setTimeout(r, 100));

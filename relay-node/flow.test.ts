@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitUntil } from "../dev/proc.ts";
 import { encodeFrame, FRAME_DATA, INITIAL_WINDOW } from "../shared/frame.ts";
 import { connectPeer, type TestPeerOptions } from "./testing/peer.ts";
 import { startTestRelay, type TestRelay } from "./testing/relay.ts";
@@ -98,6 +99,13 @@ describe("flow control: no buffer grows without bound", () => {
   it("flow-v1: a slow customer reader never makes the relay hold more than 2 x window for the session", async () => {
     const { peer, res, session } = await openFor({ mode: "binary", flow: true }, sourcePort);
     expect(session.flow).toBe(true);
+    // The customer does not read at first, so the kernel's buffers fill and the relay has to hold
+    // bytes whatever the machine's load (a reader that is only slow may keep up with a loaded relay).
+    await waitUntil(
+      async () => session.maxBuffered > 0,
+      10_000,
+      "the relay to hold bytes for the stalled reader",
+    );
     const got = await readSlowly(res.socket, res.early, PAYLOAD.length, 4);
     expect(sha(got)).toBe(sha(PAYLOAD));
     console.log(

@@ -22,8 +22,9 @@ import {
   onPeerWindow,
 } from "./tunnels.ts";
 
-/** Every heartbeat gets the same answer: built once, not per heartbeat. */
-const HEARTBEAT_ACK = control("heartbeat_ack", {});
+/** Every heartbeat gets the same answer: encoded once, not per heartbeat (a text frame still). */
+const HEARTBEAT_ACK = Buffer.from(control("heartbeat_ack", {}));
+const TEXT = { binary: false };
 
 function toBuffer(data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;
@@ -72,7 +73,7 @@ export function onText(state: RelayState, conn: PeerConn, data: RawData) {
   const msg = received.msg;
   switch (msg.type) {
     case "heartbeat":
-      conn.ws.send(HEARTBEAT_ACK);
+      conn.ws.send(HEARTBEAT_ACK, TEXT);
       return;
     case "device_info":
       onDeviceInfo(state, conn, msg.payload);

@@ -38,35 +38,65 @@ const authByRequest = new WeakMap<IncomingMessage, PeerAuth>();
 function ignoreSocketError() {}
 
 /**
- * A peer socket's listeners are shared functions, not closures per socket (idle sockets are what a
- * relay holds by the ten thousand): each finds its connection and relay on the socket itself.
+ * The subprotocol ws negotiated is the peer's JWT ("token.<jwt>", ~300 bytes): ws keeps it as
+ * `ws.protocol` for the socket's life, though it was only needed for the 101 response (already
+ * written when handleUpgrade calls back) and nothing here reads it again. Dropping it frees the
+ * string per idle socket and keeps credentials out of the heap.
  */
-const CONN = Symbol("peerConn");
-const RELAY = Symbol("relayState");
-type PeerSocket = WebSocket & { [CONN]: PeerConn; [RELAY]: RelayState };
+function forgetProtocol(ws: WebSocket) {
+  (ws as unknown as { _protocol: string })._protocol = "";
+}
 
-function onPeerMessage(this: WebSocket, data: RawData, isBinary: boolean) {
-  const { [CONN]: conn, [RELAY]: state } = this as PeerSocket;
+/**
+ * The peers' WebSocket class (ws's `WebSocket` option). Idle sockets are what a relay holds by the
+ * ten thousand, so each carries its connection and relay as two fields, and its events go straight
+ * to the shared handlers below from `emit`: no closures and no listener table per socket (five
+ * listeners cost an EventEmitter ~100 bytes). Listeners others add (closeAll's "close") still run,
+ * after ours, as they did when ours were the first listeners.
+ */
+class PeerSocket extends WebSocket {
+  conn: PeerConn | undefined = undefined;
+  relay: RelayState | undefined = undefined;
+
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    const { conn, relay } = this;
+    if (conn && relay) {
+      switch (event) {
+        case "message":
+          onPeerMessage(relay, conn, args[0] as RawData, args[1] as boolean);
+          break;
+        case "ping":
+        case "pong":
+          conn.lastFrameAt = relay.now();
+          break;
+        case "error":
+          onPeerError(relay, conn, args[0] as Error & { code?: string });
+          // Handled: an "error" nobody else listens to must not throw (EventEmitter's rule).
+          if (this.listenerCount("error") === 0) return true;
+          break;
+        case "close":
+          onPeerClose(relay, conn, args[0] as number);
+          break;
+      }
+    }
+    return super.emit(event, ...args);
+  }
+}
+
+function onPeerMessage(state: RelayState, conn: PeerConn, data: RawData, isBinary: boolean) {
   conn.lastFrameAt = state.now();
   if (isBinary) onBinary(state, conn, data);
   else onText(state, conn, data);
 }
 
-function onPeerAlive(this: WebSocket) {
-  const { [CONN]: conn, [RELAY]: state } = this as PeerSocket;
-  conn.lastFrameAt = state.now();
-}
-
-function onPeerError(this: WebSocket, err: Error & { code?: string }) {
-  const { [CONN]: conn, [RELAY]: state } = this as PeerSocket;
+function onPeerError(state: RelayState, conn: PeerConn, err: Error & { code?: string }) {
   if (err.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") {
     state.metrics.frameErrors++;
     state.log.warn({ deviceId: conn.device.id }, "peer frame_too_large");
   }
 }
 
-function onPeerClose(this: WebSocket, code: number) {
-  const { [CONN]: conn, [RELAY]: state } = this as PeerSocket;
+function onPeerClose(state: RelayState, conn: PeerConn, code: number) {
   const d = conn.device;
   state.log.info({ deviceId: d.id, code, sockets: d.conns.size - 1 }, "peer closed");
   d.conns.delete(conn);
@@ -85,12 +115,14 @@ export function createPeerServer(state: RelayState): PeerServer {
     // ws closes with 1009 by itself when a message exceeds this; we count it as a frame error.
     maxPayload: MAX_FRAME_BYTES,
     perMessageDeflate: false,
+    WebSocket: PeerSocket,
     handleProtocols: (_offered, req) => authByRequest.get(req)?.protocol ?? false,
   });
 
   const idleTimer = setInterval(
     () => {
       const now = state.now();
+      const idleMs = state.config.IDLE_TIMEOUT_MS;
       for (const device of state.devices.values()) {
         for (const conn of device.conns) {
           // Token expiry rides this sweep (a shared wheel, no timer per socket): a token that
@@ -100,10 +132,8 @@ export function createPeerServer(state: RelayState): PeerServer {
             revokeConn(state, conn, "expired");
             continue;
           }
-          if (
-            conn.ws.readyState === WebSocket.OPEN &&
-            now - conn.lastFrameAt > state.config.IDLE_TIMEOUT_MS
-          ) {
+          // The number first: this runs for every socket every second, and all but a few are fine.
+          if (now - conn.lastFrameAt > idleMs && conn.ws.readyState === WebSocket.OPEN) {
             conn.ws.close(1000, "idle timeout");
             // A dead peer never answers the close handshake.
             setTimeout(() => conn.ws.terminate(), 5_000).unref();
@@ -177,20 +207,13 @@ export function createPeerServer(state: RelayState): PeerServer {
       infoReceived: false,
       lastFrameAt: state.now(),
       expiresAt: claims.exp * 1000,
-      sessions: new Map(),
-      waitingForWsDrain: new Set(),
-      pausedBy: new Set(),
     };
     device.conns.add(conn);
     touchPresence(state, device);
-    const owned = ws as PeerSocket;
-    owned[CONN] = conn;
-    owned[RELAY] = state;
-    ws.on("message", onPeerMessage);
-    ws.on("ping", onPeerAlive);
-    ws.on("pong", onPeerAlive);
-    ws.on("error", onPeerError);
-    ws.on("close", onPeerClose);
+    // From here on the socket's events reach this connection (PeerSocket.emit).
+    const peer = ws as PeerSocket;
+    peer.conn = conn;
+    peer.relay = state;
 
     state.log.info({ deviceId: device.id, ip, sockets: device.conns.size }, "peer connected");
     ws.send(control("connected", { deviceId: device.id, ip, relayId: state.config.RELAY_ID }));
@@ -217,6 +240,7 @@ export function createPeerServer(state: RelayState): PeerServer {
         .then((auth) => {
           authByRequest.set(req, auth);
           wss.handleUpgrade(req, socket, head, (ws) => {
+            forgetProtocol(ws);
             if (state.draining) refuse(ws, CLOSE_GOING_AWAY, "draining");
             else if (!auth.ok) refuse(ws, auth.code, auth.reason);
             else accept(ws, req, auth);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
+import { normaliseRelayUrl } from "../shared/relay-url.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { startRelayProcess } from "../test/helpers/relay.ts";
 import { connectPeer } from "./testing/peer.ts";
@@ -87,10 +88,45 @@ describe("presence in Redis", () => {
     await expect.poll(() => redis.hgetall(keys.presence(id))).toEqual({});
   });
 
+  it("a listed device's endpoint follows it to the relay it connects to; no endpoint is created for an unlisted one", async () => {
+    const id = a.newDeviceId();
+    // Listed while on a relay that has since died (what the listing cron wrote).
+    await redis.hset(keys.endpoint(id), { pool: "peer", relayInternal: "http://127.0.0.1:9", listed: "1" });
+    const p = await connectPeer({ url: a.relay.wsUrl, token: await a.token(id) });
+    await p.waitFor("connected");
+    await expect
+      .poll(async () => (await redis.hgetall(keys.endpoint(id))).relayInternal)
+      .toBe(a.relay.internalUrl);
+    expect((await redis.hgetall(keys.endpoint(id))).listed).toBe("1");
+    const unlisted = a.newDeviceId();
+    const q = await connectPeer({ url: a.relay.wsUrl, token: await a.token(unlisted) });
+    await q.waitFor("connected");
+    await expect.poll(async () => (await redis.hgetall(keys.presence(unlisted))).sockets).toBe("1");
+    expect(await redis.raw.exists(keys.endpoint(unlisted))).toBe(0);
+    p.close();
+    q.close();
+    await redis.del(keys.endpoint(id));
+  });
+
   it("publishes the relay's own record (URLs, region, counts) with a TTL", async () => {
     const info = await redis.hgetall(keys.relayInfo(a.relay.relayId));
     expect(info).toMatchObject({ publicUrl: a.relay.wsUrl, internalUrl: a.relay.internalUrl, region: "us" });
     expect(await redis.raw.ttl(keys.relayInfo(a.relay.relayId))).toBeGreaterThan(0);
+  });
+
+  it("lists the relay's public URL as alive until one TTL ahead, and unlists it the moment it drains", async () => {
+    const c = await startTestRelay({ PRESENCE_TTL_SECONDS: "5" });
+    const url = normaliseRelayUrl(c.relay.wsUrl);
+    await expect.poll(() => redis.raw.zscore(keys.relaysAlive(), url)).not.toBeNull();
+    const aliveUntil = Number(await redis.raw.zscore(keys.relaysAlive(), url));
+    expect(aliveUntil).toBeGreaterThan(Date.now() + 3_000);
+    expect(aliveUntil).toBeLessThanOrEqual(Date.now() + 5_000);
+    // close() drains first: the entry goes before the sockets do, so the API stops sending devices.
+    const closing = c.close();
+    await expect.poll(() => redis.raw.zscore(keys.relaysAlive(), url), { interval: 20 }).toBeNull();
+    expect(c.relay.state.draining).toBe(true);
+    await closing;
+    expect(await redis.raw.zscore(keys.relaysAlive(), url)).toBeNull();
   });
 
   it("a relay killed without cleanup leaves presence that expires by itself within the TTL", async () => {
@@ -115,6 +151,10 @@ describe("presence in Redis", () => {
     const gone = Date.now() - killedAt;
     console.log(`[measure] presence of a SIGKILLed relay expired ${gone} ms after the kill (TTL 2 s)`);
     expect(gone).toBeLessThanOrEqual(3_000);
+    // Its alive entry stays but has run out, so the API no longer hands its URL out.
+    const aliveUntil = Number(await redis.raw.zscore(keys.relaysAlive(), normaliseRelayUrl(relay.wsUrl)));
+    expect(aliveUntil).toBeGreaterThan(killedAt - 3_000);
+    expect(aliveUntil).toBeLessThan(Date.now());
     // Readers ignore zset members older than the TTL; the next refresh by any relay sweeps them.
     const score = Number(await redis.raw.zscore(keys.onlineDevices(), id));
     expect(Date.now() - score).toBeGreaterThan(2_000);

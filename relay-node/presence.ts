@@ -1,6 +1,7 @@
 import { keys } from "../shared/keys.ts";
 import { runScript } from "../shared/lua/script.ts";
-import { presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
+import { presenceRefresh, presenceRemove, relayAlive } from "../shared/lua/scripts.gen.ts";
+import { normaliseRelayUrl } from "../shared/relay-url.ts";
 import type { Device, RelayState } from "./state.ts";
 
 function presenceFields(state: RelayState, device: Device): string[] {
@@ -28,8 +29,14 @@ export async function refreshPresence(state: RelayState, device: Device): Promis
   await runScript(
     state.redis,
     presenceRefresh,
-    [keys.presence(device.id), keys.onlineDevices()],
-    [state.config.PRESENCE_TTL_SECONDS, state.now(), device.id, ...presenceFields(state, device)],
+    [keys.presence(device.id), keys.onlineDevices(), keys.endpoint(device.id)],
+    [
+      state.config.PRESENCE_TTL_SECONDS,
+      state.now(),
+      device.id,
+      state.internalUrl,
+      ...presenceFields(state, device),
+    ],
   );
 }
 
@@ -42,7 +49,30 @@ export async function removePresence(state: RelayState, deviceId: string): Promi
   );
 }
 
+/** Entries of relays silent this long are swept from the alive zset by any relay's refresh. */
+const FORGET_DEAD_RELAY_MS = 24 * 3600 * 1000;
+
+/**
+ * Lists this relay's public URL as alive for one presence TTL, or unlists it while it drains or
+ * shuts down, so the API stops handing it out (and sends failing devices elsewhere) at once.
+ */
+export async function refreshRelayAlive(state: RelayState): Promise<void> {
+  const now = state.now();
+  const aliveUntil = state.draining ? 0 : now + state.config.PRESENCE_TTL_SECONDS * 1000;
+  await runScript(
+    state.redis,
+    relayAlive,
+    [keys.relaysAlive()],
+    [normaliseRelayUrl(state.publicUrl), aliveUntil, now - FORGET_DEAD_RELAY_MS],
+  );
+}
+
+/** Writes the relay's own record and its alive entry; the shutdown path calls it once draining. */
 export async function refreshRelayInfo(state: RelayState): Promise<void> {
+  await Promise.all([writeRelayInfo(state), refreshRelayAlive(state)]);
+}
+
+async function writeRelayInfo(state: RelayState): Promise<void> {
   let sockets = 0;
   for (const d of state.devices.values()) sockets += d.conns.size;
   const key = keys.relayInfo(state.config.RELAY_ID);

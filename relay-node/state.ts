@@ -52,11 +52,15 @@ export interface PeerConn {
   lastFrameAt: number;
   /** The token's `exp` in ms: the idle sweep closes the socket with 4002 `expired` from then on. */
   expiresAt: number;
-  sessions: Map<string, Session>;
+  /**
+   * The collections below are created on first use: most sockets idle, and three empty
+   * collections per socket cost ~0.5 KB each of tens of thousands of them.
+   */
+  sessions?: Map<string, Session>;
   /** Sessions whose gateway socket is paused until this WebSocket's send buffer drains. */
-  waitingForWsDrain: Set<Session>;
+  waitingForWsDrain?: Set<Session>;
   /** Legacy backpressure: sessions whose slow gateway reader paused this whole WebSocket. */
-  pausedBy: Set<Session>;
+  pausedBy?: Set<Session>;
 }
 
 export type SessionState = "connecting" | "open" | "closed";

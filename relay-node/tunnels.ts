@@ -60,7 +60,7 @@ function pickConn(device: Device): PeerConn | undefined {
   let best: PeerConn | undefined;
   for (let i = 0; i < open.length; i++) {
     const c = open[(start + i) % open.length]!;
-    if (!best || c.sessions.size < best.sessions.size) best = c;
+    if (!best || (c.sessions?.size ?? 0) < (best.sessions?.size ?? 0)) best = c;
   }
   return best;
 }
@@ -89,7 +89,7 @@ function noteBuffered(state: RelayState, s: Session) {
 
 /** Legacy peers: resume sessions that waited for this WebSocket's send buffer to drain. */
 function onWsWritten(state: RelayState, conn: PeerConn) {
-  if (conn.waitingForWsDrain.size === 0 || conn.ws.bufferedAmount > WS_LOW_WATER) return;
+  if (!conn.waitingForWsDrain?.size || conn.ws.bufferedAmount > WS_LOW_WATER) return;
   const waiting = [...conn.waitingForWsDrain];
   conn.waitingForWsDrain.clear();
   for (const s of waiting) pumpToPeer(state, s);
@@ -138,6 +138,7 @@ export function openTunnel(
     log: state.log.child({ requestId: requestId || undefined, deviceId: device.id, sessionId: id }),
   };
   state.sessions.set(s.id, s);
+  conn.sessions ??= new Map();
   conn.sessions.set(s.id, s);
 
   const timer = setTimeout(() => {
@@ -218,7 +219,10 @@ function pumpToPeer(state: RelayState, s: Session) {
   const blocked = s.pendingBytes > 0 || (!s.flow && conn.ws.bufferedAmount > WS_HIGH_WATER);
   if (blocked) {
     s.gw.pause();
-    if (!s.flow) conn.waitingForWsDrain.add(s);
+    if (!s.flow) {
+      conn.waitingForWsDrain ??= new Set();
+      conn.waitingForWsDrain.add(s);
+    }
     return;
   }
   if (!s.gwEnded) {
@@ -263,8 +267,9 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
     grantIfDue(s);
   });
   noteBuffered(state, s);
-  if (!s.flow && s.gw.writableLength > GW_HIGH_WATER && !conn.pausedBy.has(s)) {
+  if (!s.flow && s.gw.writableLength > GW_HIGH_WATER && !conn.pausedBy?.has(s)) {
     // Socket-level backpressure: a legacy peer can only be slowed as a whole.
+    conn.pausedBy ??= new Set();
     conn.pausedBy.add(s);
     conn.ws.pause();
     s.gw.once("drain", () => releaseWs(conn, s));
@@ -272,7 +277,7 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
 }
 
 function releaseWs(conn: PeerConn, s: Session) {
-  if (!conn.pausedBy.delete(s)) return;
+  if (!conn.pausedBy?.delete(s)) return;
   if (conn.pausedBy.size === 0 && conn.ws.readyState === WebSocket.OPEN) conn.ws.resume();
 }
 
@@ -346,6 +351,7 @@ export function onPeerClosed(state: RelayState, conn: PeerConn, sessionId: strin
 export function onConnGone(state: RelayState, conn: PeerConn) {
   // Live tunnels died with the socket: tell the prober's circuit breaker directly. (The gateway
   // may not see the reset below: a socket paused by backpressure reads it as a clean end.)
+  if (!conn.sessions) return;
   if ([...conn.sessions.values()].some((s) => s.state !== "connecting"))
     void reportPeerDrop(state, conn.device.id);
   for (const s of [...conn.sessions.values()]) {
@@ -362,8 +368,8 @@ export function onConnGone(state: RelayState, conn: PeerConn) {
 function forget(state: RelayState, s: Session) {
   s.state = "closed";
   state.sessions.delete(s.id);
-  s.conn.sessions.delete(s.id);
-  s.conn.waitingForWsDrain.delete(s);
+  s.conn.sessions?.delete(s.id);
+  s.conn.waitingForWsDrain?.delete(s);
   releaseWs(s.conn, s);
 }
 

@@ -1,5 +1,6 @@
 // `npm test`: lint, generated-file check, typecheck, then every suite against throwaway Redis and
 // Postgres started for this run (unit + integration in Node, Worker tests inside workerd).
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -28,12 +29,34 @@ const require = (ok: boolean) => {
   return ok;
 };
 
+/** Runs a step with its output held back, so steps running side by side print one after another. */
+async function quietStep(name: string, cmd: string, args: string[]) {
+  const t0 = Date.now();
+  const child = spawn(cmd, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  const out: Buffer[] = [];
+  child.stdout.on("data", (b: Buffer) => out.push(b));
+  child.stderr.on("data", (b: Buffer) => out.push(b));
+  const code = await new Promise<number>((resolve) => {
+    child.on("close", (c, signal) => resolve(c ?? (signal ? 128 : 1)));
+    child.on("error", () => resolve(127));
+  });
+  const took = ((Date.now() - t0) / 1000).toFixed(1);
+  console.log(`\n== ${name}`);
+  process.stdout.write(Buffer.concat(out));
+  console.log(`== ${name}: ${code === 0 ? "ok" : `FAILED (exit ${code})`} in ${took} s`);
+  return code === 0;
+}
+
 if (!only.length) {
-  require(await step("lint (biome)", bin("biome"), ["check", "."]));
-  require(await step("lua scripts generated", process.execPath, ["scripts/gen-lua.ts", "--check"]));
-  require(await step("typecheck (node)", bin("tsc"), ["-p", "tsconfig.json"]));
-  require(await step("typecheck (worker)", bin("tsc"), ["-p", "functions/tsconfig.json"]));
-  require(await step("go peer (gofmt -l, go vet, go test)", "bash", ["peer-go/scripts/check.sh"]));
+  // The static checks are independent and each mostly one core's work: all at once on two cores.
+  const checks = await Promise.all([
+    quietStep("lint (biome)", bin("biome"), ["check", "."]),
+    quietStep("lua scripts generated", process.execPath, ["scripts/gen-lua.ts", "--check"]),
+    quietStep("typecheck (node)", bin("tsc"), ["-p", "tsconfig.json"]),
+    quietStep("typecheck (worker)", bin("tsc"), ["-p", "functions/tsconfig.json"]),
+    quietStep("go peer (gofmt -l, go vet, go test)", "bash", ["peer-go/scripts/check.sh"]),
+  ]);
+  for (const ok of checks) require(ok);
 }
 
 const dir = mkdtempSync(join(tmpdir(), "peerproxy-test-"));

@@ -29,6 +29,10 @@ export const keys = {
   onlineDevices: () => "presence:online",
   /** hash per relay: relayId -> {publicUrl, internalUrl, region, devices, sockets, updatedAt}; TTL 30 s */
   relayInfo: (relayId: string) => `relay:${relayId}`,
+  /** zset: relay public URL (shared/relay-url.ts) -> alive-until (ms), written every presence refresh
+   *  and removed when the relay drains or shuts down (relay_alive.lua); the API assigns devices
+   *  only relays listed here with a future score (relay_pick.lua) */
+  relaysAlive: () => "relays:alive",
 
   // traffic (relay flushes per device at most 5 s apart; cron settles into Postgres)
   /** hash: up, down (bytes, HINCRBY), cumulative: the earnings cron settles the growth past its

@@ -1,6 +1,6 @@
 // A short run of `npm run bench` (bench/run.ts --smoke): a 20-device fleet of the real peer SDK on
 // its own network (own Redis, Postgres, API, two relays, two gateways, prober), every figure for a
-// few seconds, no anchors but direct loopback. Pins that the bench still runs end to end and writes
+// few seconds, no anchors but direct loopback (and figure 1's bare ws server). Pins that the bench still runs end to end and writes
 // its table and chart, that the quality loop keeps stalling and TLS-dropping exits unsold, that the
 // soak loses no byte and bills exactly what moved, and that the faults (a relay and a gateway
 // killed, Redis restarted) leave customers served and nobody billed twice. Timings are printed by
@@ -31,6 +31,10 @@ describe("npm run bench -- --smoke", () => {
     const row = (figure: RegExp) => md.split("\n").find((l) => figure.test(l)) ?? "";
     // Every socket the fleet opened reached the relay and was measured (20 devices x 2 sockets).
     expect(row(/relay memory per idle peer socket \(4[0-9] sockets\)/)).toMatch(/\d+\.\d+ \/ -?\d+\.\d+ KiB/);
+    // ... beside its anchor: a bare ws server holding as many sockets, measured the same way.
+    expect(row(/relay memory per idle peer socket \(4[0-9] sockets\)/)).toMatch(
+      /KiB \(heap -?\d+\.\d+\) bare ws/,
+    );
     expect(row(/endpoints verified by the prober and listed/)).toContain("20 of 20");
     expect(row(/CONNECT setup p50, concurrency 4/)).toMatch(/\| \d+(\.\d+)? ms +\| direct/);
     expect(row(/one tunnel, 4 MiB/)).toMatch(/\| \d+ MB\/s +\|/);

@@ -2,8 +2,10 @@
 // against the real API under wrangler dev (workerd), this run's Postgres and Redis and a local
 // anvil chain, and asserts the safe outcome. Two API processes share one gas wallet, as isolates do
 // in production.
+import { mkdtempSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import {
@@ -18,6 +20,7 @@ import {
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type EvmChain, startEvmChain } from "../dev/chains/evm.ts";
+import { type StateEnv, type StateServices, startStateServices } from "../dev/services.ts";
 import { configSchema } from "../functions/src/config.ts";
 import { loadGatewayConfig } from "../gateway-node/config.ts";
 import { testGatewayEnv } from "../gateway-node/testing.ts";
@@ -44,9 +47,13 @@ import {
   transferUsdc,
 } from "./helpers/x402.ts";
 
-const e = stateEnv();
-const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
-const redis = tcpRedis(e.REDIS_URL);
+const tmp = stateEnv().PEERPROXY_TEST_TMP;
+// Its own Redis and Postgres: the purchases need stock in pool_rollup, which the cron of any other
+// file's API on the run's database rewrites from that file's devices (DELETE, then INSERT).
+let services: StateServices;
+let e: StateEnv & { PEERPROXY_TEST_TMP: string };
+let db: ReturnType<typeof createPool>;
+let redis: ReturnType<typeof tcpRedis>;
 
 let chain: EvmChain;
 /** Its Redis goes through `redisFaults`, which can fail the credential mirror write on demand. */
@@ -121,7 +128,13 @@ function startRedisFaults(upstream: string): Promise<Server> {
 }
 
 beforeAll(async () => {
-  chain = await startEvmChain();
+  [chain, services] = await Promise.all([
+    startEvmChain(),
+    startStateServices({ dir: mkdtempSync(join(tmp, "x402-attacks-state-")) }),
+  ]);
+  e = { ...services.env, PEERPROXY_TEST_TMP: tmp };
+  db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
+  redis = tcpRedis(e.REDIS_URL);
   houseAccountId = await createHouseAccount(db, `x402atk_${Math.random().toString(36).slice(2, 8)}`);
   gasKey = await fundedGasKey(chain);
   gasAddress = privateKeyToAccount(gasKey).address;
@@ -164,8 +177,9 @@ afterAll(async () => {
     await deleteGasWallet(db, gasKey);
     await deleteAccount(db, houseAccountId);
   }
-  await db.end();
-  await redis.close();
+  await db?.end();
+  await redis?.close();
+  await services?.stop();
 });
 
 afterEach((ctx) => {

@@ -49,15 +49,23 @@ type Timing struct {
 	Heartbeat        time.Duration
 	ConnectTimeout   time.Duration
 	RedirectCooldown time.Duration
+	// FailoverAfterFailures connects in a row that never reached `connected` make the peer ask the
+	// API for a relay (the `relay` of a refresh answer); FailoverCheck is the least gap between
+	// the starts of two asks.
+	FailoverAfterFailures int
+	FailoverCheck         time.Duration
 }
 
-// DefaultTiming is PROTOCOL.md section 2: heartbeat 30 s, reconnect 5 s..120 s + 0-2 s jitter.
+// DefaultTiming is PROTOCOL.md section 2: heartbeat 30 s, reconnect 5 s..120 s plus jitter
+// (BackoffDelay), failover after 2 failed connects, at most one ask per 30 s.
 func DefaultTiming() Timing {
 	return Timing{
-		Backoff:          DefaultBackoff,
-		Heartbeat:        30 * time.Second,
-		ConnectTimeout:   10 * time.Second,
-		RedirectCooldown: 60 * time.Second,
+		Backoff:               DefaultBackoff,
+		Heartbeat:             30 * time.Second,
+		ConnectTimeout:        10 * time.Second,
+		RedirectCooldown:      60 * time.Second,
+		FailoverAfterFailures: 2,
+		FailoverCheck:         30 * time.Second,
 	}
 }
 
@@ -292,8 +300,9 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 	if cfg.Name == "" {
 		cfg.Name, cfg.NameWasRandom = RandomName(), true
 	}
-	// Test knob, not a fleet setting: scales the reconnect policy (base, 24x ceiling, 0.4x jitter:
-	// the 5 s / 120 s / 2 s shape) so end-to-end tests do not wait for production delays.
+	// Test knob, not a fleet setting: scales the reconnect timing (base, 24x ceiling, 0.4x jitter,
+	// 6x failover check interval: the 5 s / 120 s / 2 s / 30 s shape) so end-to-end tests do not
+	// wait for production delays.
 	if v := getenv("PEER_RECONNECT_BASE_MS"); v != "" {
 		base, err := strconv.Atoi(v)
 		if err != nil || base < 10 || base > 60000 {
@@ -301,6 +310,7 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 		}
 		b := time.Duration(base) * time.Millisecond
 		cfg.Timing.Backoff = BackoffPolicy{Base: b, Max: 24 * b, Jitter: b * 4 / 10, Stable: DefaultBackoff.Stable}
+		cfg.Timing.FailoverCheck = 6 * b
 	}
 	return cfg, nil
 }

@@ -118,23 +118,25 @@ func str(m map[string]any, key string) string {
 	return s
 }
 
-func (m *Identities) refresh(ctx context.Context, s State) (*Identity, error) {
+// refresh trades the refresh token; advice is the answer's `relay`, the relay the API would assign
+// the device now ("" from an API that predates it).
+func (m *Identities) refresh(ctx context.Context, s State) (id *Identity, advice string, err error) {
 	body, err := m.postJSON(ctx, "/v1/peer/agents/"+url.PathEscape(s.DeviceID)+"/refresh", map[string]string{"refreshToken": s.RefreshToken})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	jwt := str(body, "jwt")
 	if jwt == "" {
 		jwt = str(body, "token")
 	}
 	if jwt == "" {
-		return nil, errors.New("refresh answer without a token")
+		return nil, "", errors.New("refresh answer without a token")
 	}
 	rt := str(body, "refreshToken")
 	if rt == "" {
 		rt = s.RefreshToken
 	}
-	return &Identity{DeviceID: s.DeviceID, JWT: jwt, RefreshToken: rt, Relay: s.Relay}, nil
+	return &Identity{DeviceID: s.DeviceID, JWT: jwt, RefreshToken: rt, Relay: s.Relay}, str(body, "relay"), nil
 }
 
 func (m *Identities) register(ctx context.Context) (*Identity, error) {
@@ -171,7 +173,7 @@ func (m *Identities) register(ctx context.Context) (*Identity, error) {
 // obtain refreshes if it can and registers otherwise (same key + name => same device, so safe).
 func (m *Identities) obtain(ctx context.Context, from *State) (*Identity, bool, error) {
 	if from != nil {
-		id, err := m.refresh(ctx, *from)
+		id, _, err := m.refresh(ctx, *from)
 		if err == nil {
 			return id, true, nil
 		}
@@ -259,4 +261,57 @@ func (m *Identities) SetRelay(relay string) {
 	if err := m.save(&next); err != nil {
 		m.log("[STATE] " + err.Error())
 	}
+}
+
+// RelayAdvice is the failover check: one refresh (after any renewal in flight, which it waits
+// for: the agents refresh rotates the refresh token, so two at once would spend it twice) that
+// also renews the JWT and saves the rotated refresh token. advice is the relay the API assigns
+// now, "" from an API that does not say. Like Renew it registers again (same name, same device)
+// when the refresh fails, and then register's `relay` is the advice: a device whose relay is dead
+// gets no 4001/4002 that would make Renew do it. The relay we are on is not changed here.
+func (m *Identities) RelayAdvice(ctx context.Context) (advice string, err error) {
+	m.mu.Lock()
+	for m.inflight != nil {
+		ch := m.inflight
+		m.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		m.mu.Lock()
+	}
+	if m.current == nil {
+		m.mu.Unlock()
+		return "", errors.New("no identity yet")
+	}
+	ch := make(chan struct{})
+	m.inflight = ch
+	base := m.current
+	m.mu.Unlock()
+
+	id, advice, err := m.refresh(ctx, State{DeviceID: base.DeviceID, RefreshToken: base.RefreshToken, Relay: base.Relay})
+	if err != nil && ctx.Err() == nil {
+		m.log(fmt.Sprintf("[IDENTITY] refresh failed (%s); registering again", err))
+		if id, err = m.register(ctx); err == nil {
+			advice = id.Relay
+		}
+	}
+	m.mu.Lock()
+	if err == nil {
+		// The presented refresh token is spent now: adopt the answer even if saving it fails. The
+		// relay we are on stays ours, even one a redirect moved us to while the call was out.
+		id.Relay = m.current.Relay
+		m.current = id
+	}
+	m.lastErr = err
+	m.inflight = nil
+	m.mu.Unlock()
+	close(ch)
+	if err == nil {
+		if serr := m.save(id); serr != nil {
+			m.log("[STATE] " + serr.Error())
+		}
+	}
+	return advice, err
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -24,6 +25,12 @@ type Peer struct {
 	allowlist    []string
 	lastRedirect time.Time
 	sockets      []*relaySocket
+
+	// dead-relay failover: one ask in flight, at most one per Timing.FailoverCheck
+	failoverBusy  bool
+	lastFailover  time.Time
+	failoverAsks  int
+	failoverTimer *time.Timer // the re-check due when the interval after the last check ends
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -156,6 +163,94 @@ func (p *Peer) renew(ctx context.Context, staleJWT string) bool {
 	return true
 }
 
+// connectFailed is a socket's report that its last `failures` connects to relay in a row never
+// reached `connected`. From Timing.FailoverAfterFailures on, and unless the relay is pinned, the
+// peer asks the API (the refresh it uses for renewals) which relay it would assign now and moves
+// there when that is another one: the API skips regions whose relay stopped reporting, so a device
+// whose relay died lands on a live one instead of retrying the dead one forever. One check in
+// flight, one per Timing.FailoverCheck (counted from the start of the last one).
+func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
+	t := p.cfg.Timing
+	if p.cfg.RelayURL != "" || t.FailoverAfterFailures <= 0 || failures < t.FailoverAfterFailures {
+		return
+	}
+	p.mu.Lock()
+	if p.failoverBusy || !sameRelay(relay, p.relayURL) {
+		p.mu.Unlock()
+		return
+	}
+	if since := time.Since(p.lastFailover); !p.lastFailover.IsZero() && since < t.FailoverCheck {
+		// Too soon after a check that still named this relay (a killed relay stays listed alive
+		// for up to the API's TTL): check again the moment the interval ends, not at some
+		// socket's next attempt, which with a doubled backoff can be a minute later.
+		if p.failoverTimer == nil {
+			p.failoverTimer = time.AfterFunc(t.FailoverCheck-since, func() { p.recheckFailover(ctx) })
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.failoverBusy = true
+	p.lastFailover = time.Now()
+	p.failoverAsks++
+	p.mu.Unlock()
+
+	advice, err := p.ids.RelayAdvice(ctx)
+
+	p.mu.Lock()
+	p.failoverBusy = false
+	if err != nil {
+		p.mu.Unlock()
+		if ctx.Err() == nil {
+			p.log(fmt.Sprintf("[FAILOVER_CHECK_FAILED] %s", err))
+		}
+		return
+	}
+	if !sameRelay(relay, p.relayURL) {
+		// A redirect moved us while the call was out: that move stands.
+		p.mu.Unlock()
+		return
+	}
+	u, perr := url.Parse(advice)
+	if advice == "" || sameRelay(advice, relay) {
+		p.mu.Unlock()
+		p.verbose(fmt.Sprintf("[FAILOVER_CHECK] relay=%s is still the assigned relay; backing off", relay))
+		return
+	}
+	if !wsURLRE.MatchString(advice) || perr != nil || u.Host == "" {
+		p.mu.Unlock()
+		p.verbose(fmt.Sprintf("[FAILOVER_CHECK] relay=%s: the assigned relay %q is not a ws:// or wss:// URL; backing off", relay, advice))
+		return
+	}
+	// Unlike a redirect it does not start the redirect cooldown: a relay_redirect from the new
+	// relay (the operator's region setting) is still followed.
+	p.relayURL = advice
+	sockets := p.sockets
+	p.mu.Unlock()
+	p.moveSockets(advice, fmt.Sprintf("[FAILOVER] relay=%s", advice), sockets)
+}
+
+// recheckFailover runs the check the interval held back, if a socket still fails to reach the relay.
+func (p *Peer) recheckFailover(ctx context.Context) {
+	p.mu.Lock()
+	p.failoverTimer = nil
+	relay, sockets := p.relayURL, p.sockets
+	p.mu.Unlock()
+	worst := 0
+	for _, s := range sockets {
+		worst = max(worst, s.failing(relay))
+	}
+	if ctx.Err() == nil && worst > 0 {
+		p.connectFailed(ctx, relay, worst)
+	}
+}
+
+// FailoverAsks counts failover checks started (each one refresh call, not token renewals).
+func (p *Peer) FailoverAsks() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failoverAsks
+}
+
 func (p *Peer) onRedirect(target, reason any) {
 	p.mu.Lock()
 	follow, why := DecideRedirect(target, RedirectContext{
@@ -176,11 +271,17 @@ func (p *Peer) onRedirect(target, reason any) {
 	p.relayURL = relay
 	sockets := p.sockets
 	p.mu.Unlock()
-	p.ids.SetRelay(relay)
 	if reason == nil {
 		reason = "unspecified"
 	}
-	p.log(fmt.Sprintf("[REDIRECT] relay=%s reason=%v", relay, reason))
+	p.moveSockets(relay, fmt.Sprintf("[REDIRECT] relay=%s reason=%v", relay, reason), sockets)
+}
+
+// moveSockets saves the new relay so a restart goes straight there, logs, and has every socket
+// reconnect to it (an open one closes with 4100).
+func (p *Peer) moveSockets(relay, logLine string, sockets []*relaySocket) {
+	p.ids.SetRelay(relay)
+	p.log(logLine)
 	for _, s := range sockets {
 		select {
 		case s.move <- struct{}{}:

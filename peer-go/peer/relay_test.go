@@ -30,6 +30,9 @@ type fakeNetwork struct {
 	tokenInURL   atomic.Bool
 	acceptedConn chan *websocket.Conn
 	relayHandler http.Handler
+	relayAdvice  atomic.Value // the `relay` a refresh answers with; "" = none (an older API)
+	closeEarly   atomic.Bool  // the relay closes new connections with 1011 before `connected`
+	refuseToken  atomic.Bool  // refresh answers 401 (a spent or revoked refresh token)
 }
 
 func newFakeNetwork(t *testing.T) *fakeNetwork {
@@ -45,12 +48,21 @@ func newFakeNetwork(t *testing.T) *fakeNetwork {
 			_ = json.NewEncoder(w).Encode(map[string]any{
 				"deviceId": wire.DeviceID(body["apiKey"].(string), body["name"].(string)),
 				"jwt":      "jwt-1", "token": "jwt-1", "refreshToken": "rt-1",
-				"relay": "ws" + strings.TrimPrefix(n.relay.URL, "http"),
+				"relay": n.assignedRelay(),
 			})
 		case strings.HasSuffix(r.URL.Path, "/refresh"):
 			n.refreshes.Add(1)
+			if n.refuseToken.Load() {
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = w.Write([]byte(`{"error":{"code":"E_UNAUTHORIZED","message":"refreshToken is unknown"}}`))
+				return
+			}
 			time.Sleep(50 * time.Millisecond) // all sockets see 4002 while this is in flight
-			_ = json.NewEncoder(w).Encode(map[string]any{"jwt": "jwt-2", "token": "jwt-2", "refreshToken": "rt-2"})
+			answer := map[string]any{"jwt": "jwt-2", "token": "jwt-2", "refreshToken": "rt-2"}
+			if advice, _ := n.relayAdvice.Load().(string); advice != "" {
+				answer["relay"] = advice
+			}
+			_ = json.NewEncoder(w).Encode(answer)
 		default:
 			http.NotFound(w, r)
 		}
@@ -63,6 +75,12 @@ func newFakeNetwork(t *testing.T) *fakeNetwork {
 		upgrader := websocket.Upgrader{Subprotocols: []string{proto}} // echo the token subprotocol
 		conn, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {
+			return
+		}
+		if n.closeEarly.Load() {
+			_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "overloaded"))
+			time.Sleep(20 * time.Millisecond)
+			_ = conn.Close()
 			return
 		}
 		if proto != "token."+n.liveJWT.Load().(string) {
@@ -94,6 +112,14 @@ func newFakeNetwork(t *testing.T) *fakeNetwork {
 		n.api.Close()
 	})
 	return n
+}
+
+// assignedRelay is what registration answers: the advised relay once set, else relay A.
+func (n *fakeNetwork) assignedRelay() string {
+	if advice, _ := n.relayAdvice.Load().(string); advice != "" {
+		return advice
+	}
+	return "ws" + strings.TrimPrefix(n.relay.URL, "http")
 }
 
 type syncBuffer struct {

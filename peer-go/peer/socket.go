@@ -25,6 +25,26 @@ type relaySocket struct {
 	tunnels map[string]*tunnel
 	lastRx  time.Time
 	acked   bool // the relay sent `connected` on the current connection
+
+	// failed connects in a row to failRelay, for the peer's delayed failover re-check
+	failRelay string
+	failCount int
+}
+
+func (s *relaySocket) setFailing(relay string, count int) {
+	s.mu.Lock()
+	s.failRelay, s.failCount = relay, count
+	s.mu.Unlock()
+}
+
+// failing is how many connects in a row to relay failed on this socket (0 after a `connected`).
+func (s *relaySocket) failing(relay string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !sameRelay(relay, s.failRelay) {
+		return 0
+	}
+	return s.failCount
 }
 
 func newRelaySocket(p *Peer, index int) *relaySocket {
@@ -51,6 +71,8 @@ func (s *relaySocket) run(ctx context.Context) {
 	p := s.peer
 	backoff := NewBackoff(p.cfg.Timing.Backoff)
 	authFailures := 0
+	// connects in a row to failedRelay that never reached `connected` (dead-relay failover)
+	connectFailures, failedRelay := 0, ""
 	for ctx.Err() == nil {
 		// A redirect signalled while we were not connected is already in p.relay(): drop the
 		// signal before reading it, or it would close the connection we are about to open.
@@ -59,7 +81,8 @@ func (s *relaySocket) run(ctx context.Context) {
 		default:
 		}
 		jwt := p.ids.Current().JWT
-		res := s.serve(ctx, p.relay(), jwt)
+		relay := p.relay()
+		res := s.serve(ctx, relay, jwt)
 		if ctx.Err() != nil {
 			return
 		}
@@ -72,6 +95,22 @@ func (s *relaySocket) run(ctx context.Context) {
 		}
 		var delay time.Duration
 		auth := res.code == wire.CloseNoToken || res.code == wire.CloseBadToken || res.status == 401 || res.status == 403
+		// Refused, timed out, a non-auth handshake status or closed before `connected`: the relay
+		// may be gone. An auth close keeps its own handling and does not count either way.
+		if res.acked {
+			connectFailures = 0
+			s.setFailing("", 0)
+		} else if !auth {
+			if !sameRelay(relay, failedRelay) {
+				connectFailures, failedRelay = 0, relay
+			}
+			connectFailures++
+			s.setFailing(relay, connectFailures)
+			p.connectFailed(ctx, relay, connectFailures)
+			if ctx.Err() != nil {
+				return
+			}
+		}
 		if auth {
 			renewed := p.renew(ctx, jwt)
 			// The first retry with a fresh token goes at once; a token refused again means backoff.

@@ -65,10 +65,11 @@ func TestARandomNameIsFlagged(t *testing.T) {
 
 func TestBackoffDoublesToTheCeilingAndResetsAfterAStableMinute(t *testing.T) {
 	b := &Backoff{Policy: DefaultBackoff, random: func() float64 { return 0.5 }}
-	want := []time.Duration{6, 11, 21, 41, 81, 121, 121}
+	// half of max(2 s, delay/2) on top after the first attempt (the jitter grows with the delay)
+	want := []time.Duration{6000, 12500, 25000, 50000, 100000, 150000, 150000}
 	for i, w := range want {
-		if got := b.Next(0); got != w*time.Second {
-			t.Fatalf("attempt %d: %v want %v", i, got, w*time.Second)
+		if got := b.Next(0); got != w*time.Millisecond {
+			t.Fatalf("attempt %d: %v want %v", i, got, w*time.Millisecond)
 		}
 	}
 	if got := b.Next(time.Minute); got != 6*time.Second {

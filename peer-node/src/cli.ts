@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { createLogger } from "../../shared/log.ts";
-import { parseCli, RANDOM_NAME_WARNING, reconnectPolicyFromEnv } from "./config.ts";
+import { parseCli, RANDOM_NAME_WARNING, reconnectTimingFromEnv } from "./config.ts";
 import { IdentityRejected } from "./identity.ts";
 import { Peer } from "./peer.ts";
 
@@ -15,7 +15,7 @@ if (parsed.ok === false) {
   process.exit(2);
 }
 const config = parsed.config;
-const reconnect = reconnectPolicyFromEnv(process.env);
+const reconnect = reconnectTimingFromEnv(process.env);
 if (!reconnect.ok) {
   console.error(`peerproxy-peer: ${reconnect.message}`);
   process.exit(2);
@@ -35,7 +35,7 @@ const log = (line: string) => {
   if (m) logger.info({ event: m[1] }, m[2]);
   else logger.info(line);
 };
-const peer = new Peer({ config, log, timing: reconnect.policy ? { backoff: reconnect.policy } : {} });
+const peer = new Peer({ config, log, timing: reconnect.timing });
 let signals = 0;
 const onSignal = (sig: NodeJS.Signals) => {
   if (++signals > 1) process.exit(130);

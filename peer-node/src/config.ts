@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
+import { DEFAULT_BACKOFF } from "./backoff.ts";
+import type { PeerTiming } from "./peer.ts";
 
 /**
  * Peer configuration: every flag of the fleet guide with its environment variable and default,
@@ -252,15 +253,17 @@ export const RANDOM_NAME_WARNING =
   "device: fleets MUST give each instance a stable, unique name (e.g. -name=rig-001) and persist -state.";
 
 /**
- * Test knob, not a fleet setting: PEER_RECONNECT_BASE_MS scales the reconnect policy (base, 24x
- * ceiling, 0.4x jitter, the guide's 5 s / 120 s / 2 s shape) so end-to-end tests do not wait for
- * production delays. Unset = the production policy.
+ * Test knob, not a fleet setting: PEER_RECONNECT_BASE_MS scales the reconnect timing (base, 24x
+ * ceiling, 0.4x jitter, 6x failover check interval: the guide's 5 s / 120 s / 2 s / 30 s shape) so
+ * end-to-end tests do not wait for production delays. Unset = the production timing.
  */
-export function reconnectPolicyFromEnv(
+export function reconnectTimingFromEnv(
   env: Readonly<Record<string, string | undefined>>,
-): { ok: true; policy?: BackoffPolicy } | { ok: false; message: string } {
+):
+  | { ok: true; timing: Partial<Pick<PeerTiming, "backoff" | "failoverCheckMs">> }
+  | { ok: false; message: string } {
   const raw = env["PEER_RECONNECT_BASE_MS"];
-  if (raw === undefined || raw === "") return { ok: true };
+  if (raw === undefined || raw === "") return { ok: true, timing: {} };
   const base = Number(raw);
   if (!Number.isInteger(base) || base < 10 || base > 60_000)
     return {
@@ -269,11 +272,14 @@ export function reconnectPolicyFromEnv(
     };
   return {
     ok: true,
-    policy: {
-      baseMs: base,
-      maxMs: base * 24,
-      jitterMs: Math.round(base * 0.4),
-      stableMs: DEFAULT_BACKOFF.stableMs,
+    timing: {
+      backoff: {
+        baseMs: base,
+        maxMs: base * 24,
+        jitterMs: Math.round(base * 0.4),
+        stableMs: DEFAULT_BACKOFF.stableMs,
+      },
+      failoverCheckMs: base * 6,
     },
   };
 }

@@ -40,7 +40,12 @@ export interface IdentityManager {
    * shares one API call; a socket whose token was already replaced gets the new one for free.
    */
   renew(staleJwt: string): Promise<Identity>;
-  /** Records a followed redirect so a restart goes straight to the new relay. */
+  /**
+   * Failover check: one refresh (after any renewal in flight) that also renews the JWT; resolves
+   * with the relay the API assigns now, or undefined from an API that does not say.
+   */
+  reassign(): Promise<string | undefined>;
+  /** Records a followed redirect or failover so a restart goes straight to the new relay. */
   setRelay(relay: string): void;
   /** How many refresh/register calls renew() made (tests assert exactly one per expiry). */
   readonly renewals: number;
@@ -86,6 +91,9 @@ export function createIdentityManager(deps: IdentityDeps): IdentityManager {
   const save = (id: Identity) =>
     writeState(config.stateFile, { deviceId: id.deviceId, refreshToken: id.refreshToken, relay: id.relay });
 
+  /** The relay the API named in its last refresh or registration answer. */
+  let assignedRelay: string | undefined;
+
   async function refresh(deviceId: string, refreshToken: string, relay: string): Promise<Identity> {
     const body = await postJson(
       doFetch,
@@ -94,6 +102,8 @@ export function createIdentityManager(deps: IdentityDeps): IdentityManager {
     );
     const jwt = str(body["jwt"]) ?? str(body["token"]);
     if (!jwt) throw new Error("refresh answer without a token");
+    assignedRelay = str(body["relay"]);
+    // The identity keeps the relay we are on; only a failover check acts on the assigned one.
     return { deviceId, jwt, refreshToken: str(body["refreshToken"]) ?? refreshToken, relay };
   }
 
@@ -112,6 +122,7 @@ export function createIdentityManager(deps: IdentityDeps): IdentityManager {
     const relay = str(body["relay"]);
     if (!deviceId || !jwt || !refreshToken || !relay)
       throw new Error("registration answer is missing fields");
+    assignedRelay = relay;
     return {
       deviceId,
       jwt,
@@ -134,6 +145,22 @@ export function createIdentityManager(deps: IdentityDeps): IdentityManager {
     return { identity: await register(), resumed: false };
   }
 
+  /** One refresh (or registration) call, shared by every caller until it settles. */
+  function exchange(): Promise<Identity> {
+    inflight = obtain(current)
+      .then(({ identity }) => {
+        // The relay we are on stays ours (a followed redirect or failover, even one that happened
+        // while this call was out); a refresh does not move us by itself.
+        current = current ? { ...identity, relay: current.relay } : identity;
+        save(current);
+        return current;
+      })
+      .finally(() => {
+        inflight = undefined;
+      });
+    return inflight;
+  }
+
   return {
     get current() {
       return current;
@@ -151,18 +178,12 @@ export function createIdentityManager(deps: IdentityDeps): IdentityManager {
       if (current && current.jwt !== staleJwt) return Promise.resolve(current);
       if (inflight) return inflight;
       renewals++;
-      const base = current;
-      inflight = obtain(base)
-        .then(({ identity }) => {
-          // A redirect we followed stays our relay; a refresh does not move us.
-          current = base ? { ...identity, relay: base.relay } : identity;
-          save(current);
-          return current;
-        })
-        .finally(() => {
-          inflight = undefined;
-        });
-      return inflight;
+      return exchange();
+    },
+    async reassign() {
+      while (inflight) await inflight.catch(() => {});
+      await exchange();
+      return assignedRelay;
     },
     setRelay(relay) {
       if (!current) return;

@@ -12,6 +12,10 @@ export interface PeerTiming {
   heartbeatMs: number;
   connectTimeoutMs: number;
   redirectCooldownMs: number;
+  /** Failed connects in a row on one socket before the device asks the API for a relay (2). */
+  failoverAfterFailures: number;
+  /** At most one relay check per this many ms (30 s), so a dead relay cannot cause a refresh storm. */
+  failoverCheckMs: number;
 }
 
 export const DEFAULT_TIMING: PeerTiming = {
@@ -19,6 +23,8 @@ export const DEFAULT_TIMING: PeerTiming = {
   heartbeatMs: 30_000,
   connectTimeoutMs: 10_000,
   redirectCooldownMs: REDIRECT_COOLDOWN_MS,
+  failoverAfterFailures: 2,
+  failoverCheckMs: 30_000,
 };
 
 export type PeerEvent =
@@ -28,6 +34,7 @@ export type PeerEvent =
   | "disconnected"
   | "renewed"
   | "redirect"
+  | "failover"
   | "tunnel_connect"
   | "tunnel_failed"
   | "tunnel_closed"
@@ -51,6 +58,9 @@ export class Peer {
   #relayUrl = "";
   #allowlist: string[] = [];
   #lastRedirectAt: number | undefined;
+  #lastFailoverCheckAt: number | undefined;
+  #failoverChecking = false;
+  #failoverTimer: NodeJS.Timeout | undefined;
   #print: (line: string) => void;
   #lookup: Lookup | undefined;
   #stopping: Promise<void> | undefined;
@@ -152,6 +162,7 @@ export class Peer {
       verbose: (line) => this.verbose(line),
       renewIdentity: (stale) => this.#renew(stale),
       onRedirect: (target, reason) => this.#onRedirect(target, reason),
+      onConnectFailed: (consecutive) => this.#onConnectFailed(consecutive),
       emit: (event, data) => this.#events.emit(event, data),
     };
   }
@@ -192,8 +203,66 @@ export class Peer {
     for (const s of this.#sockets) s.moveToCurrentRelay();
   }
 
+  /**
+   * Failover (docs/protocol.md, "Reconnect"): a socket that failed to reach the relay
+   * `failoverAfterFailures` times in a row makes the device ask the API, through the refresh it
+   * makes anyway, which relay it should use. One check in flight, one per `failoverCheckMs`; a
+   * relay pinned by configuration is never left.
+   */
+  #onConnectFailed(consecutive: number): void {
+    if (consecutive < this.timing.failoverAfterFailures) return;
+    if (this.config.relayUrl !== undefined || this.#stopping || this.#failoverChecking) return;
+    const now = Date.now();
+    const next = (this.#lastFailoverCheckAt ?? Number.NEGATIVE_INFINITY) + this.timing.failoverCheckMs;
+    if (now >= next) {
+      this.#startRelayCheck();
+      return;
+    }
+    // Too soon after a check that still named this relay (a killed relay stays listed alive for up
+    // to a TTL): check again the moment the interval is over, not at some socket's next attempt,
+    // which with a doubled backoff can be a minute later.
+    if (this.#failoverTimer) return;
+    this.#failoverTimer = setTimeout(() => {
+      this.#failoverTimer = undefined;
+      const stillFailing = this.#sockets.some((s) => s.connectFailures >= this.timing.failoverAfterFailures);
+      if (stillFailing && !this.#stopping && !this.#failoverChecking) this.#startRelayCheck();
+    }, next - now);
+    this.#failoverTimer.unref();
+  }
+
+  #startRelayCheck(): void {
+    this.#lastFailoverCheckAt = Date.now();
+    this.#failoverChecking = true;
+    void this.#checkRelay().finally(() => {
+      this.#failoverChecking = false;
+    });
+  }
+
+  async #checkRelay(): Promise<void> {
+    const from = this.#relayUrl;
+    let assigned: string | undefined;
+    try {
+      assigned = await this.identity.reassign();
+    } catch (err) {
+      this.log(`[FAILOVER_CHECK_FAILED] ${(err as Error).message}`);
+      return;
+    }
+    // Stopped, or a redirect moved us while the call was out: that move stands.
+    if (this.#stopping || this.#relayUrl !== from) return;
+    if (!assigned || assigned === from) {
+      this.verbose(`[FAILOVER_CHECK] relay=${from} is still the assigned relay; backing off`);
+      return;
+    }
+    this.#relayUrl = assigned;
+    this.identity.setRelay(assigned);
+    this.log(`[FAILOVER] relay=${assigned}`);
+    this.#events.emit("failover", { relay: assigned, from });
+    for (const s of this.#sockets) s.moveToCurrentRelay();
+  }
+
   /** Closes every socket (1000) and its tunnels; no reconnects afterwards. Idempotent. */
   stop(): Promise<void> {
+    clearTimeout(this.#failoverTimer);
     this.#stopping ??= Promise.all(this.#sockets.map((s) => s.stop())).then(() => {
       this.log(`[STOPPED] device=${this.deviceId}`);
     });

@@ -36,6 +36,11 @@ export interface SocketPool {
   /** A 4001/4002: resolves once the pool holds a token newer than `staleJwt` (or gave up). */
   renewIdentity(staleJwt: string): Promise<boolean>;
   onRedirect(target: unknown, reason: unknown): void;
+  /**
+   * A connect attempt ended before the relay's `connected` (refused, timed out, a non-auth
+   * handshake status, closed early); `consecutive` counts them since this socket's last `connected`.
+   */
+  onConnectFailed(consecutive: number): void;
   emit(event: string, data: Record<string, unknown>): void;
 }
 
@@ -56,6 +61,9 @@ export class RelaySocket {
   #openedAt = 0;
   #lastRx = 0;
   #authFailures = 0;
+  #connectFailures = 0;
+  /** This attempt got the relay's `connected`: a close after it is not a failed connect. */
+  #reachedRelay = false;
   #closed: Promise<void> = Promise.resolve();
 
   constructor(pool: SocketPool, index: number) {
@@ -68,6 +76,11 @@ export class RelaySocket {
     return this.#ws?.readyState === WebSocket.OPEN;
   }
 
+  /** Connect attempts in a row that did not reach the relay's `connected`. */
+  get connectFailures(): number {
+    return this.#connectFailures;
+  }
+
   get tunnels(): number {
     return this.#tunnels.size;
   }
@@ -77,9 +90,13 @@ export class RelaySocket {
     this.#connect();
   }
 
-  /** Follow a redirect: close with 4100 and reconnect at once to the pool's (new) relay URL. */
+  /**
+   * Follow a redirect or a failover: close with 4100 and reconnect at once to the pool's (new)
+   * relay URL; failures counted against the old relay are forgotten.
+   */
   moveToCurrentRelay(): void {
     if (this.#stopped) return;
+    this.#connectFailures = 0;
     if (this.#ws && this.#ws.readyState !== WebSocket.CLOSED) {
       this.#moving = true;
       this.#ws.close(CLOSE_REDIRECT, "following relay_redirect");
@@ -117,6 +134,7 @@ export class RelaySocket {
     });
     this.#ws = ws;
     let httpStatus: number | undefined;
+    this.#reachedRelay = false;
     let resolveClosed = () => {};
     this.#closed = new Promise<void>((r) => {
       resolveClosed = r;
@@ -177,6 +195,8 @@ export class RelaySocket {
       else {
         this.#authFailures = 0;
         this.#schedule(this.#backoff.next(upMs));
+        // After scheduling: a failover moves this socket, which cancels the timer just set.
+        if (!this.#reachedRelay) pool.onConnectFailed(++this.#connectFailures);
       }
     });
   }
@@ -225,6 +245,8 @@ export class RelaySocket {
     switch (msg.type) {
       case "connected":
         this.#authFailures = 0;
+        this.#connectFailures = 0;
+        this.#reachedRelay = true;
         this.#pool.log(`[ACK] relay confirmed connection socket=${this.index}`);
         this.#pool.emit("ack", { socket: this.index, relayId: msg.payload.relayId, ip: msg.payload.ip });
         return;

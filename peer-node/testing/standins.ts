@@ -101,8 +101,10 @@ export async function startStandinRelay(): Promise<StandinRelay> {
 export interface StandinApi {
   url: string;
   calls: { path: string; body: Record<string, unknown> }[];
-  /** Relay URL handed out at registration. */
+  /** Relay URL handed out at registration (and on refresh unless refreshRelay is set). */
   relay: string;
+  /** Relay URL the refresh answers name; null: answer without `relay`, as an older API did. */
+  refreshRelay?: string | null;
   /** Every issued JWT, in order. */
   jwts: string[];
   /** When set, register answers this status instead. */
@@ -155,7 +157,8 @@ export async function startStandinApi(relay: string): Promise<StandinApi> {
       const refreshToken = `rt-${randomBytes(6).toString("hex")}`;
       refreshTokens.set(deviceId, refreshToken);
       const jwt = issue();
-      return reply(200, { token: jwt, jwt, refreshToken });
+      const relay = api.refreshRelay === undefined ? api.relay : api.refreshRelay;
+      return reply(200, { token: jwt, jwt, refreshToken, ...(relay === null ? {} : { relay }) });
     }
     reply(404, { error: { code: "NOT_FOUND", message: path } });
   });

@@ -81,8 +81,8 @@ export const poolSnapshot: LuaScript = {
 
 export const presenceRefresh: LuaScript = {
   name: "presence_refresh.lua",
-  sha: "9bafee33626e49b59152316428e5ddddb2d80494",
-  source: "-- presence_refresh: marks a device online on this relay and keeps its presence alive for ttl seconds.\n-- Also sweeps members of the online zset that no relay refreshed for a whole ttl (crashed relays).\n-- KEYS[1]  presence hash of the device (presence:{deviceId})\n-- KEYS[2]  zset of online devices scored by last refresh in ms (presence:online)\n-- ARGV[1]  ttl in seconds\n-- ARGV[2]  now in ms\n-- ARGV[3]  deviceId\n-- ARGV[4..] field, value pairs written into the presence hash\n-- returns  integer: 1\nlocal ttl = tonumber(ARGV[1])\nlocal now = tonumber(ARGV[2])\nif #ARGV > 3 then\n  redis.call(\"HSET\", KEYS[1], unpack(ARGV, 4))\nend\nredis.call(\"EXPIRE\", KEYS[1], ttl)\nredis.call(\"ZADD\", KEYS[2], now, ARGV[3])\nredis.call(\"ZREMRANGEBYSCORE\", KEYS[2], \"-inf\", \"(\" .. (now - ttl * 1000))\nreturn 1\n",
+  sha: "09d5a6991c695d7185a0bb9ab093c7aa0278f918",
+  source: "-- presence_refresh: marks a device online on this relay and keeps its presence alive for ttl seconds.\n-- Also sweeps members of the online zset that no relay refreshed for a whole ttl (crashed relays),\n-- and points the device's listed endpoint at this relay: a device that moved (redirect, failover\n-- from a dead relay) is reachable through its new relay at once, not after the next listing cron.\n-- KEYS[1]  presence hash of the device (presence:{deviceId})\n-- KEYS[2]  zset of online devices scored by last refresh in ms (presence:online)\n-- KEYS[3]  endpoint hash of the device (ep:{deviceId}); updated only if it exists\n-- ARGV[1]  ttl in seconds\n-- ARGV[2]  now in ms\n-- ARGV[3]  deviceId\n-- ARGV[4]  this relay's internal URL (the endpoint's relayInternal)\n-- ARGV[5..] field, value pairs written into the presence hash\n-- returns  integer: 1\nlocal ttl = tonumber(ARGV[1])\nlocal now = tonumber(ARGV[2])\nif #ARGV > 4 then\n  redis.call(\"HSET\", KEYS[1], unpack(ARGV, 5))\nend\nredis.call(\"EXPIRE\", KEYS[1], ttl)\nredis.call(\"ZADD\", KEYS[2], now, ARGV[3])\nredis.call(\"ZREMRANGEBYSCORE\", KEYS[2], \"-inf\", \"(\" .. (now - ttl * 1000))\nif redis.call(\"EXISTS\", KEYS[3]) == 1 and redis.call(\"HGET\", KEYS[3], \"relayInternal\") ~= ARGV[4] then\n  redis.call(\"HSET\", KEYS[3], \"relayInternal\", ARGV[4])\nend\nreturn 1\n",
 };
 
 export const presenceRemove: LuaScript = {
@@ -101,6 +101,18 @@ export const rateLimit: LuaScript = {
   name: "rate_limit.lua",
   sha: "be81e93dfa7662b03bca6652c6aecea7465deff1",
   source: "-- rate_limit: fixed-window counter; counts this hit and says whether it is within the limit.\n-- KEYS[1]  window counter key (rl:<scope>:<id>:<window>)\n-- ARGV[1]  limit (hits allowed per window)\n-- ARGV[2]  window length in milliseconds\n-- returns  {allowed (1|0), count, ms until the window resets}\nlocal n = redis.call(\"INCR\", KEYS[1])\nif n == 1 then\n  redis.call(\"PEXPIRE\", KEYS[1], tonumber(ARGV[2]))\nend\nlocal ttl = redis.call(\"PTTL\", KEYS[1])\nif ttl < 0 then\n  redis.call(\"PEXPIRE\", KEYS[1], tonumber(ARGV[2]))\n  ttl = tonumber(ARGV[2])\nend\nif n > tonumber(ARGV[1]) then\n  return {0, n, ttl}\nend\nreturn {1, n, ttl}\n",
+};
+
+export const relayAlive: LuaScript = {
+  name: "relay_alive.lua",
+  sha: "9471b13cd11fcb8621d5edefdbc87e5655b3721f",
+  source: "-- relay_alive: a relay says it serves peers at its public URL until a moment, or that it stopped.\n-- The API hands devices only relays whose entry has not run out (relay_pick.lua).\n-- KEYS[1]  zset of relay public URLs scored by alive-until (ms) (relays:alive)\n-- ARGV[1]  the relay's public URL, normalised (shared/relay-url.ts)\n-- ARGV[2]  alive-until in ms (now + presence TTL), or 0: the relay drains or shuts down\n-- ARGV[3]  forget entries whose alive-until is older than this (ms): relays that died long ago\n-- returns  integer: 1 if the URL is now listed alive, 0 if it was removed\nredis.call(\"ZREMRANGEBYSCORE\", KEYS[1], \"-inf\", \"(\" .. ARGV[3])\nif tonumber(ARGV[2]) > 0 then\n  redis.call(\"ZADD\", KEYS[1], ARGV[2], ARGV[1])\n  return 1\nend\nredis.call(\"ZREM\", KEYS[1], ARGV[1])\nreturn 0\n",
+};
+
+export const relayPick: LuaScript = {
+  name: "relay_pick.lua",
+  sha: "87ab6ddea52c2a3dbbc68494bca08a6ed9601f1e",
+  source: "-- relay_pick: the first relay, in the caller's preference order, whose alive entry has not run out.\n-- KEYS[1]  zset of relay public URLs scored by alive-until (ms) (relays:alive, relay_alive.lua)\n-- ARGV[1]  now in ms\n-- ARGV[2..] candidate relay URLs, normalised (shared/relay-url.ts), most preferred first\n-- returns  the 1-based index into the candidates of the first live one, 0 if none is alive, or\n--          -1 if no relay ever reported (empty zset: a fresh deploy, or no relays in a test)\nif redis.call(\"ZCARD\", KEYS[1]) == 0 then\n  return -1\nend\nlocal now = tonumber(ARGV[1])\nfor i = 2, #ARGV do\n  local until_ms = redis.call(\"ZSCORE\", KEYS[1], ARGV[i])\n  if until_ms and tonumber(until_ms) > now then\n    return i - 1\n  end\nend\nreturn 0\n",
 };
 
 export const releaseHold: LuaScript = {
@@ -127,4 +139,4 @@ export const tunnelFailure: LuaScript = {
   source: "-- tunnel_failure: records a mid-stream or open failure of an exit for the prober's circuit breaker.\n-- KEYS[1]  cb:tunnel_failures list (newest first)\n-- ARGV[1]  JSON {endpointId, deviceId, kind, reason, at}   ARGV[2] maximum list length kept\n-- returns  the list length after the push\nredis.call(\"LPUSH\", KEYS[1], ARGV[1])\nredis.call(\"LTRIM\", KEYS[1], 0, tonumber(ARGV[2]) - 1)\nreturn redis.call(\"LLEN\", KEYS[1])\n",
 };
 
-export const allScripts: LuaScript[] = [credDelete, credEventsDrain, credState, credWrite, deviceBytesFlush, deviceBytesPending, deviceBytesSettled, deviceRevoke, endpointsFree, heartbeat, leaseBytes, listEndpoint, poolSnapshot, presenceRefresh, presenceRemove, probeClaim, rateLimit, releaseHold, reserveEndpoint, selectEndpoint, tunnelFailure];
+export const allScripts: LuaScript[] = [credDelete, credEventsDrain, credState, credWrite, deviceBytesFlush, deviceBytesPending, deviceBytesSettled, deviceRevoke, endpointsFree, heartbeat, leaseBytes, listEndpoint, poolSnapshot, presenceRefresh, presenceRemove, probeClaim, rateLimit, relayAlive, relayPick, releaseHold, reserveEndpoint, selectEndpoint, tunnelFailure];

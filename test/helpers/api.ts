@@ -1,6 +1,6 @@
 import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
-import { freePort, type Service, startProcess, waitUntil } from "../../dev/proc.ts";
+import { freePort, GiveUp, type Service, startProcess, waitUntil } from "../../dev/proc.ts";
 import type { StateEnv } from "../../dev/services.ts";
 
 const root = join(import.meta.dirname, "..", "..");
@@ -74,7 +74,7 @@ async function startApiOnce(
   await waitUntil(
     async () => {
       if (service.child.exitCode !== null)
-        throw new Error(`wrangler dev exited:\n${service.output().slice(-3000)}`);
+        throw new GiveUp(`wrangler dev exited:\n${service.output().slice(-3000)}`);
       const res = await fetch(`${url}/openapi.json`).catch(() => undefined);
       return res?.ok;
     },

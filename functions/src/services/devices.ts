@@ -4,8 +4,9 @@ import { hashSecret, randomHex } from "../../../shared/ids.ts";
 import { deriveDeviceId, PEER_TOKEN_TTL_SECONDS, type PeerClaims, signJwt } from "../../../shared/jwt.ts";
 import { keys } from "../../../shared/keys.ts";
 import { runScript } from "../../../shared/lua/script.ts";
-import { deviceRevoke } from "../../../shared/lua/scripts.gen.ts";
+import { deviceRevoke, relayPick } from "../../../shared/lua/scripts.gen.ts";
 import type { RedisClient } from "../../../shared/redis.ts";
+import { normaliseRelayUrl } from "../../../shared/relay-url.ts";
 import type { Deps } from "../deps.ts";
 import { authenticateApiKey, hasScope } from "./auth.ts";
 import { earningsPerGB } from "./earnings.ts";
@@ -60,7 +61,7 @@ function supplyScopeMissing(route: string): Failure {
   };
 }
 
-interface RelayRegions {
+export interface RelayRegions {
   default: string;
   regions: Record<string, { relayUrl: string; countries: string[] }>;
 }
@@ -71,19 +72,43 @@ interface RelayRegions {
  * goes first because a relay grants nothing (class and geo in the JWT come from the edge alone): a
  * device that states a wrong country only lands on a farther relay, and a fleet behind one egress
  * (a modem farm, a simulator) still spreads by the countries it declares.
+ *
+ * Of the regions in that order (then every other region) it returns the first whose relay is
+ * listed alive in Redis (relays refresh `relays:alive` every 10 s, entries run out after the
+ * presence TTL); when none is alive, or no relay ever reported (a fresh deploy), the preferred one.
+ * One Redis round trip.
  */
 export async function assignRelay(
-  db: Queryable,
-  countries: { hint?: string; edge?: string },
+  deps: Pick<Deps, "db" | "redis" | "now">,
+  countries: { hint?: string | null; edge?: string },
 ): Promise<string> {
-  const cfg = await getSetting<RelayRegions>(db, "relay_regions", { default: "", regions: {} });
-  const inRegion = (country: string | undefined) => {
+  const cfg = await getSetting<RelayRegions>(deps.db, "relay_regions", { default: "", regions: {} });
+  return pickRelay(deps, cfg, countries);
+}
+
+/** assignRelay's choice for a given `relay_regions` value. */
+export async function pickRelay(
+  deps: Pick<Deps, "redis" | "now">,
+  cfg: RelayRegions,
+  countries: { hint?: string | null; edge?: string },
+): Promise<string> {
+  const regionOf = (country: string | null | undefined) => {
     const c = country?.toUpperCase();
     return c ? Object.values(cfg.regions).find((r) => r.countries.includes(c)) : undefined;
   };
-  const relay = inRegion(countries.hint) ?? inRegion(countries.edge) ?? cfg.regions[cfg.default];
-  if (!relay) throw new Error("settings.relay_regions has no default region");
-  return relay.relayUrl;
+  const preferred = [regionOf(countries.hint), regionOf(countries.edge), cfg.regions[cfg.default]];
+  const ordered = [...new Set([...preferred, ...Object.values(cfg.regions)].filter((r) => r !== undefined))];
+  const first = preferred.find((r) => r !== undefined);
+  if (!first) throw new Error("settings.relay_regions has no default region");
+  const urls = [...new Set(ordered.map((r) => r.relayUrl))];
+  // Liveness only refines the choice: with Redis away the device still gets its region's relay.
+  const picked = await runScript(
+    deps.redis,
+    relayPick,
+    [keys.relaysAlive()],
+    [deps.now().getTime(), ...urls.map(normaliseRelayUrl)],
+  ).then(Number, () => 0);
+  return picked > 0 ? (urls[picked - 1] ?? first.relayUrl) : first.relayUrl;
 }
 
 /** The client's country as the edge saw it (the dev override in local runs), upper-case ISO-2. */
@@ -247,7 +272,7 @@ export async function registerDevice(
   await publishDeviceRevocations(deps.redis, [{ deviceId, gen: out.gen }]);
   const [jwt, relay, rates] = await Promise.all([
     issueJwt(deps, deviceId, auth.accountId, out.gen, client),
-    assignRelay(deps.db, { hint: input.country, edge: clientCountry(deps, client) }),
+    assignRelay(deps, { hint: input.country, edge: clientCountry(deps, client) }),
     earningsPerGB(deps.db, auth.accountId),
   ]);
   return {
@@ -264,8 +289,9 @@ export async function registerDevice(
 }
 
 /**
- * Trades a refresh token for a new JWT at the device's current generation. With `rotate` the
- * presented token is spent (single use, atomically) and a new one returned.
+ * Trades a refresh token for a new JWT at the device's current generation, plus the relay the
+ * device should use now (assignRelay). With `rotate` the presented token is spent (single use,
+ * atomically) and a new one returned.
  */
 export async function refreshIdentity(
   deps: Deps,
@@ -273,15 +299,15 @@ export async function refreshIdentity(
   refreshToken: string,
   rotate: boolean,
   client: ClientInfo,
-): Promise<{ ok: true; jwt: string; refreshToken?: string } | Failure> {
+): Promise<{ ok: true; jwt: string; refreshToken?: string; relay: string } | Failure> {
   const tokenHash = await hashSecret(refreshToken);
   const nowMs = deps.now().getTime();
-  return withTransaction(deps.db, async (tx) => {
+  const out = await withTransaction(deps.db, async (tx) => {
     // FOR UPDATE: two concurrent rotations of one token serialise here; the second finds it used.
     // The key that registered the device must still be live (not revoked, not past a rotation's
     // grace): revoking a key ends its devices' identities, not only new registrations.
-    const found = await tx.query<{ account_id: string; revocation_gen: number }>(
-      `SELECT d.account_id, d.revocation_gen FROM refresh_tokens t JOIN devices d ON d.id = t.device_id
+    const found = await tx.query<{ account_id: string; revocation_gen: number; country_hint: string | null }>(
+      `SELECT d.account_id, d.revocation_gen, d.country_hint FROM refresh_tokens t JOIN devices d ON d.id = t.device_id
          LEFT JOIN api_keys k ON k.id = d.api_key_id
        WHERE t.token_hash = $1 AND t.device_id = $2 AND t.used_at IS NULL AND t.expires_at > $3
          AND (d.api_key_id IS NULL OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $3)))
@@ -295,10 +321,17 @@ export async function refreshIdentity(
       return { ok: false, code: "E_UNAUTHORIZED", message } as const;
     }
     const jwt = await issueJwt(deps, deviceId, row.account_id, row.revocation_gen, client);
-    if (!rotate) return { ok: true, jwt } as const;
+    if (!rotate) return { ok: true, jwt, countryHint: row.country_hint } as const;
     await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", [tokenHash]);
-    return { ok: true, jwt, refreshToken: await newRefreshToken(tx, deviceId, nowMs) } as const;
+    const rotated = await newRefreshToken(tx, deviceId, nowMs);
+    return { ok: true, jwt, refreshToken: rotated, countryHint: row.country_hint } as const;
   });
+  if (!out.ok) return out;
+  // The relay the device should be on now: a device whose relay died learns where to go (a live
+  // relay of its region, else of the next region) from the refresh it makes anyway.
+  const { countryHint, ...identity } = out;
+  const relay = await assignRelay(deps, { hint: countryHint, edge: clientCountry(deps, client) });
+  return { ...identity, relay };
 }
 
 /** A fresh JWT for a device, for its owner (Android-style GET /v1/peer/token/{deviceId}). */

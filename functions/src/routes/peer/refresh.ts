@@ -7,6 +7,11 @@ const Params = z.object({
   deviceId: z.string().regex(/^agent_[0-9a-f]{16}$/, "deviceId must be agent_ + 16 hex"),
 });
 const Body = z.object({ refreshToken: z.string().min(1) }).openapi("PeerRefresh");
+const relay = z.string().openapi({
+  description:
+    "The relay the device should be connected to now: its region's, or the next region's while that one is down. A device that cannot reach its current relay switches to this one when it differs (docs/protocol.md)",
+  example: "wss://relay-us.peerproxy.dev",
+});
 
 const tokenRoute = createRoute({
   method: "post",
@@ -17,7 +22,7 @@ const tokenRoute = createRoute({
   responses: {
     200: {
       description: "New JWT",
-      content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string() }) } },
+      content: { "application/json": { schema: z.object({ token: z.string(), jwt: z.string(), relay }) } },
     },
     401: {
       description:
@@ -38,7 +43,7 @@ const agentRoute = createRoute({
       description: "New JWT and refresh token",
       content: {
         "application/json": {
-          schema: z.object({ token: z.string(), jwt: z.string(), refreshToken: z.string() }),
+          schema: z.object({ token: z.string(), jwt: z.string(), refreshToken: z.string(), relay }),
         },
       },
     },
@@ -61,7 +66,7 @@ export function registerPeerRefresh(app: OpenAPIHono<AppEnv>) {
       clientInfo(c),
     );
     if (!r.ok) return fail(r);
-    return c.json({ token: r.jwt, jwt: r.jwt }, 200);
+    return c.json({ token: r.jwt, jwt: r.jwt, relay: r.relay }, 200);
   });
   app.openapi(agentRoute, async (c) => {
     await limitByIp(c, "refresh");
@@ -73,6 +78,6 @@ export function registerPeerRefresh(app: OpenAPIHono<AppEnv>) {
       clientInfo(c),
     );
     if (!r.ok) return fail(r);
-    return c.json({ token: r.jwt, jwt: r.jwt, refreshToken: r.refreshToken! }, 200);
+    return c.json({ token: r.jwt, jwt: r.jwt, refreshToken: r.refreshToken!, relay: r.relay }, 200);
   });
 }
