@@ -53,12 +53,16 @@ export async function removePresence(state: RelayState, deviceId: string): Promi
 const FORGET_DEAD_RELAY_MS = 24 * 3600 * 1000;
 
 /**
- * Lists this relay's public URL as alive for one presence TTL, or unlists it while it drains or
- * shuts down, so the API stops handing it out (and sends failing devices elsewhere) at once.
+ * Lists this relay's public URL as alive for two refresh intervals (20 s; never past the presence
+ * TTL), or unlists it while it drains or shuts down, so the API stops handing it out (and sends
+ * failing devices elsewhere) at once. Two missed refreshes mark a relay dead: a device whose first
+ * failover check comes 15-22 s after a kill then mostly learns of a live relay at that check,
+ * where a 30 s window sent most of them round another 30 s (bench fault d).
  */
 export async function refreshRelayAlive(state: RelayState): Promise<void> {
   const now = state.now();
-  const aliveUntil = state.draining ? 0 : now + state.config.PRESENCE_TTL_SECONDS * 1000;
+  const window = Math.min(state.config.PRESENCE_TTL_SECONDS * 1000, 2 * state.config.PRESENCE_REFRESH_MS);
+  const aliveUntil = state.draining ? 0 : now + window;
   await runScript(
     state.redis,
     relayAlive,

@@ -105,8 +105,8 @@ export const rateLimit: LuaScript = {
 
 export const relayAlive: LuaScript = {
   name: "relay_alive.lua",
-  sha: "9471b13cd11fcb8621d5edefdbc87e5655b3721f",
-  source: "-- relay_alive: a relay says it serves peers at its public URL until a moment, or that it stopped.\n-- The API hands devices only relays whose entry has not run out (relay_pick.lua).\n-- KEYS[1]  zset of relay public URLs scored by alive-until (ms) (relays:alive)\n-- ARGV[1]  the relay's public URL, normalised (shared/relay-url.ts)\n-- ARGV[2]  alive-until in ms (now + presence TTL), or 0: the relay drains or shuts down\n-- ARGV[3]  forget entries whose alive-until is older than this (ms): relays that died long ago\n-- returns  integer: 1 if the URL is now listed alive, 0 if it was removed\nredis.call(\"ZREMRANGEBYSCORE\", KEYS[1], \"-inf\", \"(\" .. ARGV[3])\nif tonumber(ARGV[2]) > 0 then\n  redis.call(\"ZADD\", KEYS[1], ARGV[2], ARGV[1])\n  return 1\nend\nredis.call(\"ZREM\", KEYS[1], ARGV[1])\nreturn 0\n",
+  sha: "8adc4a8a5b7f6a600aa4a04919ea3cd6130c757a",
+  source: "-- relay_alive: a relay says it serves peers at its public URL until a moment, or that it stopped.\n-- The API hands devices only relays whose entry has not run out (relay_pick.lua).\n-- KEYS[1]  zset of relay public URLs scored by alive-until (ms) (relays:alive)\n-- ARGV[1]  the relay's public URL, normalised (shared/relay-url.ts)\n-- ARGV[2]  alive-until in ms (now + two refresh intervals), or 0: the relay drains or shuts down\n-- ARGV[3]  forget entries whose alive-until is older than this (ms): relays that died long ago\n-- returns  integer: 1 if the URL is now listed alive, 0 if it was removed\nredis.call(\"ZREMRANGEBYSCORE\", KEYS[1], \"-inf\", \"(\" .. ARGV[3])\nif tonumber(ARGV[2]) > 0 then\n  redis.call(\"ZADD\", KEYS[1], ARGV[2], ARGV[1])\n  return 1\nend\nredis.call(\"ZREM\", KEYS[1], ARGV[1])\nreturn 0\n",
 };
 
 export const relayPick: LuaScript = {
