@@ -17,28 +17,10 @@ func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, 
 
 // startFailoverPeer is startTestPeer with extra flags (-relay=... pins the relay).
 func startFailoverPeer(t *testing.T, n *fakeNetwork, connections int, extra ...string) (*Peer, *syncBuffer) {
-	args := append([]string{"-key=psx_unit", "-name=rig-001", "-allow-private", "-verbose",
-		"-api=" + n.api.URL, "-state=" + t.TempDir() + "/state.json"}, extra...)
-	cfg, err := ParseArgs(args, env(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Connections = connections
-	cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
-	out := &syncBuffer{}
-	p := New(cfg, out)
-	if err := p.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		n.mu.Lock()
-		for _, c := range n.conns {
-			_ = c.Close()
-		}
-		n.mu.Unlock()
-		p.Stop()
-	})
-	return p, out
+	return startTunedPeer(t, n, func(cfg *Config) {
+		cfg.Connections = connections
+		cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
+	}, extra...)
 }
 
 // killRelay takes relay A down for good: its port refuses connections and the peer's open
@@ -128,30 +110,13 @@ func TestARelayStillAdvisedIsCheckedAgainWhenTheIntervalEndsNotAtTheNextAttempt(
 	n.liveJWT.Store("jwt-1")
 	relayB := httptest.NewServer(n.relayHandler)
 	defer relayB.Close()
-	args := []string{"-key=psx_unit", "-name=rig-001", "-allow-private", "-verbose",
-		"-api=" + n.api.URL, "-state=" + t.TempDir() + "/state.json"}
-	cfg, err := ParseArgs(args, env(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Connections = 1
 	// Failed connects at 0.4 s (it asks), 1.2-1.6 s (too soon to ask) and 2.8-4.0 s (delays double,
 	// plus up to half as jitter): the re-check due when the 1.5 s interval ends comes at about 1.9 s.
-	cfg.Timing.Backoff = BackoffPolicy{Base: 400 * time.Millisecond, Max: 30 * time.Second, Jitter: time.Millisecond, Stable: time.Minute}
-	cfg.Timing.FailoverAfterFailures = 1
-	cfg.Timing.FailoverCheck = 1500 * time.Millisecond
-	out := &syncBuffer{}
-	p := New(cfg, out)
-	if err := p.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		n.mu.Lock()
-		for _, c := range n.conns {
-			_ = c.Close()
-		}
-		n.mu.Unlock()
-		p.Stop()
+	p, out := startTunedPeer(t, n, func(cfg *Config) {
+		cfg.Connections = 1
+		cfg.Timing.Backoff = BackoffPolicy{Base: 400 * time.Millisecond, Max: 30 * time.Second, Jitter: time.Millisecond, Stable: time.Minute}
+		cfg.Timing.FailoverAfterFailures = 1
+		cfg.Timing.FailoverCheck = 1500 * time.Millisecond
 	})
 	relayA := p.relay()
 	<-n.acceptedConn

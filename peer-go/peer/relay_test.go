@@ -140,13 +140,22 @@ func (s *syncBuffer) String() string {
 }
 
 func startTestPeer(t *testing.T, n *fakeNetwork, connections int) (*Peer, *syncBuffer) {
-	cfg, err := ParseArgs([]string{"-key=psx_unit", "-name=rig-001", "-allow-private", "-verbose",
-		"-api=" + n.api.URL, "-state=" + t.TempDir() + "/state.json"}, env(nil))
+	return startTunedPeer(t, n, func(cfg *Config) {
+		cfg.Connections = connections
+		cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
+	})
+}
+
+// startTunedPeer starts a peer against the stand-ins with extra flags (-relay=... pins the relay),
+// after tune has set its connections and timing.
+func startTunedPeer(t *testing.T, n *fakeNetwork, tune func(*Config), extra ...string) (*Peer, *syncBuffer) {
+	args := append([]string{"-key=psx_unit", "-name=rig-001", "-allow-private", "-verbose",
+		"-api=" + n.api.URL, "-state=" + t.TempDir() + "/state.json"}, extra...)
+	cfg, err := ParseArgs(args, env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Connections = connections
-	cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
+	tune(&cfg)
 	out := &syncBuffer{}
 	p := New(cfg, out)
 	if err := p.Start(t.Context()); err != nil {
