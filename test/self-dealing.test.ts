@@ -4,7 +4,7 @@ import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadGatewayConfig } from "../gateway-node/config.ts";
 import { type Gateway, startGateway } from "../gateway-node/gateway.ts";
-import { curl, listPeer, makeCredential } from "../gateway-node/testing.ts";
+import { curlStatusAndSize, listPeer, makeCredential } from "../gateway-node/testing.ts";
 import { connectPeer, type TestPeer } from "../relay-node/testing/peer.ts";
 import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
 import { randomHex } from "../shared/ids.ts";
@@ -63,17 +63,11 @@ async function serveAs(accountId: string) {
 }
 
 async function fetchThroughGateway(cred: Awaited<ReturnType<typeof makeCredential>>) {
-  const r = await curl([
-    "-s",
-    "-o",
-    "/dev/null",
-    "-w",
-    "%{http_code} %{size_download}",
-    "-x",
+  const got = await curlStatusAndSize(
     `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${gw.httpPort}`,
     `http://127.0.0.1:${targetPort}/`,
-  ]);
-  expect(r.stdout).toBe(`200 ${BODY.length}`);
+  );
+  expect(got).toBe(`200 ${BODY.length}`);
 }
 
 const counted = async () => {
