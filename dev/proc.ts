@@ -1,7 +1,10 @@
 // Child processes for the local stack and integration tests: each in its own process group so
 // that stopping it also stops whatever it spawned (wrangler -> workerd), with a SIGKILL backstop.
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export interface Service {
   name: string;
@@ -142,23 +145,52 @@ export async function stopAll() {
   await Promise.all([...live].map((s) => s.stop()));
 }
 
-/** A port that was free a moment ago (bind to 0, read, close). */
-// Ports handed out by this process: never twice, even before the first taker binds.
-const handedOut = new Set<number>();
+// Ports handed out on this machine, across processes: test files run three at a time, each starting
+// launchers that pick ports of their own, and a port another process picked but has not bound yet
+// looks free. A file per port in a shared directory (created exclusively) claims it; a claim older
+// than PORT_CLAIM_MS is stale (its taker has long bound the port or given up).
+const PORT_CLAIM_MS = 10 * 60_000;
+const claimDir = join(tmpdir(), `peerproxy-ports-${process.getuid?.() ?? "user"}`);
+
+function claimPort(port: number): boolean {
+  const file = join(claimDir, String(port));
+  const create = () => writeFileSync(file, String(process.pid), { flag: "wx" });
+  try {
+    try {
+      create();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      mkdirSync(claimDir, { recursive: true, mode: 0o700 });
+      create();
+    }
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") return true; // no claim directory: unclaimed, as before
+  }
+  try {
+    if (Date.now() - statSync(file).mtimeMs < PORT_CLAIM_MS) return false;
+    // Stale. Renaming it away succeeds for one process only; that one may claim the port anew.
+    const away = `${file}.${process.pid}.stale`;
+    renameSync(file, away);
+    rmSync(away, { force: true });
+    create();
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * A free loopback port for a server a test or the launcher is about to start. Picked below Linux's
  * ephemeral range (32768-60999), which port 0 draws from: there, an outgoing connection of any
- * concurrent test can take the port between this check and the server's bind.
+ * concurrent test can take the port between this check and the server's bind. Claimed machine-wide
+ * (claimPort), so no other process's freePort hands it out before the taker binds.
  */
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (handedOut.has(port)) continue;
-    if (await canListen(port)) {
-      handedOut.add(port);
-      return port;
-    }
+    if (!(await canListen(port))) continue;
+    if (claimPort(port)) return port;
   }
   return listenOn(0);
 }

@@ -165,60 +165,84 @@ async function apiCall<T>(
   return JSON.parse(text) as T;
 }
 
+/**
+ * Awaits start-up steps that run side by side. Unlike Promise.all it waits for every one to settle
+ * before throwing the first failure, so nothing is still starting while the launcher shuts down.
+ */
+async function together<T extends readonly unknown[]>(steps: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(steps);
+  for (const r of settled) if (r.status === "rejected") throw r.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
+
 async function main() {
   await checkPortsFree();
   mkdirSync(localDir, { recursive: true });
   const t0 = Date.now();
-  const state = await startStateServices({
-    dir: join(localDir, "state"),
-    databaseUrl: process.env.DATABASE_URL,
-  });
-  stopState.push(state.stop);
+  // Start-up runs in stages of independent steps side by side: the state services beside the chain,
+  // the API (wrangler dev, the slowest step) beside the relays, gateways and targets, the demo
+  // peers beside each other and the prober.
+  const [state, chain] = await together([
+    startStateServices({ dir: join(localDir, "state"), databaseUrl: process.env.DATABASE_URL }).then((s) => {
+      stopState.push(s.stop);
+      log(`redis ${s.env.REDIS_URL}, postgres ready, stand-ins up`);
+      return s;
+    }),
+    // The API checks its x402 rails (RPC, token, recipient) at startup: the chain is up before it.
+    startEvmChain({ echo }).then((c) => {
+      stopState.push(c.stop);
+      log(`chain ${c.rpcUrl} (id ${BASE_CHAIN_ID}, USDC ${c.usdc})`);
+      return c;
+    }),
+  ]);
   const env = state.env;
-  log(`redis ${env.REDIS_URL}, postgres ready, stand-ins up`);
-
-  // The local chain comes first: the API checks its x402 rails (RPC, token, recipient) at startup.
-  const chain = await startEvmChain({ echo });
-  stopState.push(chain.stop);
-  log(`chain ${chain.rpcUrl} (id ${BASE_CHAIN_ID}, USDC ${chain.usdc})`);
   // The payout treasury (docs/adr/0014): its own dev key, with gas and 10,000 USDC to pay suppliers.
   const treasuryKey = generatePrivateKey();
   const treasury = privateKeyToAccount(treasuryKey).address;
-  await chain.testClient.setBalance({ address: treasury, value: 10n ** 20n });
-  await chain.mint(treasury, 10_000_000_000n);
+  const fundTreasury = async () => {
+    await chain.testClient.setBalance({ address: treasury, value: 10n ** 20n });
+    await chain.mint(treasury, 10_000_000_000n);
+  };
 
   // Seed: the demo customer (buys with a pool key: `resell`), a supplier whose `supply` key the demo
   // peers register with (another account, so their traffic earns: ADR 0010), an operator (registers
   // the modem, mints the watchdog's key) and the house account x402 purchases mint under; the relay
   // region is the local relay. Each seeded account may resell 100 GiB in all.
-  const pool = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
-  const demo = await createAccountWithKey(pool, { name: "demo", kind: "customer", id: "acct_demo" });
-  const supplier = await createAccountWithKey(pool, {
-    name: "demo supplier",
-    kind: "supplier",
-    id: "acct_demo_supplier",
-  });
-  const operator = await createAccountWithKey(pool, {
-    name: "operator",
-    kind: "operator",
-    id: "acct_operator",
-    scopes: ["operate", "resell"],
-  });
-  await pool.query("UPDATE accounts SET resell_allowance_bytes = $2 WHERE id = ANY($1)", [
-    [demo.accountId, operator.accountId],
-    String(100 * 1024 ** 3),
-  ]);
-  const house = await createAccountWithKey(pool, { name: "x402", kind: "house", id: "acct_house" });
+  const seed = async () => {
+    const pool = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
+    try {
+      const demo = await createAccountWithKey(pool, { name: "demo", kind: "customer", id: "acct_demo" });
+      const supplier = await createAccountWithKey(pool, {
+        name: "demo supplier",
+        kind: "supplier",
+        id: "acct_demo_supplier",
+      });
+      const operator = await createAccountWithKey(pool, {
+        name: "operator",
+        kind: "operator",
+        id: "acct_operator",
+        scopes: ["operate", "resell"],
+      });
+      await pool.query("UPDATE accounts SET resell_allowance_bytes = $2 WHERE id = ANY($1)", [
+        [demo.accountId, operator.accountId],
+        String(100 * 1024 ** 3),
+      ]);
+      const house = await createAccountWithKey(pool, { name: "x402", kind: "house", id: "acct_house" });
+      // Registration sends each device to the relay of its country's region (docs/adr/0023).
+      await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
+        JSON.stringify(
+          relayRegionsSetting(
+            relayPorts.map((p, i) => ({ ...LOCAL_REGIONS[i]!, url: `ws://127.0.0.1:${p.ws}` })),
+          ),
+        ),
+      ]);
+      return { demo, supplier, operator, house };
+    } finally {
+      await pool.end();
+    }
+  };
+  const [{ demo, supplier, operator, house }] = await together([seed(), fundTreasury()]);
   const relayUrl = `ws://127.0.0.1:${ports.relay}`;
-  // Registration sends each device to the relay of its country's region (docs/adr/0023).
-  await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [
-    JSON.stringify(
-      relayRegionsSetting(
-        relayPorts.map((p, i) => ({ ...LOCAL_REGIONS[i]!, url: `ws://127.0.0.1:${p.ws}` })),
-      ),
-    ),
-  ]);
-  await pool.end();
 
   const apiVars = {
     ENVIRONMENT: "development",
@@ -249,9 +273,35 @@ async function main() {
         }
       : {}),
   };
-  await startApi(apiVars);
   const apiUrl = `http://127.0.0.1:${ports.api}`;
-  log(`api ${apiUrl}`);
+  const caFile = join(localDir, "target-ca.pem");
+  const [, httpTarget, httpsTarget, relays, gateways, modem] = await together([
+    startApi(apiVars).then(() => log(`api ${apiUrl}`)),
+    // Local targets: what demo traffic and probes reach (loopback only).
+    startHttpTarget().then((t) => {
+      stopState.push(t.stop);
+      return t;
+    }),
+    startProbeTarget().then((t) => {
+      stopState.push(t.stop);
+      writeFileSync(caFile, t.caPem);
+      return t;
+    }),
+    // The relays and the gateways, as they run in production: their own processes.
+    startRelays({ env, ports: relayPorts, echo }).then((rs) => {
+      for (const r of rs) log(`relay ${r.url} region ${r.region} (internal ${r.internalUrl})`);
+      return rs;
+    }),
+    startGateways({ env, echo, ports: gatewayPorts }).then((gs) => {
+      for (const g of gs) log(`gateway ${g.http} ${g.socks5}`);
+      return gs;
+    }),
+    // A production-modem stand-in (Debian's tinyproxy), registered by the operator as pool mbl.
+    startTinyproxy().then((m) => {
+      stopState.push(m.stop);
+      return m;
+    }),
+  ]);
 
   // The cron never fires by itself under wrangler dev: drive it every minute like Cloudflare would.
   const cron = async () => {
@@ -260,41 +310,11 @@ async function main() {
   await cron();
   setInterval(cron, 60_000).unref();
 
-  // Local targets: what demo traffic and probes reach (loopback only).
-  const httpTarget = await startHttpTarget();
-  stopState.push(httpTarget.stop);
-  const httpsTarget = await startProbeTarget();
-  stopState.push(httpsTarget.stop);
-  const caFile = join(localDir, "target-ca.pem");
-  writeFileSync(caFile, httpsTarget.caPem);
-
-  // The relays and the gateways, as they run in production: their own processes.
-  const relays = await startRelays({ env, ports: relayPorts, echo });
-  for (const r of relays) log(`relay ${r.url} region ${r.region} (internal ${r.internalUrl})`);
-  const gateways = await startGateways({
-    env,
-    echo,
-    ports: gatewayPorts,
-  });
-  for (const g of gateways) log(`gateway ${g.http} ${g.socks5}`);
-
-  // A production-modem stand-in (Debian's tinyproxy), registered by the operator as pool mbl.
-  const modem = await startTinyproxy();
-  stopState.push(modem.stop);
-  const modemExit = await apiCall<{ id: string }>(apiUrl, "POST", "/v1/admin/modem-exits", operator.apiKey, {
-    host: "127.0.0.1",
-    port: modem.port,
-    country: "us",
-    carrier: "local",
-  });
-  log(`modem ${modemExit.id} on 127.0.0.1:${modem.port}`);
-
-  // Two demo peers: the real SDK CLI, allowed to reach loopback targets (development flag).
   const redis = tcpRedis(env.REDIS_URL);
   stopState.push(() => redis.close());
-  const peers: { name: string; deviceId: string; stateFile: string }[] = [];
   mkdirSync(join(localDir, "peers"), { recursive: true });
-  for (const name of ["demo-peer-1", "demo-peer-2"]) {
+  /** A demo peer: the real SDK CLI, allowed to reach loopback targets (development flag). */
+  const startPeer = async (name: string) => {
     const stateFile = join(localDir, "peers", `${name}.json`);
     const peer = startProcess(name, process.execPath, ["peer-node/src/cli.ts"], {
       cwd: root,
@@ -311,61 +331,85 @@ async function main() {
     });
     const m = await peer.waitFor(/\[REGISTERED\] device=(agent_[0-9a-f]{16})/, 30_000);
     await peer.waitFor(/\[ACK\]/, 30_000);
-    peers.push({ name, deviceId: m[1]!, stateFile });
-  }
-  await waitUntil(
-    async () => {
-      for (const p of peers) if (!(await redis.hgetall(keys.presence(p.deviceId))).relayId) return false;
-      return true;
-    },
-    15_000,
-    "demo peers online in Redis",
-  );
-  log(`peers ${peers.map((p) => `${p.name}=${p.deviceId}`).join(", ")}`);
-
+    return { name, deviceId: m[1]!, stateFile };
+  };
+  const startPeers = async () => {
+    const peers = await together([startPeer("demo-peer-1"), startPeer("demo-peer-2")]);
+    await waitUntil(
+      async () => {
+        for (const p of peers) if (!(await redis.hgetall(keys.presence(p.deviceId))).relayId) return false;
+        return true;
+      },
+      15_000,
+      "demo peers online in Redis",
+    );
+    log(`peers ${peers.map((p) => `${p.name}=${p.deviceId}`).join(", ")}`);
+    return peers;
+  };
+  const registerModem = async () => {
+    const exit = await apiCall<{ id: string }>(apiUrl, "POST", "/v1/admin/modem-exits", operator.apiKey, {
+      host: "127.0.0.1",
+      port: modem.port,
+      country: "us",
+      carrier: "local",
+    });
+    log(`modem ${exit.id} on 127.0.0.1:${modem.port}`);
+    return exit;
+  };
   // The demo customer's pool key: any tier, so the username picks peer or mbl.
-  const credential = await apiCall<{ id: string; username: string; secret: string }>(
-    apiUrl,
-    "POST",
-    "/v1/reseller/pool-keys",
-    demo.apiKey,
-    { name: "demo", tier: "any", capBytes: 10 * 1024 ** 3 },
-  );
-
-  // The fleet watchdog's own key (the operator's, so demo usage stays the demo's own).
-  const watchdogKey = await apiCall<{ username: string; secret: string }>(
-    apiUrl,
-    "POST",
-    "/v1/reseller/pool-keys",
-    operator.apiKey,
-    { name: "fleet watchdog", tier: "any", capBytes: 10 * 1024 ** 3 },
-  );
-
-  // The prober grades every exit through the same path customers take, against the HTTPS target;
-  // its watchdog buys through the gateway like a customer every minute and records alerts.
-  const prober = startProcess("prober", process.execPath, ["prober/main.ts"], {
-    cwd: root,
-    echo,
-    env: {
-      REDIS_URL: env.REDIS_URL,
-      RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
-      ENVIRONMENT: "development",
-      DATABASE_URL: env.DATABASE_URL,
-      NEON_WS_PROXY: env.NEON_WS_PROXY,
-      PROBE_TARGET_HOST: "127.0.0.1",
-      PROBE_TARGET_PORT: String(httpsTarget.port),
-      PROBE_TARGET_CA: caFile,
-      PROBER_ADMIN_PORT: String(ports.proberAdmin),
-      // Still two clean passes before a demo exit is admitted, one second apart rather than five, and
-      // new devices noticed within half a second: `ready` comes about 7 s sooner on a laptop.
-      PROBE_ADMIT_INTERVAL_MS: "1000",
-      PROBE_DISCOVER_MS: "500",
-      WATCHDOG_PROXY_URL: `http://127.0.0.1:${ports.gatewayHttp}`,
-      WATCHDOG_USERNAME: watchdogKey.username.replace(/-any-any$/, ""),
-      WATCHDOG_PASSWORD: watchdogKey.secret,
-    },
-  });
-  await prober.waitFor(/prober ready/, 30_000);
+  const demoKey = () =>
+    apiCall<{ id: string; username: string; secret: string }>(
+      apiUrl,
+      "POST",
+      "/v1/reseller/pool-keys",
+      demo.apiKey,
+      {
+        name: "demo",
+        tier: "any",
+        capBytes: 10 * 1024 ** 3,
+      },
+    );
+  const startProber = async () => {
+    // The fleet watchdog's own key (the operator's, so demo usage stays the demo's own).
+    const watchdogKey = await apiCall<{ username: string; secret: string }>(
+      apiUrl,
+      "POST",
+      "/v1/reseller/pool-keys",
+      operator.apiKey,
+      { name: "fleet watchdog", tier: "any", capBytes: 10 * 1024 ** 3 },
+    );
+    // The prober grades every exit through the same path customers take, against the HTTPS target;
+    // its watchdog buys through the gateway like a customer every minute and records alerts.
+    const prober = startProcess("prober", process.execPath, ["prober/main.ts"], {
+      cwd: root,
+      echo,
+      env: {
+        REDIS_URL: env.REDIS_URL,
+        RELAY_SHARED_SECRET: env.RELAY_SHARED_SECRET,
+        ENVIRONMENT: "development",
+        DATABASE_URL: env.DATABASE_URL,
+        NEON_WS_PROXY: env.NEON_WS_PROXY,
+        PROBE_TARGET_HOST: "127.0.0.1",
+        PROBE_TARGET_PORT: String(httpsTarget.port),
+        PROBE_TARGET_CA: caFile,
+        PROBER_ADMIN_PORT: String(ports.proberAdmin),
+        // Still two clean passes before a demo exit is admitted, half a second apart rather than five, and
+        // new devices noticed within half a second: `ready` comes about 7 s sooner on a laptop.
+        PROBE_ADMIT_INTERVAL_MS: "500",
+        PROBE_DISCOVER_MS: "500",
+        WATCHDOG_PROXY_URL: `http://127.0.0.1:${ports.gatewayHttp}`,
+        WATCHDOG_USERNAME: watchdogKey.username.replace(/-any-any$/, ""),
+        WATCHDOG_PASSWORD: watchdogKey.secret,
+      },
+    });
+    await prober.waitFor(/prober ready/, 30_000);
+  };
+  const [peers, modemExit, credential] = await together([
+    startPeers(),
+    registerModem(),
+    demoKey(),
+    startProber(),
+  ]);
 
   // Demo exits are admitted after two clean probes; then the cron lists them. Run it now rather
   // than at the next minute so `ready` means the curl lines below work.

@@ -101,7 +101,16 @@ async function newPage(): Promise<{ context: BrowserContext; page: Page; violati
 async function signIn(page: Page, apiKey: string, next: "/farmer" | "/admin") {
   await page.goto(`${net.api.url}/sign-in?next=${next}`);
   await page.fill("#apiKey", apiKey);
-  await Promise.all([page.waitForURL(`**${next}`), page.click('button[type="submit"]:has-text("Sign in")')]);
+  const [landed] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === next && r.request().method() === "GET"),
+    page.waitForURL(`**${next}`),
+    page.click('button[type="submit"]:has-text("Sign in")'),
+  ]);
+  // A page that failed to render says why here, not as an empty title a line later.
+  if (!landed.ok())
+    throw new Error(
+      `${next} answered ${landed.status()}: ${(await landed.text()).slice(0, 500)}\n${net.api.service.output().slice(-2000)}`,
+    );
 }
 
 // Evaluated in the page (a string: this file is typed for Node, not the DOM): sideways overflow in px.

@@ -2,8 +2,10 @@
 // USDC-like token (6 decimals, EIP-3009) at the canonical Base USDC address, a funded demo agent,
 // a recipient, a server gas wallet, and an identical token at another address that must never count
 // as USDC. Dev only: production talks to a real Base RPC.
-import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   type Account,
@@ -87,26 +89,43 @@ interface CompiledContract {
 
 const compiled = new Map<string, CompiledContract>();
 
-/** Compiles dev/chains/contracts/<name>.sol with solc (npm, wasm); once per process (~1-2 s). */
+/**
+ * Compiles dev/chains/contracts/<name>.sol with solc (npm, wasm); once per process, and once per
+ * source and solc version on this checkout: loading solc alone costs a second of CPU, paid by every
+ * `npm start` and every test file with a chain before the artifacts were cached in
+ * node_modules/.cache/peerproxy-contracts/.
+ */
 export function compileDevContract(name: "DevUSDC" | "SplitPayer"): CompiledContract {
   const cached = compiled.get(name);
   if (cached) return cached;
   const require = createRequire(import.meta.url);
-  const solc = require("solc") as { compile(input: string): string };
+  const solcDir = dirname(require.resolve("solc/package.json"));
+  const solcVersion = (JSON.parse(readFileSync(join(solcDir, "package.json"), "utf8")) as { version: string })
+    .version;
   const file = `${name}.sol`;
   const source = readFileSync(fileURLToPath(new URL(`./contracts/${file}`, import.meta.url)), "utf8");
-  const output = JSON.parse(
-    solc.compile(
-      JSON.stringify({
-        language: "Solidity",
-        sources: { [file]: { content: source } },
-        settings: {
-          optimizer: { enabled: true, runs: 200 },
-          outputSelection: { "*": { [name]: ["evm.bytecode.object", "evm.deployedBytecode.object"] } },
-        },
-      }),
-    ),
-  ) as {
+  const input = JSON.stringify({
+    language: "Solidity",
+    sources: { [file]: { content: source } },
+    settings: {
+      optimizer: { enabled: true, runs: 200 },
+      outputSelection: { "*": { [name]: ["evm.bytecode.object", "evm.deployedBytecode.object"] } },
+    },
+  });
+  const cacheDir = join(solcDir, "..", ".cache", "peerproxy-contracts");
+  const cacheFile = join(
+    cacheDir,
+    `${name}-${createHash("sha256").update(`${solcVersion}\n${input}`).digest("hex").slice(0, 16)}.json`,
+  );
+  try {
+    const artifact = JSON.parse(readFileSync(cacheFile, "utf8")) as CompiledContract;
+    if (/^0x[0-9a-f]+$/.test(artifact.creation) && /^0x[0-9a-f]+$/.test(artifact.runtime)) {
+      compiled.set(name, artifact);
+      return artifact;
+    }
+  } catch {} // not compiled on this checkout yet (or unreadable): compile below
+  const solc = require("solc") as { compile(input: string): string };
+  const output = JSON.parse(solc.compile(input)) as {
     errors?: { severity: string; formattedMessage: string }[];
     contracts?: Record<
       string,
@@ -123,6 +142,13 @@ export function compileDevContract(name: "DevUSDC" | "SplitPayer"): CompiledCont
     runtime: `0x${evm.deployedBytecode.object}`,
   };
   compiled.set(name, artifact);
+  try {
+    // Written aside and renamed: a process reading it meanwhile sees the whole file or none.
+    mkdirSync(cacheDir, { recursive: true });
+    const tmp = `${cacheFile}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(artifact));
+    renameSync(tmp, cacheFile);
+  } catch {} // a read-only node_modules: compile again next time
   return artifact;
 }
 

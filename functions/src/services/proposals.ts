@@ -56,16 +56,19 @@ export async function executeProposal(tx: Queryable, p: ProposalAction, actor: s
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ANY($1) RETURNING id, account_id",
         [p.keyIds],
       );
+      // In the proposal's order (RETURNING has none): the result and the audit rows read the same each time.
+      const accountOf = new Map(rows.map((r) => [r.id, r.account_id]));
+      const revoked = p.keyIds.filter((id, i) => accountOf.has(id) && p.keyIds.indexOf(id) === i);
       const devices: { deviceId: string; gen: number }[] = [];
-      for (const k of rows) {
-        const d = await revokeDevicesOfKey(tx, k.id);
+      for (const id of revoked) {
+        const d = await revokeDevicesOfKey(tx, id);
         devices.push(...d);
-        await audit("api_key.revoke", k.id, { accountId: k.account_id, devices: d.length, bulk: true });
+        await audit("api_key.revoke", id, { accountId: accountOf.get(id), devices: d.length, bulk: true });
       }
       return {
         result: {
-          revoked: rows.map((r) => r.id),
-          unknown: p.keyIds.filter((id) => !rows.some((r) => r.id === id)),
+          revoked,
+          unknown: p.keyIds.filter((id) => !accountOf.has(id)),
         },
         after: ({ redis }) => publishDeviceRevocations(redis, devices),
       };
