@@ -47,24 +47,35 @@ async function quietStep(name: string, cmd: string, args: string[]) {
   return code === 0;
 }
 
-if (!only.length) {
-  // The static checks are independent and each mostly one core's work: all at once on two cores.
-  const checks = await Promise.all([
-    quietStep("lint (biome)", bin("biome"), ["check", "."]),
-    quietStep("lua scripts generated", process.execPath, ["scripts/gen-lua.ts", "--check"]),
-    quietStep("typecheck (node)", bin("tsc"), ["-p", "tsconfig.json"]),
-    quietStep("typecheck (worker)", bin("tsc"), ["-p", "functions/tsconfig.json"]),
-    quietStep("go peer (gofmt -l, go vet, go test)", "bash", ["peer-go/scripts/check.sh"]),
-  ]);
-  for (const ok of checks) require(ok);
-}
+// tsc remembers what it checked (node_modules/.cache/tsc): a second run over an unchanged tree takes
+// 5 s instead of 15-25; a changed file and everything that depends on it are checked again.
+const incremental = (name: string) => [
+  "--incremental",
+  "--tsBuildInfoFile",
+  join(root, "node_modules", ".cache", "tsc", `${name}.tsbuildinfo`),
+];
 
 const dir = mkdtempSync(join(tmpdir(), "peerproxy-test-"));
 process.on("exit", killAllNow);
 let services: StateServices | undefined;
 for (const sig of ["SIGINT", "SIGTERM"] as const)
   process.on(sig, () => void (services?.stop() ?? Promise.resolve()).finally(() => process.exit(130)));
-services = await startStateServices({ dir, databaseUrl: process.env.TEST_DATABASE_URL });
+// Redis and Postgres come up while the static checks run.
+const starting = startStateServices({ dir, databaseUrl: process.env.TEST_DATABASE_URL });
+starting.catch(() => {}); // a failure is thrown where it is awaited, after the checks
+if (!only.length) {
+  // The static checks are independent and each mostly one core's work: all at once on two cores.
+  const checks = await Promise.all([
+    quietStep("lint (biome)", bin("biome"), ["check", "."]),
+    quietStep("lua scripts generated", process.execPath, ["scripts/gen-lua.ts", "--check"]),
+    quietStep("typecheck (node)", bin("tsc"), ["-p", "tsconfig.json", ...incremental("node")]),
+    quietStep("typecheck (worker)", bin("tsc"), ["-p", "functions/tsconfig.json", ...incremental("worker")]),
+    quietStep("go peer (gofmt -l, go vet, go test)", "bash", ["peer-go/scripts/check.sh"]),
+  ]);
+  for (const ok of checks) require(ok);
+}
+
+services = await starting;
 const env = { ...services.env, PEERPROXY_TEST_TMP: dir };
 let passed = 0;
 let failedTests = 0;
