@@ -58,7 +58,7 @@ export async function executeProposal(tx: Queryable, p: ProposalAction, actor: s
       );
       // In the proposal's order (RETURNING has none): the result and the audit rows read the same each time.
       const accountOf = new Map(rows.map((r) => [r.id, r.account_id]));
-      const revoked = p.keyIds.filter((id, i) => accountOf.has(id) && p.keyIds.indexOf(id) === i);
+      const revoked = [...new Set(p.keyIds)].filter((id) => accountOf.has(id));
       const devices: { deviceId: string; gen: number }[] = [];
       for (const id of revoked) {
         const d = await revokeDevicesOfKey(tx, id);
