@@ -108,6 +108,15 @@ async function shutdown(code: number) {
   log("stopped");
   process.exit(code);
 }
+// A client whose server died of the same Ctrl-C (a Postgres connection mid-seed) may throw outside
+// any await: judged like a failed main() below, after the signal had its moment to land.
+process.on("uncaughtException", (err) => {
+  setTimeout(() => {
+    if (stopping) return;
+    console.error(`[stack] failed: ${err.stack ?? err}`);
+    void shutdown(1);
+  }, 250);
+});
 process.on("SIGINT", () => void shutdown(0));
 process.on("SIGTERM", () => void shutdown(0));
 process.on("SIGHUP", () => void shutdown(0));
