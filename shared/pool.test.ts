@@ -1,4 +1,8 @@
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { freePort, startProcess, waitUntil } from "../dev/proc.ts";
+import { redisServerArgs } from "../dev/services.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { keys } from "./keys.ts";
 import {
@@ -15,12 +19,23 @@ import {
 } from "./pool.ts";
 import { tcpRedis } from "./redis.node.ts";
 
-const redis = tcpRedis(stateEnv().REDIS_URL);
+// A Redis of its own: other files' API cron and sweepers rewrite the pool's keys in the shared one
+// (an endpoint hash this file wrote was deleted under it).
+const redisPort = await freePort();
+const redisServer = startProcess(
+  "redis",
+  "redis-server",
+  redisServerArgs(redisPort, mkdtempSync(join(stateEnv().PEERPROXY_TEST_TMP, "pool-redis-"))),
+  { echo: false },
+);
+const redis = tcpRedis(`redis://127.0.0.1:${redisPort}`, { log: { warn() {}, info() {} } });
+await waitUntil(async () => (await redis.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
 const listed: string[] = [];
 afterAll(async () => {
   for (const id of listed) await delistEndpoint(redis, id);
   await redis.del(holdsKey);
   await redis.close();
+  await redisServer.stop();
 });
 
 // Countries in the user-assigned ISO range, one per test, so parallel test files never share an index.
