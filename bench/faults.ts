@@ -173,6 +173,18 @@ export async function relayKillFigure(
   sampling = false;
   await sampler;
   stats.apiCalls = apiCalls;
+  // The curve second by second and what the restarted relay refused: where a slow recovery went.
+  const perSecond: string[] = [];
+  for (let t = 1; t <= Math.ceil((samples.at(-1)?.ms ?? 0) / 1000); t++) {
+    const x = samples.filter((y) => y.ms <= t * 1000).at(-1);
+    if (x) perSecond.push(`${t}s:${x.victim}`);
+  }
+  log(`fault ${fault}: sockets on ${victim.id} by second after the kill: ${perSecond.join(" ")}`);
+  const refusals = await fetch(victim.metrics)
+    .then((r) => r.text())
+    .then((t) => t.match(/^relay_sockets_refused_total\{.*$/gm)?.join(", ") ?? "none")
+    .catch(() => "metrics unreadable");
+  log(`fault ${fault}: ${victim.id} refusals since its restart: ${refusals}`);
   if (s.relayRestartMs < 0) await restart();
 
   const backAt = samples.find((x) => x.victim + x.other - otherBefore >= expected)?.ms ?? Number.NaN;

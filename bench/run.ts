@@ -112,8 +112,11 @@ const ratholeBuilt = smoke ? Promise.resolve("skipped (smoke)") : buildRathole()
 const inspect = { NODE_OPTIONS: "--inspect=127.0.0.1:0" };
 // As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml); the bare-ws anchor too.
 const deployedMalloc = { MALLOC_ARENA_MAX: "2" };
+// BENCH_RELAY_NODE_OPTIONS adds to the relays' NODE_OPTIONS, e.g. "--cpu-prof --cpu-prof-dir=DIR"
+// (a profile per relay process, written when it stops: the restarted relay of fault a included).
+const relayNodeOptions = `${inspect.NODE_OPTIONS} ${process.env.BENCH_RELAY_NODE_OPTIONS ?? ""}`.trim();
 const net: BenchNetwork = await startBenchNetwork({
-  relayEnv: { ...inspect, ...deployedMalloc },
+  relayEnv: { ...inspect, NODE_OPTIONS: relayNodeOptions, ...deployedMalloc },
   gatewayEnv: inspect,
   relays: only === "--memory-only" ? 1 : 2,
   gateways: only === "--memory-only" ? 1 : 2,
@@ -165,7 +168,14 @@ async function startFleetProcs(
       [join(root, "bench", "fleet", "main.ts")],
       {
         cwd: root,
-        env: { FLEET_SETTINGS: JSON.stringify(settings), FLEET_IDS_FILE: idsFile },
+        env: {
+          FLEET_SETTINGS: JSON.stringify(settings),
+          FLEET_IDS_FILE: idsFile,
+          // e.g. "--cpu-prof --cpu-prof-dir=DIR": the SDK's side of a reconnect storm
+          ...(process.env.BENCH_FLEET_NODE_OPTIONS
+            ? { NODE_OPTIONS: process.env.BENCH_FLEET_NODE_OPTIONS }
+            : {}),
+        },
       },
     );
     fleets.push(svc);

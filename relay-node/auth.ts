@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http";
-import { type PeerClaims, verifyJwt } from "../shared/jwt.ts";
+import { hs256Check } from "../shared/jwt.node.ts";
+import { type PeerClaims, verifyJwtWith } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
 import { CLOSE_BAD_TOKEN, CLOSE_NO_TOKEN } from "../shared/messages.ts";
 import type { RelayRedis } from "./state.ts";
@@ -47,11 +48,11 @@ export async function authenticatePeer(
   if (token.split(".").length !== 3)
     return { ok: false, code: CLOSE_NO_TOKEN, reason: "malformed_token", protocol };
 
-  let verified = await verifyJwt<PeerClaims>(token, deps.secret, deps.nowSec);
+  let verified = verifyJwtWith<PeerClaims>(token, deps.nowSec, hs256Check(deps.secret));
   // While JWT_SECRET rotates (docs/deploy.md) tokens the API signed with the old one stay good until
   // they expire, so the fleet is never dropped.
   if (!verified.ok && verified.reason === "signature" && deps.previousSecret)
-    verified = await verifyJwt<PeerClaims>(token, deps.previousSecret, deps.nowSec);
+    verified = verifyJwtWith<PeerClaims>(token, deps.nowSec, hs256Check(deps.previousSecret));
   if (!verified.ok) {
     const code = verified.reason === "malformed" ? CLOSE_NO_TOKEN : CLOSE_BAD_TOKEN;
     return { ok: false, code, reason: verified.reason, protocol };

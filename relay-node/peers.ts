@@ -191,6 +191,7 @@ export function createPeerServer(state: RelayState): PeerServer {
         capabilities: [],
         conns: new Set(),
         nextConn: 0,
+        presenceWrite: undefined,
       };
       state.devices.set(device.id, device);
     }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
+import { presenceRefresh } from "../shared/lua/scripts.gen.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
 import { normaliseRelayUrl } from "../shared/relay-url.ts";
 import { stateEnv } from "../test/helpers/env.ts";
@@ -22,6 +23,36 @@ afterAll(async () => {
 });
 
 describe("presence in Redis", () => {
+  it("a device whose 8 sockets connect at once is written a few times, not once per socket and device_info, and ends with all 8", async () => {
+    const id = a.newDeviceId();
+    const token = await a.token(id, { ipType: "residential" });
+    // Counts this device's presence writes on the relay's own Redis client.
+    const redisOfRelay = a.relay.state.redis;
+    const evalsha = redisOfRelay.evalsha;
+    let writes = 0;
+    redisOfRelay.evalsha = (sha, keyList, args) => {
+      if (sha === presenceRefresh.sha && keyList[0] === keys.presence(id)) writes++;
+      return evalsha(sha, keyList, args);
+    };
+    try {
+      const peers = await Promise.all(
+        Array.from({ length: 8 }, () => connectPeer({ url: a.relay.wsUrl, token })),
+      );
+      await Promise.all(peers.map((p) => p.waitFor("connected")));
+      await expect
+        .poll(() => redis.hgetall(keys.presence(id)))
+        .toMatchObject({ sockets: "8", carrier: "test", protocol: "binary-v1" });
+      // One write per socket and one per device_info would be 16.
+      expect(writes).toBeGreaterThanOrEqual(2);
+      expect(writes).toBeLessThanOrEqual(12);
+      console.log(`presence writes for 8 sockets + 8 device_info: ${writes}`);
+      for (const p of peers) p.close();
+      await expect.poll(() => redis.hgetall(keys.presence(id))).toEqual({});
+    } finally {
+      redisOfRelay.evalsha = evalsha;
+    }
+  });
+
   it("takes the country from the token's geo claim (the API's view) over the peer's device_info", async () => {
     const id = a.newDeviceId();
     const token = await a.token(id, { ipType: "mobile", geo: "DE" });

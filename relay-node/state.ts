@@ -33,6 +33,11 @@ export interface Device {
   conns: Set<PeerConn>;
   /** Round-robin cursor so equally loaded sockets take turns. */
   nextConn: number;
+  /**
+   * touchPresence's write for this device: in flight, and touched again meanwhile ("again"), so
+   * a device's sockets reconnecting together cost two writes, not two per socket.
+   */
+  presenceWrite: "busy" | "again" | undefined;
 }
 
 /** One WebSocket of a device. Protocol options are per socket: each socket sends its own device_info. */

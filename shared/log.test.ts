@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { signJwt } from "./jwt.ts";
 import { createLogger, memoryLogger, textLine } from "./log.ts";
@@ -88,5 +90,35 @@ describe("connection error rate limit", () => {
     expect(pass("ECONNREFUSED")).toBeNull();
     t = 30_001;
     expect(pass("ECONNREFUSED")).toEqual({ suppressed: 2 });
+  });
+});
+
+describe("daemon stdout (loggerFromEnv, JSON)", () => {
+  // A child process: the stream is process-wide and writes to the real stdout.
+  const script = `
+    import { loggerFromEnv } from ${JSON.stringify(join(import.meta.dirname, "log.ts"))};
+    let writes = 0;
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = (...args) => { writes++; return write(...args); };
+    const relay = loggerFromEnv("relay", {});
+    const other = loggerFromEnv("gateway", {});
+    for (let i = 0; i < 100; i++) (i % 2 ? other : relay).info({ i }, "line");
+    setImmediate(() => {
+      process.stderr.write("writes after the first turn: " + writes + "\\n");
+      relay.info({ i: 100 }, "last words");
+      process.exit(3);
+    });
+  `;
+
+  it("writes a turn's lines in one write, in order, and what is pending when the process exits", () => {
+    const out = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    expect(out.status).toBe(3);
+    expect(out.stderr).toContain("writes after the first turn: 1\n");
+    const lines = out.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { i: number; service: string });
+    expect(lines.map((l) => l.i)).toEqual(Array.from({ length: 101 }, (_, i) => i));
+    expect(lines[1]!.service).toBe("gateway");
   });
 });
