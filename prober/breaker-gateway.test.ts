@@ -34,7 +34,7 @@ beforeAll(async () => {
   ({ relay, target } = bed);
   gw = await startGateway(
     loadGatewayConfig({
-      REDIS_URL: env.REDIS_URL,
+      REDIS_URL: bed.redisUrl,
       RELAY_SHARED_SECRET: relay.sharedSecret,
       GATEWAY_HTTP_PORT: "0",
       GATEWAY_SOCKS_PORT: "0",

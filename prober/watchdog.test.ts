@@ -12,7 +12,7 @@ import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
 import { memoryLogger, silentLogger } from "../shared/log.ts";
 import { delistEndpoint, listEndpoint } from "../shared/pool.ts";
-import { stateEnv } from "../test/helpers/env.ts";
+import { ownRedis, stateEnv } from "../test/helpers/env.ts";
 import { newProberMetrics, registerProberMetrics } from "./metrics.ts";
 import { type ProbeTarget, startProbeTarget } from "./target.ts";
 import { type FaultPeer, startFaultPeer } from "./testing/fault-peer.ts";
@@ -47,9 +47,8 @@ const runAts: Date[] = [];
 const stops: (() => Promise<void>)[] = [];
 
 function gatewayConfig(port = "0") {
-  const env = stateEnv();
   return loadGatewayConfig({
-    REDIS_URL: env.REDIS_URL,
+    REDIS_URL: redisServer.url,
     RELAY_SHARED_SECRET: relay.sharedSecret,
     GATEWAY_HTTP_PORT: port,
     GATEWAY_SOCKS_PORT: "0",
@@ -73,10 +72,13 @@ async function upsertRollup() {
     );
 }
 
+// A Redis of its own: in the shared one other files' API cron delists what this file lists.
+const redisServer = await ownRedis("watchdog");
+
 beforeAll(async () => {
   const env = stateEnv();
   [relay, target, modem] = await Promise.all([
-    startTestRelay({ PRESENCE_REFRESH_MS: "1000" }),
+    startTestRelay({ PRESENCE_REFRESH_MS: "1000", REDIS_URL: redisServer.url }),
     startProbeTarget(),
     startTinyproxy(),
   ]);
@@ -143,6 +145,7 @@ afterAll(async () => {
   await relay?.close();
   await target?.stop();
   await db?.end();
+  await redisServer.stop();
 });
 
 function watchdog(

@@ -1,9 +1,5 @@
-import { mkdtempSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { freePort, startProcess, waitUntil } from "../dev/proc.ts";
-import { redisServerArgs } from "../dev/services.ts";
-import { stateEnv } from "../test/helpers/env.ts";
+import { ownRedis } from "../test/helpers/env.ts";
 import { keys } from "./keys.ts";
 import {
   CAPS,
@@ -21,15 +17,8 @@ import { tcpRedis } from "./redis.node.ts";
 
 // A Redis of its own: other files' API cron and sweepers rewrite the pool's keys in the shared one
 // (an endpoint hash this file wrote was deleted under it).
-const redisPort = await freePort();
-const redisServer = startProcess(
-  "redis",
-  "redis-server",
-  redisServerArgs(redisPort, mkdtempSync(join(stateEnv().PEERPROXY_TEST_TMP, "pool-redis-"))),
-  { echo: false },
-);
-const redis = tcpRedis(`redis://127.0.0.1:${redisPort}`, { log: { warn() {}, info() {} } });
-await waitUntil(async () => (await redis.ping()) === "PONG", 10_000, `redis-server on ${redisPort}`);
+const redisServer = await ownRedis("pool");
+const redis = tcpRedis(redisServer.url);
 const listed: string[] = [];
 afterAll(async () => {
   for (const id of listed) await delistEndpoint(redis, id);

@@ -1,15 +1,20 @@
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
-import { stateEnv } from "./helpers/env.ts";
+import { ownRedisState } from "./helpers/env.ts";
 
-// The API as it really runs locally: wrangler dev (workerd) in front of the run's Redis and Postgres.
-const e = stateEnv();
+// The API as it really runs locally: wrangler dev (workerd) in front of the run's Postgres and a
+// Redis of its own (its cron would delist what other files list in the shared one).
+const state = await ownRedisState("api");
+const e = state.env;
 let api: Api;
 beforeAll(async () => {
   api = await startApi(stateVars(e), { tmp: e.PEERPROXY_TEST_TMP });
 });
-afterAll(() => api?.stop());
+afterAll(async () => {
+  await api?.stop();
+  await state.stop();
+});
 
 describe("API under wrangler dev", () => {
   it("GET /health reaches Redis and Postgres", async () => {

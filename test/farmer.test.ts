@@ -26,10 +26,12 @@ import { keys } from "../shared/keys.ts";
 import { delistEndpoint } from "../shared/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
-import { stateEnv } from "./helpers/env.ts";
+import { ownRedisState } from "./helpers/env.ts";
 import { apiCaller } from "./helpers/payouts.ts";
 
-const e = stateEnv();
+// A Redis of its own: this file runs the API cron, which would delist what other files list.
+const state = await ownRedisState("farmer");
+const e = state.env;
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
 const redis = tcpRedis(e.REDIS_URL);
 const balanceOf = parseAbi(["function balanceOf(address) view returns (uint256)"]);
@@ -93,6 +95,7 @@ afterAll(async () => {
   await chain?.stop();
   await redis.close();
   await db.end();
+  await state.stop();
 });
 
 const call = apiCaller(() => api.url);

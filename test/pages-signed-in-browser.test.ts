@@ -12,10 +12,12 @@ import { type Service, startProcess, waitUntil } from "../dev/proc.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
 import { keys } from "../shared/keys.ts";
 import { delistEndpoint } from "../shared/pool.ts";
-import { stateEnv } from "./helpers/env.ts";
+import { ownRedisState } from "./helpers/env.ts";
 import { type SupplyNetwork, startSupplyNetwork } from "./helpers/supply-network.ts";
 
-const e = stateEnv();
+// A Redis of its own: this file runs the API cron, which would delist what other files list.
+const state = await ownRedisState("pages-signed-in");
+const e = state.env;
 const root = join(import.meta.dirname, "..");
 // PAGES_SCREENSHOT_DIR keeps the screenshots after the run (the temp dir goes with it).
 const shots = process.env.PAGES_SCREENSHOT_DIR ?? mkdtempSync(join(e.PEERPROXY_TEST_TMP, "pages-signed-in-"));
@@ -79,6 +81,7 @@ afterAll(async () => {
     await net.redis.raw.zrem(keys.probeDue(), deviceId);
   }
   await net?.stop();
+  await state.stop();
 });
 
 const cron = () => fetch(`${net.api.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`);

@@ -22,7 +22,7 @@ import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
 import { delistEndpoint } from "../shared/pool.ts";
 import { type Api, startApi, stateVars } from "./helpers/api.ts";
-import { stateEnv } from "./helpers/env.ts";
+import { ownRedisState } from "./helpers/env.ts";
 import { apiCaller } from "./helpers/payouts.ts";
 import {
   baseRailVars,
@@ -34,7 +34,9 @@ import {
   transferUsdc,
 } from "./helpers/x402.ts";
 
-const e = stateEnv();
+// A Redis of its own: this file runs the API cron, which would delist what other files list.
+const state = await ownRedisState("payout-circle");
+const e = state.env;
 const db = createPool(e.DATABASE_URL, e.NEON_WS_PROXY);
 // A country code no other test uses, so the gateway can only pick this file's peer.
 const country = `w${"abcdefghijklmnopqrstuvwxyz"[Math.floor(Math.random() * 26)]}`;
@@ -74,7 +76,7 @@ beforeAll(async () => {
       },
       { tmp: e.PEERPROXY_TEST_TMP },
     ),
-    startTestRelay({ COUNTER_FLUSH_MS: "200" }),
+    startTestRelay({ COUNTER_FLUSH_MS: "200", REDIS_URL: e.REDIS_URL }),
   ]);
   gw = await startGateway(
     loadGatewayConfig({
@@ -107,6 +109,7 @@ afterAll(async () => {
   await api?.stop();
   await chain?.stop();
   await db.end();
+  await state.stop();
 });
 
 const call = apiCaller(() => api.url);

@@ -1,12 +1,14 @@
-// One test bed per prober test file: a real relay, the HTTPS probe target, Postgres, and a tenant
-// prefix so the file's probers see only the file's own devices while other files share Redis.
+// One test bed per prober test file: a real relay on a Redis of the file's own, the HTTPS probe
+// target, Postgres, and a tenant prefix so the file's probers see only the file's own devices.
+// Its own Redis: in the run's shared one, other files' gateways push tunnel failure reports into
+// the list the breaker reads and their API cron delists what these tests list.
 import { waitUntil } from "../../dev/proc.ts";
 import { startTestRelay, type TestRelay } from "../../relay-node/testing/relay.ts";
 import { createPool, type Pool } from "../../shared/db/pool.ts";
 import { randomHex } from "../../shared/ids.ts";
 import { keys } from "../../shared/keys.ts";
 import { memoryLogger } from "../../shared/log.ts";
-import { stateEnv } from "../../test/helpers/env.ts";
+import { ownRedis, stateEnv } from "../../test/helpers/env.ts";
 import { loadProberConfig, type ProberConfig } from "../config.ts";
 import { type ProberDeps, proberRedis, type RunningProber, startProber } from "../scheduler.ts";
 import { type ProbeTarget, startProbeTarget } from "../target.ts";
@@ -14,6 +16,8 @@ import { type FaultPeer, type PeerFault, startFaultPeer } from "./fault-peer.ts"
 
 export interface ProberBed {
   relay: TestRelay;
+  /** the bed's own Redis, which the relay and its probers use */
+  redisUrl: string;
   target: ProbeTarget;
   db: Pool;
   /** device ids of this file start with it, and its probers serve only it */
@@ -36,8 +40,9 @@ export interface ProberBed {
 }
 
 export async function startProberBed(): Promise<ProberBed> {
-  const env = stateEnv();
-  const relay = await startTestRelay({ PRESENCE_REFRESH_MS: "1000" });
+  const redisServer = await ownRedis("prober-bed");
+  const env = { ...stateEnv(), REDIS_URL: redisServer.url };
+  const relay = await startTestRelay({ PRESENCE_REFRESH_MS: "1000", REDIS_URL: env.REDIS_URL });
   const target = await startProbeTarget();
   const db = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
   const tenant = `agent_${randomHex(5)}`;
@@ -45,6 +50,7 @@ export async function startProberBed(): Promise<ProberBed> {
   const peers: FaultPeer[] = [];
   return {
     relay,
+    redisUrl: env.REDIS_URL,
     target,
     db,
     tenant,
@@ -103,6 +109,7 @@ export async function startProberBed(): Promise<ProberBed> {
       await relay.close();
       await target.stop();
       await db.end();
+      await redisServer.stop();
     },
   };
 }
