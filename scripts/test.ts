@@ -1,7 +1,7 @@
 // `npm test`: lint, generated-file check, typecheck, then every suite against throwaway Redis and
 // Postgres started for this run (unit + integration in Node, Worker tests inside workerd).
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { killAllNow } from "../dev/proc.ts";
@@ -80,12 +80,17 @@ const env = { ...services.env, PEERPROXY_TEST_TMP: dir };
 let passed = 0;
 let failedTests = 0;
 const fileTimes: [string, number][] = [];
+/** Every file's start and end (ms since the epoch), kept after the run for a look at the schedule. */
+const timeline: string[] = [];
 const count = (file: string) => {
   try {
     const r = JSON.parse(readFileSync(file, "utf8"));
     passed += r.numPassedTests ?? 0;
     failedTests += r.numFailedTests ?? 0;
-    for (const t of r.testResults ?? []) fileTimes.push([relative(root, t.name), t.endTime - t.startTime]);
+    for (const t of r.testResults ?? []) {
+      fileTimes.push([relative(root, t.name), t.endTime - t.startTime]);
+      timeline.push(`${t.startTime}\t${t.endTime}\t${relative(root, t.name)}`);
+    }
   } catch {}
 };
 try {
@@ -121,6 +126,14 @@ try {
 } finally {
   await services.stop();
   rmSync(dir, { recursive: true, force: true });
+}
+// Which files ran when (start, end in ms, file), for finding idle workers: the last full run's.
+if (!only.length) {
+  mkdirSync(join(root, "node_modules", ".cache"), { recursive: true });
+  writeFileSync(
+    join(root, "node_modules", ".cache", "peerproxy-test-timeline.tsv"),
+    `${timeline.join("\n")}\n`,
+  );
 }
 // The slowest files, so a suite that grows slower says where.
 fileTimes.sort((a, b) => b[1] - a[1]);
