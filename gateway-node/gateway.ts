@@ -3,13 +3,9 @@
  * with /health and /metrics. startGateway is what main.ts, the local stack and tests call.
  */
 import { lookup } from "node:dns/promises";
-import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  type Server as NetServer,
-  type Socket,
-} from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createNetServer, type Socket } from "node:net";
+import { listen } from "../shared/listen.node.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { serveMetrics } from "../shared/metrics.ts";
 import type { RedisClient } from "../shared/redis.ts";
@@ -44,16 +40,6 @@ export interface Gateway {
   ctx: GatewayContext;
   /** Stops accepting, lets live tunnels finish for up to GATEWAY_DRAIN_MS, then closes the rest. */
   close(): Promise<void>;
-}
-
-function listen(server: HttpServer | NetServer, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
 }
 
 export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
@@ -112,9 +98,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
   });
 
   const host = config.GATEWAY_HOST;
-  const httpPort = await listen(proxy, config.GATEWAY_HTTP_PORT, host);
-  const socksPort = await listen(socks, config.GATEWAY_SOCKS_PORT, host);
-  const adminPort = await listen(admin, config.GATEWAY_ADMIN_PORT, config.GATEWAY_ADMIN_HOST);
+  const httpPort = (await listen(proxy, config.GATEWAY_HTTP_PORT, host)).port;
+  const socksPort = (await listen(socks, config.GATEWAY_SOCKS_PORT, host)).port;
+  const adminPort = (await listen(admin, config.GATEWAY_ADMIN_PORT, config.GATEWAY_ADMIN_HOST)).port;
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer } from "node:http";
 import { type AsnTable, parseAsnTable } from "../shared/asn.ts";
+import { listen } from "../shared/listen.node.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { deviceBytesFlush, presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
 import type { TcpRedis } from "../shared/redis.node.ts";
@@ -55,16 +55,6 @@ function loadAsnTable(path: string): AsnTable {
   } catch (err) {
     throw new Error(`RELAY_ASN_TABLE ${path}: ${(err as Error).message}`);
   }
-}
-
-function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
 }
 
 function urlHost(host: string) {

@@ -29,6 +29,7 @@ declare -A APT=(
   [chromium]=chromium
   [openssl]=openssl
   [jq]=jq
+  [ss]=iproute2
 )
 missing=()
 for cmd in "${!APT[@]}"; do
