@@ -4,18 +4,15 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, startProcess } from "../dev/proc.ts";
-import { redisServerArgs } from "../dev/services.ts";
+import { startRedis } from "../dev/services.ts";
 import { keys } from "../shared/keys.ts";
 import { listEndpoint, releaseHold, selectEndpoint } from "../shared/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 
 const total = Number(process.argv[2] ?? 200_000);
 const dir = mkdtempSync(join(tmpdir(), "select-bench-"));
-const port = await freePort();
-const server = startProcess("redis", "redis-server", redisServerArgs(port, dir));
-await server.waitFor(/Ready to accept connections/);
-const redis = tcpRedis(`redis://127.0.0.1:${port}`);
+const server = await startRedis(dir);
+const redis = tcpRedis(server.url);
 try {
   const countries = ["us", "de", "gb", "fr", "br", "in", "jp", "ng", "mx", "id"];
   const tiers = ["fast", "medium", "slow", "unknown"] as const;
