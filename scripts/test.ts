@@ -80,8 +80,17 @@ const env = { ...services.env, PEERPROXY_TEST_TMP: dir };
 let passed = 0;
 let failedTests = 0;
 const fileTimes: [string, number][] = [];
+/** The failed tests with the first lines of their errors: printed last, where a CI log's tail shows them. */
+const failures: string[] = [];
 /** Every file's start and end (ms since the epoch), kept after the run for a look at the schedule. */
 const timeline: string[] = [];
+const firstLines = (text: string) =>
+  text
+    .split("\n")
+    .filter((line) => line.trim() && !line.includes("/node_modules/") && !line.includes("new Promise"))
+    .slice(0, 6)
+    .map((line) => `      ${line.slice(0, 300)}`)
+    .join("\n");
 const count = (file: string) => {
   try {
     const r = JSON.parse(readFileSync(file, "utf8"));
@@ -90,6 +99,18 @@ const count = (file: string) => {
     for (const t of r.testResults ?? []) {
       fileTimes.push([relative(root, t.name), t.endTime - t.startTime]);
       timeline.push(`${t.startTime}\t${t.endTime}\t${relative(root, t.name)}`);
+      if (
+        t.status === "failed" &&
+        !t.assertionResults?.some((a: { status: string }) => a.status === "failed")
+      )
+        failures.push(
+          `${relative(root, t.name)}: ${firstLines(t.message ?? "the file failed outside any test")}`,
+        );
+      for (const a of t.assertionResults ?? [])
+        if (a.status === "failed")
+          failures.push(
+            `${relative(root, t.name)} > ${a.fullName}\n${firstLines(a.failureMessages?.join("\n") ?? "")}`,
+          );
     }
   } catch {}
 };
@@ -141,6 +162,10 @@ if (fileTimes.length > 1) {
   console.log("\nslowest test files:");
   for (const [name, ms] of fileTimes.slice(0, 12))
     console.log(`  ${(ms / 1000).toFixed(1).padStart(6)} s  ${name}`);
+}
+if (failures.length) {
+  console.log("\nfailed tests:");
+  for (const f of failures) console.log(`  ${f}`);
 }
 console.log(`\n${passed} passed, ${failedTests} failed`);
 if (failed) {
