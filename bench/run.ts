@@ -9,6 +9,7 @@
 //   npm run bench -- --memory-only     # figure 1 only: relay memory per idle socket, idle CPU
 //   npm run bench -- --soak-only       # figure 4 only (bench/soak.ts) on a small fleet
 //   npm run bench -- --faults-only     # figure 5 only (bench/faults.ts): relay, gateway, Redis
+//   npm run bench -- --throughput-only # figure 3 only on a small fleet: direct and rathole anchors
 // The -only runs print their table and write nothing.
 // Knobs (environment): BENCH_DEVICES (2000), BENCH_SOCKETS (8 per device), BENCH_STAGE1_DEVICES
 // (625: the 5,000-socket step), BENCH_CONCURRENCY (1000), BENCH_REQUESTS (3000), BENCH_IDLE_SECONDS
@@ -16,7 +17,7 @@
 // with a slow, stalling or TLS-dropping exit, or flapping, in the listing figure).
 // Soak: BENCH_SOAK_TUNNELS (10000), BENCH_SOAK_CONCURRENCY (64), BENCH_SOAK_KIB (64: largest
 // payload each way), BENCH_SOAK_SETTLE_SECONDS (32), BENCH_ONLY_DEVICES (50: the fleet of a
-// --soak-only or --faults-only run). Faults: BENCH_FAULT_DEVICES (625) x BENCH_FAULT_SOCKETS (8) on
+// --soak-only, --faults-only or --throughput-only run). Faults: BENCH_FAULT_DEVICES (625) x BENCH_FAULT_SOCKETS (8) on
 // the relay that is killed, BENCH_RELAY_RESTART_MS (1000: the supervisor's delay),
 // BENCH_FAULT_CONCURRENCY (16 customers), BENCH_HELD_TUNNELS (20 on the gateway that is killed),
 // BENCH_REDIS_DOWN_MS (1000), BENCH_RELAY_DOWN_MS (120000: fault d, a relay left down),
@@ -55,7 +56,9 @@ import { fullGc, inspectorUrl, type SoakSettings, scrapeMetric, soakFigure } fro
 const root = join(import.meta.dirname, "..");
 const args = process.argv.slice(2);
 const smoke = args.includes("--smoke");
-const only = (["--memory-only", "--soak-only", "--faults-only"] as const).find((f) => args.includes(f));
+const only = (["--memory-only", "--soak-only", "--faults-only", "--throughput-only"] as const).find((f) =>
+  args.includes(f),
+);
 const outDir = args.includes("--out") ? args[args.indexOf("--out") + 1]! : join(root, "bench", "results");
 const num = (name: string, full: number, small: number) =>
   Number(process.env[name] ?? (smoke ? small : full));
@@ -104,7 +107,8 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.
 const fdLimit = Number(/Max open files\s+(\d+)/.exec(readFileSync("/proc/self/limits", "utf8"))?.[1] ?? 0);
 log(`settings ${JSON.stringify(cfg)}; open-file limit ${fdLimit}`);
 // rathole takes minutes to build on 2 cores: start now, await when its anchor is due.
-const ratholeBuilt = smoke ? Promise.resolve("skipped (smoke)") : buildRathole();
+const ratholeBuilt =
+  smoke || (only && only !== "--throughput-only") ? Promise.resolve("skipped") : buildRathole();
 
 // Relays and gateways run with their inspector on loopback so memory figures can also be read
 // after a full GC (HeapProfiler.collectGarbage): RSS growth alone counts V8's garbage and headroom.
@@ -243,8 +247,8 @@ async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[
   return out;
 }
 
-// `--soak-only`, `--faults-only`: that figure alone, on a small fleet of its own.
-if (only === "--soak-only" || only === "--faults-only") {
+// `--soak-only`, `--faults-only`, `--throughput-only`: that figure alone, on a small fleet of its own.
+if (only === "--soak-only" || only === "--faults-only" || only === "--throughput-only") {
   const faultFleet = only === "--faults-only" ? startFaultFleet() : undefined;
   const traffic = await startFleetProcs("t", cfg.onlyDevices, 1);
   log(
@@ -254,7 +258,23 @@ if (only === "--soak-only" || only === "--faults-only") {
     )} of ${traffic.length} traffic devices listed`,
   );
   if (faultFleet) rows.push(...(await faultFigures(faultFleet)));
-  else rows.push(...(await soakFigure(net, soak, log)).rows);
+  else if (only === "--soak-only") rows.push(...(await soakFigure(net, soak, log)).rows);
+  else {
+    const target: Target = { host: "127.0.0.1", port: net.httpTarget.port };
+    const viaGateway: Route = {
+      kind: "http-connect",
+      port: gateway.httpPort,
+      auth: `${net.customer.user}:${net.customer.secret}`,
+    };
+    const direct: Route = { kind: "direct", port: net.httpTarget.port };
+    const figure = await throughputFigure(traffic, {
+      viaGateway,
+      target,
+      anchors: [["direct loopback", direct]],
+    });
+    rows.push(...figure.rows);
+    for (const a of Object.values(figure.rathole)) if (a.ok) await a.stop();
+  }
   console.log(`\n${markdownTable(rows)}\n`);
   for (const f of fleets) await f.stop();
   await net.stop();
@@ -523,72 +543,99 @@ for (const [name, a] of Object.entries(anchors))
   if (!a.ok) rows.push({ figure: `${name} anchor`, value: "-", anchor: "missing", ratio: "-", goal: a.why });
 
 // --- Figure 3: throughput ----------------------------------------------------------------------
-// One tunnel pinned to a device that is for sale (the prober may not have reached them all).
-let good = endpoints[0]!;
-for (const e of endpoints)
-  if ((await net.redis.raw.sismember(keys.poolListed(), e.id)) === 1) {
-    good = e;
-    break;
-  }
-const pinned: Route = {
-  ...viaGateway,
-  auth: `${net.customer.user}-pin-device-${good.id}:${net.customer.secret}`,
-};
-const bytes1 = cfg.tunnelMiB * 1024 * 1024;
-const bytes64 = Math.max(1, Math.floor(bytes1 / 16));
-const ratholeWhy = await ratholeBuilt;
-const rathole = {
-  websocket: ratholeWhy
-    ? ({ ok: false, why: ratholeWhy } as Anchor)
-    : await startRatholeAnchor("websocket", net.httpTarget.port),
-  tcp: ratholeWhy
-    ? ({ ok: false, why: ratholeWhy } as Anchor)
-    : await startRatholeAnchor("tcp", net.httpTarget.port),
-};
-const tputRoutes: [string, Route | undefined][] = [
-  ["peerproxy", pinned],
-  ["direct loopback", direct],
-  ["tinyproxy", anchors.tinyproxy!.ok ? anchors.tinyproxy!.route : undefined],
-  ["dante", anchors.dante!.ok ? anchors.dante!.route : undefined],
-  ["rathole websocket", rathole.websocket.ok ? rathole.websocket.route : undefined],
-  ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
-];
-const tput: Record<string, { one: number; many: number }> = {};
-for (const [name, route] of tputRoutes) {
-  if (!route) continue;
-  // 64 tunnels through peerproxy spread over the pool (unpinned), as 64 customers would.
-  const manyRoute = name === "peerproxy" ? viaGateway : route;
-  const one = await throughput({ route, target, tunnels: 1, bytesEach: bytes1 });
-  const many = await throughput({ route: manyRoute, target, tunnels: 64, bytesEach: bytes64 });
-  tput[name] = { one: one.bytesPerSecond, many: many.bytesPerSecond };
-  log(
-    `${name}: 1 tunnel ${fmtRate(one.bytesPerSecond)}, 64 tunnels ${fmtRate(many.bytesPerSecond)}${(one.firstError ?? many.firstError) ? ` (${one.firstError ?? many.firstError})` : ""}`,
-  );
-}
-const tAnchor = tput["rathole websocket"] ? "rathole websocket" : "direct loopback";
-for (const kind of ["one", "many"] as const)
-  rows.push({
-    figure:
-      kind === "one"
-        ? `one tunnel, ${cfg.tunnelMiB} MiB`
-        : `64 tunnels, ${(bytes64 / 1048576).toFixed(1)} MiB each (aggregate)`,
-    value: fmtRate(tput.peerproxy![kind]),
-    anchor: `${tAnchor} ${fmtRate(tput[tAnchor]![kind])}`,
-    ratio: ratio(tput.peerproxy![kind], tput[tAnchor]![kind]),
-    goal: kind === "one" ? ">= 0.5x rathole websocket" : "reported",
-  });
-for (const name of ["direct loopback", "tinyproxy", "dante", "rathole tcp"])
-  if (tput[name])
-    rows.push({
-      figure: `anchor: ${name}, one tunnel / 64 tunnels`,
-      value: "-",
-      anchor: `${fmtRate(tput[name]!.one)} / ${fmtRate(tput[name]!.many)}`,
-      ratio: `peerproxy ${ratio(tput.peerproxy!.one, tput[name]!.one)} / ${ratio(tput.peerproxy!.many, tput[name]!.many)}`,
-      goal: "anchor",
+/**
+ * One tunnel pinned to a device that is for sale (the prober may not have reached them all), and
+ * 64 tunnels spread over the pool as 64 customers would, against the anchors given and rathole
+ * (websocket and tcp transports) started here. Returns the rows and the rathole anchors to stop.
+ */
+async function throughputFigure(
+  endpoints: { id: string }[],
+  routes: {
+    viaGateway: Extract<Route, { kind: "http-connect" }>;
+    target: Target;
+    anchors: [string, Route | undefined][];
+  },
+): Promise<{ rows: Row[]; rathole: Record<string, Anchor> }> {
+  const out: Row[] = [];
+  let good = endpoints[0]!;
+  for (const e of endpoints)
+    if ((await net.redis.raw.sismember(keys.poolListed(), e.id)) === 1) {
+      good = e;
+      break;
+    }
+  const pinned: Route = {
+    ...routes.viaGateway,
+    auth: `${net.customer.user}-pin-device-${good.id}:${net.customer.secret}`,
+  };
+  const bytes1 = cfg.tunnelMiB * 1024 * 1024;
+  const bytes64 = Math.max(1, Math.floor(bytes1 / 16));
+  const ratholeWhy = await ratholeBuilt;
+  const rathole = {
+    websocket: ratholeWhy
+      ? ({ ok: false, why: ratholeWhy } as Anchor)
+      : await startRatholeAnchor("websocket", net.httpTarget.port),
+    tcp: ratholeWhy
+      ? ({ ok: false, why: ratholeWhy } as Anchor)
+      : await startRatholeAnchor("tcp", net.httpTarget.port),
+  };
+  const tputRoutes: [string, Route | undefined][] = [
+    ["peerproxy", pinned],
+    ...routes.anchors,
+    ["rathole websocket", rathole.websocket.ok ? rathole.websocket.route : undefined],
+    ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
+  ];
+  const tput: Record<string, { one: number; many: number }> = {};
+  for (const [name, route] of tputRoutes) {
+    if (!route) continue;
+    const manyRoute = name === "peerproxy" ? routes.viaGateway : route;
+    const one = await throughput({ route, target: routes.target, tunnels: 1, bytesEach: bytes1 });
+    const many = await throughput({
+      route: manyRoute,
+      target: routes.target,
+      tunnels: 64,
+      bytesEach: bytes64,
     });
-for (const [name, a] of Object.entries(rathole))
-  if (!a.ok)
-    rows.push({ figure: `rathole ${name} anchor`, value: "-", anchor: "missing", ratio: "-", goal: a.why });
+    tput[name] = { one: one.bytesPerSecond, many: many.bytesPerSecond };
+    log(
+      `${name}: 1 tunnel ${fmtRate(one.bytesPerSecond)}, 64 tunnels ${fmtRate(many.bytesPerSecond)}${(one.firstError ?? many.firstError) ? ` (${one.firstError ?? many.firstError})` : ""}`,
+    );
+  }
+  const tAnchor = tput["rathole websocket"] ? "rathole websocket" : "direct loopback";
+  for (const kind of ["one", "many"] as const)
+    out.push({
+      figure:
+        kind === "one"
+          ? `one tunnel, ${cfg.tunnelMiB} MiB`
+          : `64 tunnels, ${(bytes64 / 1048576).toFixed(1)} MiB each (aggregate)`,
+      value: fmtRate(tput.peerproxy![kind]),
+      anchor: `${tAnchor} ${fmtRate(tput[tAnchor]![kind])}`,
+      ratio: ratio(tput.peerproxy![kind], tput[tAnchor]![kind]),
+      goal: kind === "one" ? ">= 0.5x rathole websocket" : "reported",
+    });
+  for (const name of ["direct loopback", "tinyproxy", "dante", "rathole tcp"])
+    if (tput[name])
+      out.push({
+        figure: `anchor: ${name}, one tunnel / 64 tunnels`,
+        value: "-",
+        anchor: `${fmtRate(tput[name]!.one)} / ${fmtRate(tput[name]!.many)}`,
+        ratio: `peerproxy ${ratio(tput.peerproxy!.one, tput[name]!.one)} / ${ratio(tput.peerproxy!.many, tput[name]!.many)}`,
+        goal: "anchor",
+      });
+  for (const [name, a] of Object.entries(rathole))
+    if (!a.ok)
+      out.push({ figure: `rathole ${name} anchor`, value: "-", anchor: "missing", ratio: "-", goal: a.why });
+  return { rows: out, rathole };
+}
+const { rows: tputRows, rathole } = await throughputFigure(endpoints, {
+  viaGateway,
+  target,
+  anchors: [
+    ["direct loopback", direct],
+    ["tinyproxy", anchors.tinyproxy!.ok ? anchors.tinyproxy!.route : undefined],
+    ["dante", anchors.dante!.ok ? anchors.dante!.route : undefined],
+  ],
+});
+rows.push(...tputRows);
 
 // --- The quality loop at scale: misbehaving exits must not be sold -----------------------------
 // Started after the timed figures so their exits never serve them. Each behaviour's shim

@@ -82,6 +82,8 @@ let failedTests = 0;
 const fileTimes: [string, number][] = [];
 /** The failed tests with the first lines of their errors: printed last, where a CI log's tail shows them. */
 const failures: string[] = [];
+/** Tests that failed and then passed on CI's retry (vitest.config.ts): named, so a flake gets fixed. */
+const flaky: string[] = [];
 /** Every file's start and end (ms since the epoch), kept after the run for a look at the schedule. */
 const timeline: string[] = [];
 const firstLines = (text: string) =>
@@ -111,6 +113,8 @@ const count = (file: string) => {
           failures.push(
             `${relative(root, t.name)} > ${a.fullName}\n${firstLines(a.failureMessages?.join("\n") ?? "")}`,
           );
+        else if (a.status === "passed" && a.failureMessages?.length)
+          flaky.push(`${relative(root, t.name)} > ${a.fullName}\n${firstLines(a.failureMessages[0])}`);
     }
   } catch {}
 };
@@ -163,11 +167,15 @@ if (fileTimes.length > 1) {
   for (const [name, ms] of fileTimes.slice(0, 12))
     console.log(`  ${(ms / 1000).toFixed(1).padStart(6)} s  ${name}`);
 }
+if (flaky.length) {
+  console.log("\nflaky tests (failed, then passed on their retry):");
+  for (const f of flaky) console.log(`  ${f}`);
+}
 if (failures.length) {
   console.log("\nfailed tests:");
   for (const f of failures) console.log(`  ${f}`);
 }
-console.log(`\n${passed} passed, ${failedTests} failed`);
+console.log(`\n${passed} passed (${flaky.length} on a retry), ${failedTests} failed`);
 if (failed) {
   console.error(`${failed} step(s) failed`);
   process.exit(1);
