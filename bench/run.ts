@@ -117,11 +117,14 @@ const inspect = { NODE_OPTIONS: "--inspect=127.0.0.1:0" };
 // As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml); the bare-ws anchor too.
 const deployedMalloc = { MALLOC_ARENA_MAX: "2" };
 // BENCH_RELAY_NODE_OPTIONS adds to the relays' NODE_OPTIONS, e.g. "--cpu-prof --cpu-prof-dir=DIR"
-// (a profile per relay process, written when it stops: the restarted relay of fault a included).
+// (a profile per relay process, written when it stops: the restarted relay of fault a included);
+// BENCH_GATEWAY_NODE_OPTIONS the same for the gateways.
 const relayNodeOptions = `${inspect.NODE_OPTIONS} ${process.env.BENCH_RELAY_NODE_OPTIONS ?? ""}`.trim();
 const net: BenchNetwork = await startBenchNetwork({
   relayEnv: { ...inspect, NODE_OPTIONS: relayNodeOptions, ...deployedMalloc },
-  gatewayEnv: inspect,
+  gatewayEnv: {
+    NODE_OPTIONS: `${inspect.NODE_OPTIONS} ${process.env.BENCH_GATEWAY_NODE_OPTIONS ?? ""}`.trim(),
+  },
   relays: only === "--memory-only" ? 1 : 2,
   gateways: only === "--memory-only" ? 1 : 2,
   echo: process.env.BENCH_VERBOSE === "1",

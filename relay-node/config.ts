@@ -56,6 +56,20 @@ const schema = z.object({
   /** How long close() waits for open tunnels to finish before cutting them. */
   DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   MAX_SOCKETS_PER_DEVICE: z.coerce.number().int().min(1).max(64).default(8),
+  /** flow-v1: how far a fast tunnel's window may grow from 256 KiB (relay-node/tunnels.ts). */
+  TUNNEL_WINDOW_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(256 * 1024)
+    .max(64 * 1024 * 1024)
+    .default(8 * 1024 * 1024),
+  /** flow-v1: window growth over all open tunnels together; 0 keeps every window at 256 KiB. */
+  TUNNEL_WINDOW_BUDGET_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(4 * 1024 * 1024 * 1024)
+    .default(64 * 1024 * 1024),
   /**
    * Path of an IP-to-ASN table (iptoasn.com TSV: start, end, AS, country, name). The relay classifies
    * each socket's address with it; unset, it trusts the class and country in the token.

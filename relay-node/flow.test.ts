@@ -43,6 +43,22 @@ function readSlowly(sock: Socket, early: Buffer, total: number, pauseMs: number)
   });
 }
 
+/** Reads like a customer on a fast link: everything, as it comes. */
+function readAll(sock: Socket, early: Buffer, total: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts = [early];
+    let got = early.length;
+    sock.on("data", (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+      if (got >= total) resolve(Buffer.concat(parts));
+    });
+    sock.on("error", reject);
+    sock.on("close", () => reject(new Error(`closed after ${got} of ${total} bytes`)));
+    sock.resume();
+  });
+}
+
 beforeAll(async () => {
   t = await startTestRelay();
   // Speaks first: sends the payload as fast as the tunnel takes it.
@@ -109,10 +125,11 @@ describe("flow control: no buffer grows without bound", () => {
     const got = await readSlowly(res.socket, res.early, PAYLOAD.length, 4);
     expect(sha(got)).toBe(sha(PAYLOAD));
     console.log(
-      `[measure] flow-v1 slow reader: relay held at most ${session.maxBuffered} bytes (window ${INITIAL_WINDOW})`,
+      `[measure] flow-v1 slow reader: relay held at most ${session.maxBuffered} bytes (window ${session.window})`,
     );
     expect(session.maxBuffered).toBeGreaterThan(0);
-    expect(session.maxBuffered).toBeLessThanOrEqual(2 * INITIAL_WINDOW);
+    expect(session.maxBuffered).toBeLessThanOrEqual(2 * session.window);
+    expect(session.window).toBeLessThanOrEqual(t.relay.state.config.TUNNEL_WINDOW_MAX_BYTES);
     res.socket.destroy();
     peer.close();
   });
@@ -130,6 +147,69 @@ describe("flow control: no buffer grows without bound", () => {
     expect(session.maxBuffered).toBeLessThanOrEqual(2 * INITIAL_WINDOW);
     res.socket.destroy();
     peer.close();
+  });
+
+  it("flow-v1: a customer who keeps up grows the window (doubling, capped), and a closed tunnel gives the growth back", async () => {
+    const grownBefore = t.relay.state.metrics.windowsGrown;
+    const { peer, res, session } = await openFor({ mode: "binary", flow: true }, sourcePort);
+    const got = await readAll(res.socket, res.early, PAYLOAD.length);
+    expect(sha(got)).toBe(sha(PAYLOAD));
+    console.log(`[measure] flow-v1 fast reader: window grew to ${session.window} bytes`);
+    expect(session.window).toBeGreaterThan(INITIAL_WINDOW);
+    expect(session.window).toBeLessThanOrEqual(t.relay.state.config.TUNNEL_WINDOW_MAX_BYTES);
+    // Doubling from 256 KiB: always a power-of-two multiple of the initial window.
+    expect(Number.isInteger(Math.log2(session.window / INITIAL_WINDOW))).toBe(true);
+    expect(t.relay.state.metrics.windowsGrown).toBeGreaterThan(grownBefore);
+    expect(t.relay.state.grownWindowBytes).toBeGreaterThanOrEqual(session.window - INITIAL_WINDOW);
+    res.socket.destroy();
+    await waitUntil(async () => !t.relay.state.sessions.has(session.id), 5_000, "the session to close");
+    expect(t.relay.state.grownWindowBytes).toBe(0);
+    peer.close();
+  });
+
+  it("flow-v1: windows grow only within the relay's budget (TUNNEL_WINDOW_BUDGET_BYTES), shared by all tunnels", async () => {
+    const budget = INITIAL_WINDOW; // one doubling in all
+    const small = await startTestRelay({ TUNNEL_WINDOW_BUDGET_BYTES: String(budget) });
+    try {
+      const opened = await Promise.all(
+        [0, 1, 2].map(async () => {
+          const id = small.newDeviceId();
+          const peer = await connectPeer({
+            url: small.relay.wsUrl,
+            token: await small.token(id),
+            mode: "binary",
+            flow: true,
+          });
+          await peer.waitFor("connected");
+          peer.sendControl("heartbeat");
+          await peer.waitFor("heartbeat_ack");
+          const res = await requestTunnel({
+            internalUrl: small.relay.internalUrl,
+            secret: small.sharedSecret,
+            deviceId: id,
+            target: `127.0.0.1:${sourcePort}`,
+          });
+          if (!res.ok) throw new Error(`tunnel status ${res.status}`);
+          return { peer, res, id };
+        }),
+      );
+      const sessions = [...small.relay.state.sessions.values()];
+      let most = 0;
+      const watch = setInterval(() => (most = Math.max(most, small.relay.state.grownWindowBytes)), 1);
+      const got = await Promise.all(opened.map((o) => readAll(o.res.socket, o.res.early, PAYLOAD.length)));
+      clearInterval(watch);
+      for (const g of got) expect(sha(g)).toBe(sha(PAYLOAD));
+      const grown = sessions.reduce((n, s) => n + s.window - INITIAL_WINDOW, 0);
+      console.log(`[measure] three fast tunnels, budget ${budget}: grew ${grown} bytes in all`);
+      expect(grown).toBe(budget);
+      expect(most).toBeLessThanOrEqual(budget);
+      for (const o of opened) {
+        o.res.socket.destroy();
+        o.peer.close();
+      }
+    } finally {
+      await small.close();
+    }
   });
 
   it("legacy: socket-level backpressure keeps the relay's buffer for a slow reader bounded (under 3 MiB for 6 MiB sent)", async () => {

@@ -26,6 +26,8 @@ export interface Metrics {
   socketsRefused: Map<string, number>;
   /** Largest number of bytes the relay held for any one session (flow-control evidence). */
   maxSessionBuffered: number;
+  /** flow-v1 windows doubled for a fast tunnel (tunnels.ts grownWindow). */
+  windowsGrown: number;
   /** Tunnels whose buyer account owns the device: carried, not earned (ADR 0010). */
   selfDealingTunnels: number;
   /** Sockets whose remote address classified differently from the token's class or country. */
@@ -58,6 +60,7 @@ export function newMetrics(): Metrics {
     tunnelFailures: new Map(),
     socketsRefused: new Map(),
     maxSessionBuffered: 0,
+    windowsGrown: 0,
     selfDealingTunnels: 0,
     classMismatches: new Map(),
     socketsRevoked: new Map(),
@@ -108,6 +111,18 @@ export function registerStateMetrics(state: RelayState): void {
     "relay_session_buffered_bytes_max",
     "Most bytes ever held in memory for one session.",
     () => [[{}, m.maxSessionBuffered]],
+  );
+  scrapedGauge(
+    r,
+    "relay_grown_window_bytes",
+    "flow-v1 credit granted beyond the initial 256 KiB windows, over all open tunnels (TUNNEL_WINDOW_BUDGET_BYTES caps it).",
+    () => [[{}, state.grownWindowBytes]],
+  );
+  scrapedCounter(
+    r,
+    "relay_windows_grown_total",
+    "flow-v1 windows doubled because a tunnel moved a whole window fast to a customer who kept up.",
+    () => [[{}, m.windowsGrown]],
   );
   scrapedCounter(r, "relay_tunnels_opened_total", "Tunnels that reached the open state.", () => [
     [{}, m.tunnelsOpened],

@@ -89,6 +89,7 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     publicUrl: "",
     internalUrl: "",
     draining: false,
+    grownWindowBytes: 0,
     ...(config.RELAY_ASN_TABLE ? { asnTable: loadAsnTable(config.RELAY_ASN_TABLE) } : {}),
   };
 

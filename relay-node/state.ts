@@ -84,6 +84,11 @@ export interface Session {
   peerCredit: number;
   /** flow-v1: bytes written through to the gateway socket but not yet granted back. */
   drainedSinceGrant: number;
+  /** flow-v1: the credit we keep the peer at, INITIAL_WINDOW grown for a fast tunnel (tunnels.ts). */
+  window: number;
+  /** flow-v1: when the current window's worth of peer bytes began to arrive, and how many have. */
+  windowEpochAt: number;
+  windowEpochBytes: number;
   /** Customer bytes read from the gateway socket and not yet sent (waiting for credit). */
   pendingToPeer: Buffer[];
   pendingBytes: number;
@@ -118,6 +123,8 @@ export interface RelayState {
   publicUrl: string;
   internalUrl: string;
   draining: boolean;
+  /** flow-v1: bytes of window granted beyond INITIAL_WINDOW over all open sessions (capped). */
+  grownWindowBytes: number;
   /** RELAY_ASN_TABLE, parsed: classifies each socket's own address (ADR 0011); absent = trust tokens */
   asnTable?: AsnTable;
 }

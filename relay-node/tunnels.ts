@@ -32,6 +32,17 @@ const WS_LOW_WATER = 256 * 1024;
 const GW_HIGH_WATER = 1024 * 1024;
 /** flow-v1: grant credit back in steps, not per frame, to keep window updates rare. */
 const GRANT_STEP = 64 * 1024;
+/**
+ * flow-v1 window growth (peer -> customer, the direction most bytes go). A tunnel moves at most a
+ * window per round trip, and under load the round trip through two event loops is milliseconds:
+ * 256 KiB over 5 ms caps a tunnel at ~50 MB/s. When a whole window arrives within FAST_WINDOW_MS
+ * and the customer keeps up (nothing waits in our socket buffer), the window doubles, up to
+ * TUNNEL_WINDOW_MAX_BYTES; the extra credit is just a larger window update, which every flow-v1
+ * peer already accepts (credit is additive). A customer who falls behind stops the growth. All
+ * open sessions together hold at most TUNNEL_WINDOW_BUDGET_BYTES beyond their initial windows; a
+ * session returns its share when it ends.
+ */
+const FAST_WINDOW_MS = 50;
 /** After we end a customer socket, how long it may linger unread before we cut it. */
 const LINGER_MS = 30_000;
 
@@ -127,6 +138,9 @@ export function openTunnel(
     sendCredit: INITIAL_WINDOW,
     peerCredit: INITIAL_WINDOW,
     drainedSinceGrant: 0,
+    window: INITIAL_WINDOW,
+    windowEpochAt: 0,
+    windowEpochBytes: 0,
     pendingToPeer: head.length ? [head] : [],
     pendingBytes: head.length,
     gwEnded: false,
@@ -261,10 +275,14 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
   state.metrics.bytesUp += bytes.length;
   if (s.billable) state.counters.add(conn.device.id, bytes.length, 0);
   const n = bytes.length;
+  if (s.flow) {
+    if (s.windowEpochBytes === 0) s.windowEpochAt = state.now();
+    s.windowEpochBytes += n;
+  }
   s.gw.write(bytes, (err) => {
     if (err || !s.flow) return;
     s.drainedSinceGrant += n;
-    grantIfDue(s);
+    grantIfDue(state, s);
   });
   noteBuffered(state, s);
   if (!s.flow && s.gw.writableLength > GW_HIGH_WATER && !conn.pausedBy?.has(s)) {
@@ -281,13 +299,29 @@ function releaseWs(conn: PeerConn, s: Session) {
   if (conn.pausedBy.size === 0 && conn.ws.readyState === WebSocket.OPEN) conn.ws.resume();
 }
 
-function grantIfDue(s: Session) {
+function grantIfDue(state: RelayState, s: Session) {
   if (s.state !== "open" || s.drainedSinceGrant === 0) return;
-  if (s.drainedSinceGrant < GRANT_STEP && s.gw.writableLength > 0) return;
-  const grant = s.drainedSinceGrant;
+  // Bigger windows grant in bigger steps: window updates stay about eight per window.
+  if (s.drainedSinceGrant < Math.max(GRANT_STEP, s.window / 8) && s.gw.writableLength > 0) return;
+  const grant = s.drainedSinceGrant + grownWindow(state, s);
   s.drainedSinceGrant = 0;
   s.peerCredit += grant;
   if (s.conn.ws.readyState === WebSocket.OPEN) s.conn.ws.send(encodeWindow(s.id, grant));
+}
+
+/** Extra credit for a tunnel that moved its whole window fast to a customer who kept up; else 0. */
+function grownWindow(state: RelayState, s: Session): number {
+  if (s.windowEpochBytes < s.window) return 0;
+  const fast = state.now() - s.windowEpochAt < FAST_WINDOW_MS && s.gw.writableLength === 0;
+  s.windowEpochBytes = 0;
+  if (!fast) return 0;
+  const { TUNNEL_WINDOW_MAX_BYTES: max, TUNNEL_WINDOW_BUDGET_BYTES: budget } = state.config;
+  const extra = Math.min(s.window, max - s.window, budget - state.grownWindowBytes);
+  if (extra <= 0) return 0;
+  s.window += extra;
+  state.grownWindowBytes += extra;
+  state.metrics.windowsGrown++;
+  return extra;
 }
 
 export function onPeerWindow(state: RelayState, conn: PeerConn, sessionId: string, credit: number) {
@@ -366,6 +400,7 @@ export function onConnGone(state: RelayState, conn: PeerConn) {
 }
 
 function forget(state: RelayState, s: Session) {
+  if (s.state !== "closed") state.grownWindowBytes -= s.window - INITIAL_WINDOW;
   s.state = "closed";
   state.sessions.delete(s.id);
   s.conn.sessions?.delete(s.id);
