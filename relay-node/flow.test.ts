@@ -12,6 +12,9 @@ const PAYLOAD = randomBytes(6 * MiB);
 let t: TestRelay;
 let source: Server;
 let sourcePort: number;
+/** Sends the payload and keeps the connection open: the session is still there to inspect. */
+let holdingSource: Server;
+let holdingSourcePort: number;
 let sink: Server;
 let sinkPort: number;
 let sinkReceived: Promise<Buffer>;
@@ -67,6 +70,11 @@ beforeAll(async () => {
     s.end(PAYLOAD);
   });
   sourcePort = await listen(source);
+  holdingSource = createServer((s) => {
+    s.on("error", () => {});
+    s.write(PAYLOAD);
+  });
+  holdingSourcePort = await listen(holdingSource);
   // Reads slowly: a target on a slow link.
   sink = createServer((s) => {
     s.on("error", () => {});
@@ -90,6 +98,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.close();
   source?.close();
+  holdingSource?.close();
   sink?.close();
 });
 
@@ -151,7 +160,7 @@ describe("flow control: no buffer grows without bound", () => {
 
   it("flow-v1: a customer who keeps up grows the window (doubling, capped), and a closed tunnel gives the growth back", async () => {
     const grownBefore = t.relay.state.metrics.windowsGrown;
-    const { peer, res, session } = await openFor({ mode: "binary", flow: true }, sourcePort);
+    const { peer, res, session } = await openFor({ mode: "binary", flow: true }, holdingSourcePort);
     const got = await readAll(res.socket, res.early, PAYLOAD.length);
     expect(sha(got)).toBe(sha(PAYLOAD));
     console.log(`[measure] flow-v1 fast reader: window grew to ${session.window} bytes`);
@@ -187,7 +196,7 @@ describe("flow control: no buffer grows without bound", () => {
             internalUrl: small.relay.internalUrl,
             secret: small.sharedSecret,
             deviceId: id,
-            target: `127.0.0.1:${sourcePort}`,
+            target: `127.0.0.1:${holdingSourcePort}`,
           });
           if (!res.ok) throw new Error(`tunnel status ${res.status}`);
           return { peer, res, id };
@@ -201,12 +210,16 @@ describe("flow control: no buffer grows without bound", () => {
       for (const g of got) expect(sha(g)).toBe(sha(PAYLOAD));
       const grown = sessions.reduce((n, s) => n + s.window - INITIAL_WINDOW, 0);
       console.log(`[measure] three fast tunnels, budget ${budget}: grew ${grown} bytes in all`);
+      // All three stay open and each moved a whole payload fast: the budget, and only it, went.
       expect(grown).toBe(budget);
+      expect(small.relay.state.grownWindowBytes).toBe(budget);
       expect(most).toBeLessThanOrEqual(budget);
       for (const o of opened) {
         o.res.socket.destroy();
         o.peer.close();
       }
+      await waitUntil(async () => small.relay.state.sessions.size === 0, 5_000, "the sessions to close");
+      expect(small.relay.state.grownWindowBytes).toBe(0);
     } finally {
       await small.close();
     }

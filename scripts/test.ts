@@ -175,7 +175,9 @@ if (failures.length) {
   console.log("\nfailed tests:");
   for (const f of failures) console.log(`  ${f}`);
 }
-console.log(`\n${passed} passed (${flaky.length} on a retry), ${failedTests} failed`);
+console.log(
+  `\n${passed} passed, ${failedTests} failed${flaky.length ? ` (${flaky.length} passed on a retry)` : ""}`,
+);
 if (failed) {
   console.error(`${failed} step(s) failed`);
   process.exit(1);
