@@ -94,17 +94,23 @@ describe("binary-v1 frame codec", () => {
     expect(() => encodeFrame(FRAME_DATA, "x".repeat(256))).toThrow(RangeError);
   });
 
-  it("splits a 5 MiB payload into frames under the size limit and reassembles it byte for byte", () => {
+  it("a 64 KiB read is one frame (64 KiB of payload, the header on top)", () => {
+    const frames = [...dataFrames("0123456789abcdef", new Uint8Array(64 * 1024).fill(7))];
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.length).toBe(2 + 16 + 64 * 1024);
+  });
+
+  it("splits a 5 MiB payload into frames of at most 64 KiB payload and reassembles it byte for byte", () => {
     const payload = new Uint8Array(5 * 1024 * 1024 + 123);
     for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + 7) & 0xff;
     const frames = [...dataFrames("sess-1", payload)];
     expect(frames.length).toBeGreaterThan(80);
     const parts: Uint8Array[] = [];
     for (const f of frames) {
-      expect(f.length).toBeLessThanOrEqual(64 * 1024);
       const r = decodeFrame(f);
       expect(r.ok).toBe(true);
       if (!r.ok) return;
+      expect(r.frame.payload.length).toBeLessThanOrEqual(64 * 1024);
       expect(r.frame.type).toBe(FRAME_DATA);
       expect(r.frame.sessionId).toBe("sess-1");
       parts.push(r.frame.payload);
