@@ -4,7 +4,7 @@
 // Writes bench/results/latest.md and bench/results/latency.svg. `--smoke` (the test in
 // test/bench-smoke.test.ts) is a small fleet, a few seconds of each figure, no anchors but direct
 // and figure 1's bare ws server, results under --out.
-//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~14 min
+//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~16 min
 //   npm run bench -- --smoke --out DIR # seconds
 //   npm run bench -- --memory-only     # figure 1 only: relay memory per idle socket, idle CPU
 //   npm run bench -- --soak-only       # figure 4 only (bench/soak.ts) on a small fleet
