@@ -142,6 +142,18 @@ const rows: Row[] = [];
 // Plain or labelled by protocol (relay_sockets{protocol="flow-v1"} N): the sum either way.
 const relaySockets = () => scrapeMetric(relay.metrics, "relay_sockets");
 
+/** The bench target by address, the bench customer through the first gateway, and the target direct. */
+function customerRoutes() {
+  const target: Target = { host: "127.0.0.1", port: net.httpTarget.port };
+  const viaGateway: Extract<Route, { kind: "http-connect" }> = {
+    kind: "http-connect",
+    port: gateway.httpPort,
+    auth: `${net.customer.user}:${net.customer.secret}`,
+  };
+  const direct: Route = { kind: "direct", port: net.httpTarget.port };
+  return { target, viaGateway, direct };
+}
+
 /** Starts `devices` simulated devices split over `procs` processes; resolves with their ids. */
 async function startFleetProcs(
   prefix: string,
@@ -263,13 +275,7 @@ if (only === "--soak-only" || only === "--faults-only" || only === "--throughput
   if (faultFleet) rows.push(...(await faultFigures(faultFleet)));
   else if (only === "--soak-only") rows.push(...(await soakFigure(net, soak, log)).rows);
   else {
-    const target: Target = { host: "127.0.0.1", port: net.httpTarget.port };
-    const viaGateway: Route = {
-      kind: "http-connect",
-      port: gateway.httpPort,
-      auth: `${net.customer.user}:${net.customer.secret}`,
-    };
-    const direct: Route = { kind: "direct", port: net.httpTarget.port };
+    const { target, viaGateway, direct } = customerRoutes();
     const figure = await throughputFigure(traffic, {
       viaGateway,
       target,
@@ -462,13 +468,7 @@ rows.push({
 // --- Figure 2: CONNECT setup latency -----------------------------------------------------------
 // By address, as customers of the demo stack do: the timed figures never meet the fault shims
 // (only names resolve to them), and no resolver sits in the measured path.
-const target: Target = { host: "127.0.0.1", port: net.httpTarget.port };
-const viaGateway: Route = {
-  kind: "http-connect",
-  port: gateway.httpPort,
-  auth: `${net.customer.user}:${net.customer.secret}`,
-};
-const direct: Route = { kind: "direct", port: net.httpTarget.port };
+const { target, viaGateway, direct } = customerRoutes();
 const anchors: Record<string, Anchor> = smoke
   ? { tinyproxy: { ok: false, why: "skipped (smoke)" }, dante: { ok: false, why: "skipped (smoke)" } }
   : { tinyproxy: await startTinyproxyAnchor(), dante: await startDanteAnchor() };

@@ -28,8 +28,11 @@ function listen(server: Server): Promise<number> {
   );
 }
 
-/** Reads like a customer on a slow link: one chunk, then a pause. */
-function readSlowly(sock: Socket, early: Buffer, total: number, pauseMs: number): Promise<Buffer> {
+/**
+ * Reads like a customer: everything as it comes, or, with pauseMs, like one on a slow link (a
+ * chunk, then a pause).
+ */
+function readAll(sock: Socket, early: Buffer, total: number, pauseMs = 0): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const parts = [early];
     let got = early.length;
@@ -37,24 +40,9 @@ function readSlowly(sock: Socket, early: Buffer, total: number, pauseMs: number)
       parts.push(c);
       got += c.length;
       if (got >= total) return resolve(Buffer.concat(parts));
+      if (!pauseMs) return;
       sock.pause();
       setTimeout(() => sock.resume(), pauseMs);
-    });
-    sock.on("error", reject);
-    sock.on("close", () => reject(new Error(`closed after ${got} of ${total} bytes`)));
-    sock.resume();
-  });
-}
-
-/** Reads like a customer on a fast link: everything, as it comes. */
-function readAll(sock: Socket, early: Buffer, total: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts = [early];
-    let got = early.length;
-    sock.on("data", (c: Buffer) => {
-      parts.push(c);
-      got += c.length;
-      if (got >= total) resolve(Buffer.concat(parts));
     });
     sock.on("error", reject);
     sock.on("close", () => reject(new Error(`closed after ${got} of ${total} bytes`)));
@@ -102,20 +90,20 @@ afterAll(async () => {
   sink?.close();
 });
 
-async function openFor(opts: Omit<TestPeerOptions, "url" | "token">, port: number) {
-  const id = t.newDeviceId();
-  const peer = await connectPeer({ url: t.relay.wsUrl, token: await t.token(id), ...opts });
+async function openFor(opts: Omit<TestPeerOptions, "url" | "token">, port: number, on: TestRelay = t) {
+  const id = on.newDeviceId();
+  const peer = await connectPeer({ url: on.relay.wsUrl, token: await on.token(id), ...opts });
   await peer.waitFor("connected");
   peer.sendControl("heartbeat");
   await peer.waitFor("heartbeat_ack");
   const res = await requestTunnel({
-    internalUrl: t.relay.internalUrl,
-    secret: t.sharedSecret,
+    internalUrl: on.relay.internalUrl,
+    secret: on.sharedSecret,
     deviceId: id,
     target: `127.0.0.1:${port}`,
   });
   if (!res.ok) throw new Error(`tunnel status ${res.status}`);
-  const session = [...t.relay.state.sessions.values()].find((s) => s.conn.device.id === id);
+  const session = [...on.relay.state.sessions.values()].find((s) => s.conn.device.id === id);
   if (!session) throw new Error("no session on the relay");
   return { peer, res, session };
 }
@@ -131,7 +119,7 @@ describe("flow control: no buffer grows without bound", () => {
       10_000,
       "the relay to hold bytes for the stalled reader",
     );
-    const got = await readSlowly(res.socket, res.early, PAYLOAD.length, 4);
+    const got = await readAll(res.socket, res.early, PAYLOAD.length, 4);
     expect(sha(got)).toBe(sha(PAYLOAD));
     console.log(
       `[measure] flow-v1 slow reader: relay held at most ${session.maxBuffered} bytes (window ${session.window})`,
@@ -181,28 +169,9 @@ describe("flow control: no buffer grows without bound", () => {
     const small = await startTestRelay({ TUNNEL_WINDOW_BUDGET_BYTES: String(budget) });
     try {
       const opened = await Promise.all(
-        [0, 1, 2].map(async () => {
-          const id = small.newDeviceId();
-          const peer = await connectPeer({
-            url: small.relay.wsUrl,
-            token: await small.token(id),
-            mode: "binary",
-            flow: true,
-          });
-          await peer.waitFor("connected");
-          peer.sendControl("heartbeat");
-          await peer.waitFor("heartbeat_ack");
-          const res = await requestTunnel({
-            internalUrl: small.relay.internalUrl,
-            secret: small.sharedSecret,
-            deviceId: id,
-            target: `127.0.0.1:${holdingSourcePort}`,
-          });
-          if (!res.ok) throw new Error(`tunnel status ${res.status}`);
-          return { peer, res, id };
-        }),
+        [0, 1, 2].map(() => openFor({ mode: "binary", flow: true }, holdingSourcePort, small)),
       );
-      const sessions = [...small.relay.state.sessions.values()];
+      const sessions = opened.map((o) => o.session);
       let most = 0;
       const watch = setInterval(() => (most = Math.max(most, small.relay.state.grownWindowBytes)), 1);
       const got = await Promise.all(opened.map((o) => readAll(o.res.socket, o.res.early, PAYLOAD.length)));
@@ -228,7 +197,7 @@ describe("flow control: no buffer grows without bound", () => {
   it("legacy: socket-level backpressure keeps the relay's buffer for a slow reader bounded (under 3 MiB for 6 MiB sent)", async () => {
     const { peer, res, session } = await openFor({ mode: "legacy" }, sourcePort);
     expect(session.flow).toBe(false);
-    const got = await readSlowly(res.socket, res.early, PAYLOAD.length, 4);
+    const got = await readAll(res.socket, res.early, PAYLOAD.length, 4);
     expect(sha(got)).toBe(sha(PAYLOAD));
     console.log(`[measure] legacy slow reader: relay held at most ${session.maxBuffered} bytes`);
     expect(session.maxBuffered).toBeLessThan(3 * MiB);
