@@ -707,7 +707,10 @@ if (faultsToRun.includes("d") && (await relaySockets()) + faultSocketsTotal + 1_
     return n;
   };
   const stoppedAt = Date.now();
-  while ((await stillListed()) > 0 && Date.now() - stoppedAt < 180_000) await settle(2_000);
+  while ((await stillListed()) > 0 && Date.now() - stoppedAt < 180_000) {
+    await net.cron();
+    await settle(2_000);
+  }
   log(
     `fault d needs room for ${faultSocketsTotal} more sockets under the open-file limit ${fdLimit}: stopped figure 1's second stage (${gone.length} devices); ${await stillListed()} still listed after ${((Date.now() - stoppedAt) / 1000).toFixed(0)} s; ${await relaySockets()} sockets on ${relay.id}`,
   );
