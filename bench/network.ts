@@ -44,6 +44,8 @@ export interface BenchNetwork {
   cron(): Promise<void>;
   /** waits until `ids` are all listed for sale (prober verified, cron listed); returns how many are */
   waitListed(ids: string[], timeoutMs: number): Promise<number>;
+  /** how many of `ids` are listed for sale now */
+  countListed(ids: string[]): Promise<number>;
   /** a further pool key of the bench customer (its own metering): proxy user as `customer.user` */
   mintPoolKey(name: string): Promise<{ keyId: string; user: string; secret: string }>;
   /**
@@ -187,6 +189,14 @@ export async function startBenchNetwork(opts: {
   // - Each job's runaway cap (maxRunsPerHour: 120 for auto-listing) is sized for one run a minute.
   //   The bench compresses time, so it clears this hour's run counters before each run; the cap
   //   itself is tested in functions/test/scheduled.test.ts.
+  const countListed = async (ids: string[]) => {
+    let n = 0;
+    for (let i = 0; i < ids.length; i += 500) {
+      const flags = (await redis.raw.smismember(keys.poolListed(), ...ids.slice(i, i + 500))) as number[];
+      n += flags.filter((f) => f === 1).length;
+    }
+    return n;
+  };
   const jobRuns = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
   const cron = async () => {
     const counters = await redis.raw.keys(keys.jobRuns("*", new Date().toISOString().slice(0, 13)));
@@ -222,16 +232,9 @@ export async function startBenchNetwork(opts: {
     supplierKey: supplier.apiKey,
     customer: { user: `${key.username.replace(/-any-any$/, "")}-peer-us`, secret: key.secret },
     cron,
+    countListed,
     async waitListed(ids, timeoutMs) {
-      const listed = async () => {
-        let n = 0;
-        for (let i = 0; i < ids.length; i += 500) {
-          const batch = ids.slice(i, i + 500);
-          const flags = (await redis.raw.smismember(keys.poolListed(), ...batch)) as number[];
-          n += flags.filter((f) => f === 1).length;
-        }
-        return n;
-      };
+      const listed = () => countListed(ids);
       const deadline = Date.now() + timeoutMs;
       let n = 0;
       await waitUntil(

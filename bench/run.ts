@@ -4,7 +4,7 @@
 // Writes bench/results/latest.md and bench/results/latency.svg. `--smoke` (the test in
 // test/bench-smoke.test.ts) is a small fleet, a few seconds of each figure, no anchors but direct
 // and figure 1's bare ws server, results under --out.
-//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; ~16 min
+//   npm run bench                      # full: 16,000 sockets, 2,000 endpoints, 1,000 customers; 12-16 min
 //   npm run bench -- --smoke --out DIR # seconds
 //   npm run bench -- --memory-only     # figure 1 only: relay memory per idle socket, idle CPU
 //   npm run bench -- --soak-only       # figure 4 only (bench/soak.ts) on a small fleet
@@ -275,12 +275,7 @@ if (only === "--soak-only" || only === "--faults-only" || only === "--throughput
   if (faultFleet) rows.push(...(await faultFigures(faultFleet)));
   else if (only === "--soak-only") rows.push(...(await soakFigure(net, soak, log)).rows);
   else {
-    const { target, viaGateway, direct } = customerRoutes();
-    const figure = await throughputFigure(traffic, {
-      viaGateway,
-      target,
-      anchors: [["direct loopback", direct]],
-    });
+    const figure = await throughputFigure(traffic, [["direct loopback", customerRoutes().direct]]);
     rows.push(...figure.rows);
     for (const a of Object.values(figure.rathole)) if (a.ok) await a.stop();
   }
@@ -553,13 +548,10 @@ for (const [name, a] of Object.entries(anchors))
  */
 async function throughputFigure(
   endpoints: { id: string }[],
-  routes: {
-    viaGateway: Extract<Route, { kind: "http-connect" }>;
-    target: Target;
-    anchors: [string, Route | undefined][];
-  },
+  anchors: [string, Route | undefined][],
 ): Promise<{ rows: Row[]; rathole: Record<string, Anchor> }> {
   const out: Row[] = [];
+  const routes = customerRoutes();
   let good = endpoints[0]!;
   for (const e of endpoints)
     if ((await net.redis.raw.sismember(keys.poolListed(), e.id)) === 1) {
@@ -583,7 +575,7 @@ async function throughputFigure(
   };
   const tputRoutes: [string, Route | undefined][] = [
     ["peerproxy", pinned],
-    ...routes.anchors,
+    ...anchors,
     ["rathole websocket", rathole.websocket.ok ? rathole.websocket.route : undefined],
     ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
   ];
@@ -629,15 +621,11 @@ async function throughputFigure(
       out.push({ figure: `rathole ${name} anchor`, value: "-", anchor: "missing", ratio: "-", goal: a.why });
   return { rows: out, rathole };
 }
-const { rows: tputRows, rathole } = await throughputFigure(endpoints, {
-  viaGateway,
-  target,
-  anchors: [
-    ["direct loopback", direct],
-    ["tinyproxy", anchors.tinyproxy!.ok ? anchors.tinyproxy!.route : undefined],
-    ["dante", anchors.dante!.ok ? anchors.dante!.route : undefined],
-  ],
-});
+const { rows: tputRows, rathole } = await throughputFigure(endpoints, [
+  ["direct loopback", direct],
+  ["tinyproxy", anchors.tinyproxy!.ok ? anchors.tinyproxy!.route : undefined],
+  ["dante", anchors.dante!.ok ? anchors.dante!.route : undefined],
+]);
 rows.push(...tputRows);
 
 // --- The quality loop at scale: misbehaving exits must not be sold -----------------------------
@@ -695,17 +683,7 @@ if (faultsToRun.includes("d") && (await relaySockets()) + faultSocketsTotal + 1_
   for (const f of stage2Fleets) await f.stop();
   fleets.splice(0, fleets.length, ...fleets.filter((f) => !stage2Fleets.includes(f)));
   const gone = stage2.map((d) => d.id);
-  const stillListed = async () => {
-    let n = 0;
-    for (let i = 0; i < gone.length; i += 500) {
-      const flags = (await net.redis.raw.smismember(
-        keys.poolListed(),
-        ...gone.slice(i, i + 500),
-      )) as number[];
-      n += flags.filter((f) => f === 1).length;
-    }
-    return n;
-  };
+  const stillListed = () => net.countListed(gone);
   const stoppedAt = Date.now();
   while ((await stillListed()) > 0 && Date.now() - stoppedAt < 180_000) {
     await net.cron();
