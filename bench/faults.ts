@@ -3,6 +3,7 @@
 // (on the same port, with its data) under customer traffic; (d) SIGKILL a relay and leave it down:
 // its devices fail over to the other region (the SDK's relay check through the API's refresh).
 // Loopback only; every loop is bounded.
+import { existsSync, readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { keys } from "../shared/keys.ts";
 import { getBytes, openStream, type Route, type Target } from "./measure.ts";
@@ -92,7 +93,7 @@ export async function relayKillFigure(
   log: (m: string) => void,
   fault = "a",
   /** filled in for callers that add rows of their own */
-  stats: { apiCalls: number } = { apiCalls: 0 },
+  stats: { apiCalls: number; killAt?: number } = { apiCalls: 0 },
 ): Promise<Row[]> {
   const victim = net.relays[1]!;
   const other = net.relays[0]!;
@@ -111,7 +112,9 @@ export async function relayKillFigure(
   let sampling = true;
   const killAt = Date.now();
   const { restart } = await net.killEdge(victim);
-  log(`fault ${fault}: killed ${victim.id} (${victimBefore} sockets) in ${Date.now() - killAt} ms`);
+  log(
+    `fault ${fault}: killed ${victim.id} (${victimBefore} sockets) in ${Date.now() - killAt} ms (at ${killAt})`,
+  );
   // A negative delay: no supervisor, the relay stays down for the whole window (started again after
   // it, for the faults that follow): shows whether its devices move to the other region by themselves.
   let restartedMs = Number.NaN;
@@ -173,6 +176,7 @@ export async function relayKillFigure(
   sampling = false;
   await sampler;
   stats.apiCalls = apiCalls;
+  stats.killAt = killAt;
   // The curve second by second and what the restarted relay refused: where a slow recovery went.
   const perSecond: string[] = [];
   for (let t = 1; t <= Math.ceil((samples.at(-1)?.ms ?? 0) / 1000); t++) {
@@ -247,12 +251,12 @@ export async function relayKillFigure(
  */
 export async function relayLeftDownFigure(
   net: BenchNetwork,
-  fleet: { ids: string[]; socketsPerDevice: number },
+  fleet: { ids: string[]; socketsPerDevice: number; eventFiles: string[] },
   s: FaultSettings,
   log: (m: string) => void,
 ): Promise<Row[]> {
   const other = net.relays[0]!;
-  const stats = { apiCalls: 0 };
+  const stats: { apiCalls: number; killAt?: number } = { apiCalls: 0 };
   const startedAt = Date.now();
   const killRows = await relayKillFigure(
     net,
@@ -287,7 +291,35 @@ export async function relayLeftDownFigure(
     ratio: "-",
     goal: "all; <= 60 s; <= 2",
   });
+  rows.push(failoverStepsRow(fleet.eventFiles, stats.killAt ?? startedAt));
   return rows;
+}
+
+/**
+ * What fault d's time is made of, from the SDK's own log lines (bench/fleet, FLEET_EVENTS_FILE):
+ * when devices moved, how many checks still named the dead relay (its alive entry had not run out)
+ * and how many the API could not answer (each one waits for its Retry-After).
+ */
+function failoverStepsRow(files: string[], since: number): Row {
+  const events = files
+    .flatMap((f) => (existsSync(f) ? readFileSync(f, "utf8").split("\n").filter(Boolean) : []))
+    .map((l) => JSON.parse(l) as { at: number; kind: string })
+    .filter((e) => e.at >= since);
+  const count = (kind: string) => events.filter((e) => e.kind === kind).length;
+  const moved = events
+    .filter((e) => e.kind === "FAILOVER")
+    .map((e) => e.at - since)
+    .sort((a, b) => a - b);
+  const p = (q: number) =>
+    moved.length ? secs(moved[Math.min(moved.length - 1, Math.floor(q * moved.length))]!) : "-";
+  return {
+    figure:
+      "fault d: the devices' failover steps after the kill: moved p10 / p50 / last; checks that still named the killed relay; checks the API could not answer",
+    value: `${p(0.1)} / ${p(0.5)} / ${p(1)} (${moved.length} moves); ${count("FAILOVER_CHECK")}; ${count("FAILOVER_CHECK_FAILED")}`,
+    anchor: "-",
+    ratio: "-",
+    goal: "reported",
+  };
 }
 
 // --- (b) gateway killed ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@
 // BENCH_FAULT_CONCURRENCY (16 customers), BENCH_HELD_TUNNELS (20 on the gateway that is killed),
 // BENCH_REDIS_DOWN_MS (1000), BENCH_RELAY_DOWN_MS (120000: fault d, a relay left down),
 // BENCH_FAULTS ("abcd": which faults run; the smoke's default is "abc").
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { killAllNow, type Service, startProcess } from "../dev/proc.ts";
 import { keys } from "../shared/keys.ts";
@@ -190,6 +190,7 @@ async function startFleetProcs(
         env: {
           FLEET_SETTINGS: JSON.stringify(settings),
           FLEET_IDS_FILE: idsFile,
+          FLEET_EVENTS_FILE: join(net.dir, `${prefix}-${p}-failover.jsonl`),
           // e.g. "--cpu-prof --cpu-prof-dir=DIR": the SDK's side of a reconnect storm
           ...(process.env.BENCH_FLEET_NODE_OPTIONS
             ? { NODE_OPTIONS: process.env.BENCH_FLEET_NODE_OPTIONS }
@@ -228,6 +229,12 @@ async function memoryOf(service: Service, sockets: () => Promise<number>): Promi
 }
 const relayMemory = () => memoryOf(relay.service, relaySockets);
 
+/** The failover-event files (FLEET_EVENTS_FILE) of one fleet's processes. */
+const fleetEventFiles = (dir: string, prefix: string) =>
+  readdirSync(dir)
+    .filter((f) => f.startsWith(`${prefix}-`) && f.endsWith("-failover.jsonl"))
+    .map((f) => join(dir, f));
+
 /** The fleet the first fault kills a relay under: its own devices, placed in the second region. */
 const startFaultFleet = () =>
   startFleetProcs(
@@ -248,7 +255,16 @@ async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[
     ["a", () => relayKillFigure(net, { ids, socketsPerDevice: cfg.faultSockets }, faults, log)],
     ["b", () => gatewayKillFigure(net, faults, log)],
     ["c", () => redisRestartFigure(net, faults, log)],
-    ["d", () => relayLeftDownFigure(net, { ids, socketsPerDevice: cfg.faultSockets }, faults, log)],
+    [
+      "d",
+      () =>
+        relayLeftDownFigure(
+          net,
+          { ids, socketsPerDevice: cfg.faultSockets, eventFiles: fleetEventFiles(net.dir, "f") },
+          faults,
+          log,
+        ),
+    ],
   ];
   for (const [name, figure] of figures.filter(([n]) => faultsToRun.includes(n)))
     out.push(

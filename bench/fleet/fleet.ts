@@ -49,6 +49,15 @@ export interface Fleet {
   /** resolves once every non-flapping device holds all its sockets */
   waitConnected(timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
+  /** every device's failover steps ([FAILOVER], [FAILOVER_CHECK], [FAILOVER_CHECK_FAILED]), in order */
+  failoverEvents: FailoverEvent[];
+}
+
+export interface FailoverEvent {
+  at: number;
+  device: string;
+  kind: string;
+  line: string;
 }
 
 /**
@@ -102,6 +111,7 @@ export async function startFleet(s: FleetSettings): Promise<Fleet> {
     acks: 0,
   }));
   let stopped = false;
+  const failoverEvents: FailoverEvent[] = [];
   const flapTimers = new Set<NodeJS.Timeout>();
 
   const launch = async (d: SimulatedDevice) => {
@@ -122,6 +132,12 @@ export async function startFleet(s: FleetSettings): Promise<Fleet> {
     d.peer = peer;
     d.deviceId = peer.deviceId;
     peer.on("ack", () => d.acks++);
+    // The failover's steps, timed: what fault d's figure is made of (printed by main.ts).
+    peer.on("log", (data) => {
+      const line = String(data["line"]);
+      const kind = /^\[(FAILOVER\w*)\]/.exec(line)?.[1];
+      if (kind) failoverEvents.push({ at: Date.now(), device: d.name, kind, line });
+    });
     peer.on("disconnected", () => (d.acks = Math.max(0, d.acks - 1)));
   };
 
@@ -154,6 +170,7 @@ export async function startFleet(s: FleetSettings): Promise<Fleet> {
 
   return {
     devices,
+    failoverEvents,
     openSockets: () => devices.reduce((n, d) => n + (d.peer?.openSockets ?? 0), 0),
     async waitConnected(timeoutMs) {
       const deadline = Date.now() + timeoutMs;

@@ -5,7 +5,7 @@
 //   FLEET_SETTINGS='{"apiUrl":"http://127.0.0.1:8787","apiKey":"psx_...","devices":100,
 //     "socketsPerDevice":2,"countries":{"US":3,"DE":1},"misbehaviour":{"slow":0.05},
 //     "stateDir":"/dev/shm/fleet","namePrefix":"sim"}' node bench/fleet/main.ts
-import { writeFileSync } from "node:fs";
+import { appendFileSync, writeFileSync } from "node:fs";
 import { type FleetSettings, startFleet } from "./fleet.ts";
 import { SHIM_ADDRESS } from "./shims.ts";
 
@@ -24,6 +24,16 @@ if (process.env.FLEET_IDS_FILE)
       })),
     ),
   );
+// FLEET_EVENTS_FILE: the devices' failover steps as JSON lines, appended as they happen.
+if (process.env.FLEET_EVENTS_FILE) {
+  const file = process.env.FLEET_EVENTS_FILE;
+  let written = 0;
+  setInterval(() => {
+    const fresh = fleet.failoverEvents.slice(written);
+    written += fresh.length;
+    if (fresh.length) appendFileSync(file, fresh.map((e) => `${JSON.stringify(e)}\n`).join(""));
+  }, 1_000).unref();
+}
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
