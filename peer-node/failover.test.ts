@@ -41,6 +41,7 @@ afterEach(async () => {
   await Promise.all(peers.splice(0).map((p) => p.stop()));
   api.relay = deadUrl;
   delete api.refreshRelay;
+  delete api.refreshBusy;
 });
 afterAll(async () => {
   await live.close();
@@ -121,6 +122,26 @@ describe("dead-relay failover", () => {
     await waitUntil(async () => peer.peer.relayUrl === live.url, 5_000, "the second check to move it");
     expect(Date.now() - t0).toBeLessThan(1_500);
     expect(refreshes()).toBe(2);
+  });
+
+  it("a check the API cannot answer now (503) is retried after its Retry-After, not the interval, and never registers again", async () => {
+    api.refreshRelay = live.url;
+    api.refreshBusy = 1;
+    const slow = { ...fast, failoverCheckMs: 10_000 };
+    const { peer, lines, refreshes } = await start({ connections: 1, timing: slow });
+    await waitUntil(async () => refreshes() === 1, 5_000, "the first relay check");
+    const t0 = Date.now();
+    await waitUntil(async () => peer.peer.relayUrl === live.url, 5_000, "the retried check to move it");
+    // Retry-After: 1 plus the SDK's jitter, far inside the 10 s interval.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    expect(refreshes()).toBe(2);
+    // A busy API is no reason to register again: that doubles the calls of a storm.
+    const registers = api.calls.filter(
+      (c) => c.path === "/v1/peer/agents/register" && c.body["name"] === peer.peer.config.name,
+    );
+    expect(registers.length).toBe(1);
+    expect(lines.filter((l) => l.startsWith("[FAILOVER_CHECK_FAILED]"))).toHaveLength(1);
   });
 
   it("an API that does not answer `relay` leaves the device where it is", async () => {

@@ -51,6 +51,11 @@ const schema = z.object({
   /** Presence hash TTL; the relay refreshes every PRESENCE_REFRESH_MS, well inside it. */
   PRESENCE_TTL_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   PRESENCE_REFRESH_MS: ms(10_000),
+  /**
+   * How often the relay renews its `relays:alive` entry, which then lasts three of these (never
+   * past the presence TTL): a killed relay stops being handed out within 9 s (presence.ts).
+   */
+  RELAY_ALIVE_REFRESH_MS: ms(3_000, 60_000),
   /** The contract is "at most 5 s apart" (docs/internal.md), hence the cap. */
   COUNTER_FLUSH_MS: ms(2_000, 5_000),
   /** How long close() waits for open tunnels to finish before cutting them. */

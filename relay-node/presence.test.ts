@@ -160,6 +160,27 @@ describe("presence in Redis", () => {
     expect(await redis.raw.zscore(keys.relaysAlive(), url)).toBeNull();
   });
 
+  it("a killed relay stops being handed out within three alive refreshes, long before its presence TTL", async () => {
+    const relay = await startRelayProcess({
+      RELAY_ID: `relay_alive_${randomHex(4)}`,
+      PRESENCE_TTL_SECONDS: "30",
+      PRESENCE_REFRESH_MS: "10000",
+      RELAY_ALIVE_REFRESH_MS: "300",
+    });
+    const url = normaliseRelayUrl(relay.wsUrl);
+    await expect.poll(() => redis.raw.zscore(keys.relaysAlive(), url)).not.toBeNull();
+    // Renewed on its own cadence: still alive after several windows of 900 ms.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(Number(await redis.raw.zscore(keys.relaysAlive(), url))).toBeGreaterThan(Date.now());
+    await relay.stop("SIGKILL");
+    const killedAt = Date.now();
+    const aliveUntil = Number(await redis.raw.zscore(keys.relaysAlive(), url));
+    console.log(`[measure] a SIGKILLed relay stays handed out ${aliveUntil - killedAt} ms after the kill`);
+    expect(aliveUntil - killedAt).toBeLessThanOrEqual(900);
+    await redis.raw.zrem(keys.relaysAlive(), url);
+    await redis.del(keys.relayInfo(relay.relayId));
+  });
+
   it("a relay killed without cleanup leaves presence that expires by itself within the TTL", async () => {
     const relay = await startRelayProcess({
       RELAY_ID: `relay_kill_${randomHex(4)}`,

@@ -53,15 +53,18 @@ export async function removePresence(state: RelayState, deviceId: string): Promi
 const FORGET_DEAD_RELAY_MS = 24 * 3600 * 1000;
 
 /**
- * Lists this relay's public URL as alive for two refresh intervals (20 s; never past the presence
- * TTL), or unlists it while it drains or shuts down, so the API stops handing it out (and sends
- * failing devices elsewhere) at once. Two missed refreshes mark a relay dead: a device whose first
- * failover check comes 15-22 s after a kill then mostly learns of a live relay at that check,
- * where a 30 s window sent most of them round another 30 s (bench fault d).
+ * Lists this relay's public URL as alive for three RELAY_ALIVE_REFRESH_MS (9 s; never past the
+ * presence TTL), or unlists it while it drains or shuts down, so the API stops handing it out (and
+ * sends failing devices elsewhere) at once. The entry has its own short cadence, apart from the
+ * devices' 10 s presence, because a device's first failover check comes 15-22 s after a kill (its
+ * second failed connect, docs/protocol.md): with a 20 s window that check mostly still named the
+ * dead relay and the device waited 30 s more for the next (bench fault d, 47.8 s). One small write
+ * every 3 s per relay; a relay whose event loop stalls for 6 s is briefly not handed out, which
+ * costs only new placements.
  */
 export async function refreshRelayAlive(state: RelayState): Promise<void> {
   const now = state.now();
-  const window = Math.min(state.config.PRESENCE_TTL_SECONDS * 1000, 2 * state.config.PRESENCE_REFRESH_MS);
+  const window = Math.min(state.config.PRESENCE_TTL_SECONDS * 1000, 3 * state.config.RELAY_ALIVE_REFRESH_MS);
   const aliveUntil = state.draining ? 0 : now + window;
   await runScript(
     state.redis,
@@ -116,11 +119,14 @@ export function touchPresence(state: RelayState, device: Device) {
     });
 }
 
-/** Refreshes every device and the relay's own record each PRESENCE_REFRESH_MS; returns a stopper. */
+/**
+ * Refreshes every device and the relay's own record each PRESENCE_REFRESH_MS, and the relay's alive
+ * entry each RELAY_ALIVE_REFRESH_MS; returns a stopper.
+ */
 export function startPresenceLoop(state: RelayState): () => void {
   const tick = async () => {
     const results = await Promise.allSettled([
-      refreshRelayInfo(state),
+      writeRelayInfo(state),
       ...[...state.devices.values()].map((d) => refreshPresence(state, d)),
     ]);
     const failed = results.filter((r) => r.status === "rejected");
@@ -130,8 +136,18 @@ export function startPresenceLoop(state: RelayState): () => void {
       state.log.warn({ count: failed.length, err: first?.message }, "presence refresh_failed");
     }
   };
+  const alive = () =>
+    refreshRelayAlive(state).catch((err) =>
+      state.log.warn({ err: (err as Error).message }, "relay alive_refresh_failed"),
+    );
   void tick();
+  void alive();
   const timer = setInterval(() => void tick(), state.config.PRESENCE_REFRESH_MS);
+  const aliveTimer = setInterval(alive, state.config.RELAY_ALIVE_REFRESH_MS);
   timer.unref();
-  return () => clearInterval(timer);
+  aliveTimer.unref();
+  return () => {
+    clearInterval(timer);
+    clearInterval(aliveTimer);
+  };
 }

@@ -2,6 +2,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ConfigError } from "../../shared/config.ts";
+import { isDatabaseUnavailable } from "../../shared/db/pool.ts";
 import { ApiError, type ApiErrorCode, errorBody } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { loadConfig } from "./config.ts";
@@ -193,6 +194,25 @@ export function createApp() {
     if (err instanceof ConfigError) {
       // Fail closed: a half-configured API answers nothing but this.
       return sendError(c, "E_CONFIG", err.message, 503, { variables: err.variables });
+    }
+    if (isDatabaseUnavailable(err)) {
+      // Postgres is full or away for now (a burst past its connection limit): the client's retry
+      // will do, so say when, spread over 1-4 s so a burst does not come back at once.
+      c.header("Retry-After", String(1 + Math.floor(Math.random() * 4)));
+      console.warn(
+        JSON.stringify({
+          level: "warn",
+          requestId: c.get("requestId"),
+          error: String(err),
+          db: "unavailable",
+        }),
+      );
+      return sendError(
+        c,
+        "E_UNAVAILABLE",
+        "the database is busy or unreachable; retry after Retry-After seconds",
+        503,
+      );
     }
     console.error(
       JSON.stringify({

@@ -5,6 +5,7 @@ import { createPool } from "../../shared/db/pool.ts";
 import { deriveDeviceId, type PeerClaims, verifyJwt } from "../../shared/jwt.ts";
 import { keys } from "../../shared/keys.ts";
 import { upstashRedis } from "../../shared/redis.ts";
+import { createApp } from "../src/app.ts";
 
 const e = env as unknown as Record<string, string>;
 const pool = createPool(e.DATABASE_URL!, e.NEON_WS_PROXY);
@@ -227,6 +228,32 @@ describe("refresh", () => {
       ),
     );
     expect(results.map((r) => r.status).sort()).toEqual([200, 401, 401, 401, 401]);
+  });
+
+  it("a database at its connection limit answers 503 E_UNAVAILABLE with Retry-After, not a 500", async () => {
+    // A role allowed no connections: Postgres refuses it with SQLSTATE 53300, the error a burst of
+    // refreshes past max_connections gets (bench fault d: 257 such 500s sent devices round 30 s more).
+    await pool.query(
+      `DO $$ BEGIN CREATE ROLE pp_no_room LOGIN PASSWORD 'no-room' CONNECTION LIMIT 0;
+       EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+    );
+    const url = new URL(e.DATABASE_URL!);
+    url.username = "pp_no_room";
+    url.password = "no-room";
+    const res = await createApp().fetch(
+      new Request(`http://api.test/v1/peer/agents/agent_0000000000000000/refresh`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "cf-connecting-ip": "198.51.100.254" },
+        body: JSON.stringify({ refreshToken: "prt_whatever" }),
+      }),
+      { ...env, DATABASE_URL: url.toString() } as never,
+      { waitUntil() {}, passThroughOnException() {}, props: {} } as unknown as ExecutionContext,
+    );
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(res.status, JSON.stringify(body)).toBe(503);
+    expect(body.error.code).toBe("E_UNAVAILABLE");
+    expect(body.error.message).toMatch(/database/);
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
   });
 
   it("a refresh token of another device is refused", async () => {

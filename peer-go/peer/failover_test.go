@@ -139,6 +139,38 @@ func TestARelayStillAdvisedIsCheckedAgainWhenTheIntervalEndsNotAtTheNextAttempt(
 	}
 }
 
+func TestACheckTheAPICannotAnswerIsRetriedAfterItsRetryAfterWithoutRegisteringAgain(t *testing.T) {
+	n := newFakeNetwork(t)
+	n.liveJWT.Store("jwt-1")
+	relayB := httptest.NewServer(n.relayHandler)
+	defer relayB.Close()
+	p, out := startTunedPeer(t, n, func(cfg *Config) {
+		cfg.Connections = 1
+		cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
+		cfg.Timing.FailoverCheck = 10 * time.Second
+	})
+	<-n.acceptedConn
+	n.liveJWT.Store("jwt-2")
+	n.relayAdvice.Store(wsURL(relayB))
+	n.refreshBusy.Store(1) // the first check gets 503, Retry-After: 1
+	killRelay(n)
+	waitFor(t, "the failed check", func() bool { return strings.Contains(out.String(), "[FAILOVER_CHECK_FAILED]") })
+	t0 := time.Now()
+	select {
+	case <-n.acceptedConn:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no move to relay B after the Retry-After:\n%s", out.String())
+	}
+	// Retry-After: 1 plus up to 1 s of jitter, far inside the 10 s interval.
+	if took := time.Since(t0); took < 900*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("moved %s after the failed check, want about 1-2 s", took)
+	}
+	// A busy API is no reason to register again: that doubles the calls of a storm.
+	if n.registers.Load() != 1 || n.refreshes.Load() != 2 || p.FailoverAsks() != 2 {
+		t.Fatalf("registers %d refreshes %d asks %d, want 1, 2, 2\n%s", n.registers.Load(), n.refreshes.Load(), p.FailoverAsks(), out.String())
+	}
+}
+
 func TestAnAPIWithoutRelayAdviceIsNoAdvice(t *testing.T) {
 	n := newFakeNetwork(t)
 	n.liveJWT.Store("jwt-1")

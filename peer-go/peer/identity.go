@@ -39,6 +39,20 @@ type retryableError struct {
 
 func (e *retryableError) Error() string { return e.msg }
 
+func isRejected(err error) bool {
+	var r *RejectedError
+	return errors.As(err, &r)
+}
+
+// retryAfter is the wait an API answer asked for (Retry-After), 0 if none.
+func retryAfter(err error) time.Duration {
+	var r *retryableError
+	if errors.As(err, &r) {
+		return r.retryAfter
+	}
+	return 0
+}
+
 // Identities registers, refreshes and persists; Renew is single-flight across all sockets.
 type Identities struct {
 	cfg    *Config
@@ -177,6 +191,12 @@ func (m *Identities) obtain(ctx context.Context, from *State) (*Identity, bool, 
 		if err == nil {
 			return id, true, nil
 		}
+		// Only a refused refresh token means registering again: an API that could not answer
+		// (network, 408, 429, 5xx) would not answer a registration either, and a fleet that
+		// registered on every busy answer would double the calls of a storm.
+		if !isRejected(err) {
+			return nil, false, err
+		}
 		m.log(fmt.Sprintf("[IDENTITY] refresh failed (%s); registering again", err))
 	}
 	id, err := m.register(ctx)
@@ -267,7 +287,7 @@ func (m *Identities) SetRelay(relay string) {
 // for: the agents refresh rotates the refresh token, so two at once would spend it twice) that
 // also renews the JWT and saves the rotated refresh token. advice is the relay the API assigns
 // now, "" from an API that does not say. Like Renew it registers again (same name, same device)
-// when the refresh fails, and then register's `relay` is the advice: a device whose relay is dead
+// when the refresh token is refused, and then register's `relay` is the advice: a device whose relay is dead
 // gets no 4001/4002 that would make Renew do it. The relay we are on is not changed here.
 func (m *Identities) RelayAdvice(ctx context.Context) (advice string, err error) {
 	m.mu.Lock()
@@ -291,7 +311,7 @@ func (m *Identities) RelayAdvice(ctx context.Context) (advice string, err error)
 	m.mu.Unlock()
 
 	id, advice, err := m.refresh(ctx, State{DeviceID: base.DeviceID, RefreshToken: base.RefreshToken, Relay: base.Relay})
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && isRejected(err) {
 		m.log(fmt.Sprintf("[IDENTITY] refresh failed (%s); registering again", err))
 		if id, err = m.register(ctx); err == nil {
 			advice = id.Relay

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"sync"
@@ -28,7 +29,7 @@ type Peer struct {
 
 	// dead-relay failover: one ask in flight, at most one per Timing.FailoverCheck
 	failoverBusy  bool
-	lastFailover  time.Time
+	nextFailover  time.Time // no check before: the interval after one, or a Retry-After after a failed one
 	failoverAsks  int
 	failoverTimer *time.Timer // the re-check due when the interval after the last check ends
 
@@ -168,7 +169,8 @@ func (p *Peer) renew(ctx context.Context, staleJWT string) bool {
 // peer asks the API (the refresh it uses for renewals) which relay it would assign now and moves
 // there when that is another one: the API skips regions whose relay stopped reporting, so a device
 // whose relay died lands on a live one instead of retrying the dead one forever. One check in
-// flight, one per Timing.FailoverCheck (counted from the start of the last one).
+// flight, one per Timing.FailoverCheck (counted from the start of the last one); a check the API
+// could not answer is repeated after its Retry-After (else 2 s) instead.
 func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
 	t := p.cfg.Timing
 	if p.cfg.RelayURL != "" || t.FailoverAfterFailures <= 0 || failures < t.FailoverAfterFailures {
@@ -179,18 +181,17 @@ func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
 		p.mu.Unlock()
 		return
 	}
-	if since := time.Since(p.lastFailover); !p.lastFailover.IsZero() && since < t.FailoverCheck {
+	if wait := time.Until(p.nextFailover); wait > 0 {
 		// Too soon after a check that still named this relay (a killed relay stays listed alive
-		// for up to the API's TTL): check again the moment the interval ends, not at some
-		// socket's next attempt, which with a doubled backoff can be a minute later.
-		if p.failoverTimer == nil {
-			p.failoverTimer = time.AfterFunc(t.FailoverCheck-since, func() { p.recheckFailover(ctx) })
-		}
+		// for a few seconds), or after one the API could not answer: check again the moment the
+		// wait ends, not at some socket's next attempt, which with a doubled backoff can be a
+		// minute later.
+		p.armRecheckLocked(ctx, wait)
 		p.mu.Unlock()
 		return
 	}
 	p.failoverBusy = true
-	p.lastFailover = time.Now()
+	p.nextFailover = time.Now().Add(t.FailoverCheck)
 	p.failoverAsks++
 	p.mu.Unlock()
 
@@ -199,6 +200,18 @@ func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
 	p.mu.Lock()
 	p.failoverBusy = false
 	if err != nil {
+		if ctx.Err() == nil && !isRejected(err) {
+			// No answer (network, 408, 429, 5xx): the interval is for answers that named a live
+			// relay, so ask again after the API's Retry-After (else 2 s), plus up to 1 s so a fleet
+			// spreads out.
+			wait := retryAfter(err)
+			if wait <= 0 {
+				wait = 2 * time.Second
+			}
+			wait = min(t.FailoverCheck, wait+time.Duration(rand.Int64N(int64(time.Second))))
+			p.nextFailover = time.Now().Add(wait)
+			p.armRecheckLocked(ctx, wait)
+		}
 		p.mu.Unlock()
 		if ctx.Err() == nil {
 			p.log(fmt.Sprintf("[FAILOVER_CHECK_FAILED] %s", err))
@@ -227,6 +240,13 @@ func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
 	sockets := p.sockets
 	p.mu.Unlock()
 	p.moveSockets(advice, fmt.Sprintf("[FAILOVER] relay=%s", advice), sockets)
+}
+
+// armRecheckLocked schedules recheckFailover after wait unless one is due already; p.mu is held.
+func (p *Peer) armRecheckLocked(ctx context.Context, wait time.Duration) {
+	if p.failoverTimer == nil {
+		p.failoverTimer = time.AfterFunc(wait, func() { p.recheckFailover(ctx) })
+	}
 }
 
 // recheckFailover runs the check the interval held back, if a socket still fails to reach the relay.

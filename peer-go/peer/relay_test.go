@@ -33,6 +33,7 @@ type fakeNetwork struct {
 	relayAdvice  atomic.Value // the `relay` a refresh answers with; "" = none (an older API)
 	closeEarly   atomic.Bool  // the relay closes new connections with 1011 before `connected`
 	refuseToken  atomic.Bool  // refresh answers 401 (a spent or revoked refresh token)
+	refreshBusy  atomic.Int32 // this many refreshes answer 503 with Retry-After: 1 (a database at its limit)
 }
 
 func newFakeNetwork(t *testing.T) *fakeNetwork {
@@ -52,6 +53,12 @@ func newFakeNetwork(t *testing.T) *fakeNetwork {
 			})
 		case strings.HasSuffix(r.URL.Path, "/refresh"):
 			n.refreshes.Add(1)
+			if n.refreshBusy.Add(-1) >= 0 {
+				w.Header().Set("retry-after", "1")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(`{"error":{"code":"E_UNAVAILABLE","message":"the database is busy"}}`))
+				return
+			}
 			if n.refuseToken.Load() {
 				w.WriteHeader(http.StatusUnauthorized)
 				_, _ = w.Write([]byte(`{"error":{"code":"E_UNAUTHORIZED","message":"refreshToken is unknown"}}`))

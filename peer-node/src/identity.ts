@@ -139,6 +139,10 @@ export function createIdentityManager(deps: IdentityDeps): IdentityManager {
       try {
         return { identity: await refresh(from.deviceId, from.refreshToken, from.relay), resumed: true };
       } catch (err) {
+        // Only a refused refresh token means registering again. An API that could not answer
+        // (network, 408, 429, 5xx) would not answer a registration either, and a fleet that
+        // registered on every busy answer would double the calls of a storm.
+        if (!(err instanceof IdentityRejected)) throw err;
         log(`[IDENTITY] refresh failed (${(err as Error).message}); registering again`);
       }
     }

@@ -58,7 +58,8 @@ export class Peer {
   #relayUrl = "";
   #allowlist: string[] = [];
   #lastRedirectAt: number | undefined;
-  #lastFailoverCheckAt: number | undefined;
+  /** No relay check before this (ms): a check's interval, or a Retry-After after one that failed. */
+  #nextFailoverCheckAt = 0;
   #failoverChecking = false;
   #failoverTimer: NodeJS.Timeout | undefined;
   #print: (line: string) => void;
@@ -212,26 +213,34 @@ export class Peer {
   #onConnectFailed(consecutive: number): void {
     if (consecutive < this.timing.failoverAfterFailures) return;
     if (this.config.relayUrl !== undefined || this.#stopping || this.#failoverChecking) return;
-    const now = Date.now();
-    const next = (this.#lastFailoverCheckAt ?? Number.NEGATIVE_INFINITY) + this.timing.failoverCheckMs;
-    if (now >= next) {
-      this.#startRelayCheck();
-      return;
-    }
-    // Too soon after a check that still named this relay (a killed relay stays listed alive for up
-    // to a TTL): check again the moment the interval is over, not at some socket's next attempt,
-    // which with a doubled backoff can be a minute later.
+    if (Date.now() >= this.#nextFailoverCheckAt) this.#startRelayCheck();
+    else this.#armRelayRecheck();
+  }
+
+  /**
+   * Too soon after a check that still named this relay (a killed relay stays listed alive for a
+   * few seconds), or after one the API could not answer: check again the moment that wait is over,
+   * not at some socket's next attempt, which with a doubled backoff can be a minute later.
+   */
+  #armRelayRecheck(): void {
     if (this.#failoverTimer) return;
-    this.#failoverTimer = setTimeout(() => {
-      this.#failoverTimer = undefined;
-      const stillFailing = this.#sockets.some((s) => s.connectFailures >= this.timing.failoverAfterFailures);
-      if (stillFailing && !this.#stopping && !this.#failoverChecking) this.#startRelayCheck();
-    }, next - now);
+    this.#failoverTimer = setTimeout(
+      () => {
+        this.#failoverTimer = undefined;
+        const stillFailing = this.#sockets.some(
+          (s) => s.connectFailures >= this.timing.failoverAfterFailures,
+        );
+        if (stillFailing && !this.#stopping && !this.#failoverChecking) this.#startRelayCheck();
+      },
+      Math.max(0, this.#nextFailoverCheckAt - Date.now()),
+    );
     this.#failoverTimer.unref();
   }
 
   #startRelayCheck(): void {
-    this.#lastFailoverCheckAt = Date.now();
+    clearTimeout(this.#failoverTimer);
+    this.#failoverTimer = undefined;
+    this.#nextFailoverCheckAt = Date.now() + this.timing.failoverCheckMs;
     this.#failoverChecking = true;
     void this.#checkRelay().finally(() => {
       this.#failoverChecking = false;
@@ -245,6 +254,14 @@ export class Peer {
       assigned = await this.identity.reassign();
     } catch (err) {
       this.log(`[FAILOVER_CHECK_FAILED] ${(err as Error).message}`);
+      // No answer (network, 408, 429, 5xx): the interval is for answers that named a live relay, so
+      // ask again after the API's Retry-After (else 2 s), plus up to 1 s so a fleet spreads out.
+      if (!(err instanceof IdentityRejected) && !this.#stopping) {
+        const hinted = (err as { retryAfterMs?: number }).retryAfterMs || 2_000;
+        const delay = Math.min(this.timing.failoverCheckMs, hinted + Math.random() * 1_000);
+        this.#nextFailoverCheckAt = Date.now() + delay;
+        this.#armRelayRecheck();
+      }
       return;
     }
     // Stopped, or a redirect moved us while the call was out: that move stands.

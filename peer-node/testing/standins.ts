@@ -109,6 +109,8 @@ export interface StandinApi {
   jwts: string[];
   /** When set, register answers this status instead. */
   registerStatus?: number;
+  /** This many refreshes answer 503 E_UNAVAILABLE with `Retry-After: 1` (a database at its limit). */
+  refreshBusy?: number;
   close(): Promise<void>;
 }
 
@@ -152,6 +154,11 @@ export async function startStandinApi(relay: string): Promise<StandinApi> {
     const m = /^\/v1\/peer\/agents\/([^/]+)\/refresh$/.exec(path);
     if (m) {
       const deviceId = decodeURIComponent(m[1]!);
+      if (api.refreshBusy) {
+        api.refreshBusy--;
+        res.setHeader("retry-after", "1");
+        return reply(503, { error: { code: "E_UNAVAILABLE", message: "the database is busy" } });
+      }
       if (refreshTokens.get(deviceId) !== body["refreshToken"])
         return reply(401, { error: { code: "E_REFRESH_INVALID", message: "bad refresh token" } });
       const refreshToken = `rt-${randomBytes(6).toString("hex")}`;

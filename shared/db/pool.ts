@@ -78,3 +78,17 @@ export async function withTransaction<T>(pool: Pool, fn: (tx: Queryable) => Prom
     client.release();
   }
 }
+
+/**
+ * SQLSTATEs that say Postgres cannot take this request now, not that the request is wrong: too
+ * many connections (53300, also per role), starting up or shutting down (57P03), and the
+ * connection-exception class (08). A burst of clients past the connection limit gets these.
+ */
+const UNAVAILABLE_STATES = new Set(["53300", "57P03"]);
+
+/** True when `err` is Postgres (or the way to it) being unavailable for now: worth a retry. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return false;
+  return UNAVAILABLE_STATES.has(code) || code.startsWith("08");
+}

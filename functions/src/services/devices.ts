@@ -74,8 +74,8 @@ export interface RelayRegions {
  * (a modem farm, a simulator) still spreads by the countries it declares.
  *
  * Of the regions in that order (then every other region) it returns the first whose relay is
- * listed alive in Redis (relays refresh `relays:alive` every 10 s, entries run out after two
- * missed refreshes); when none is alive, or no relay ever reported (a fresh deploy), the preferred one.
+ * listed alive in Redis (relays renew `relays:alive` every 3 s, entries run out 9 s after the
+ * last renewal); when none is alive, or no relay ever reported (a fresh deploy), the preferred one.
  * One Redis round trip.
  */
 export async function assignRelay(
