@@ -3,6 +3,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
 import { upstashRedis } from "../../shared/redis.ts";
+import { loadConfig } from "../src/config.ts";
+import type { Deps } from "../src/deps.ts";
+import { runGuarded } from "../src/jobs/guard.ts";
+import { rollupJob } from "../src/jobs/listing.ts";
 import { decideListing, readPoolSnapshot, reconcileListings } from "../src/services/listing.ts";
 import { computeRollup, refreshRollup } from "../src/services/rollup.ts";
 import { forgetDevice, markOnline } from "./helpers/presence.ts";
@@ -113,6 +117,42 @@ describe("auto-listing", () => {
   });
 });
 
+/**
+ * Starts `runs` while this test holds pool_rollup in SHARE mode (no writer gets in) and lets go once
+ * every one of them waits for the table: their transactions then overlap, as two slow cron runs' do.
+ */
+async function overlapping<T>(runs: (() => Promise<T>)[]): Promise<PromiseSettledResult<T>[]> {
+  const gate = await pool.connect();
+  try {
+    await gate.query("BEGIN");
+    await gate.query("LOCK TABLE pool_rollup IN SHARE MODE");
+    const settled = Promise.allSettled(runs.map((run) => run()));
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await gate.query<{ waiting: number }>(
+        "SELECT count(*)::int AS waiting FROM pg_locks WHERE relation = 'pool_rollup'::regclass AND NOT granted",
+      );
+      if (rows[0]!.waiting >= runs.length) break;
+      if (Date.now() > deadline)
+        throw new Error(`${rows[0]!.waiting} of ${runs.length} runs reached pool_rollup`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await gate.query("COMMIT");
+    return await settled;
+  } catch (err) {
+    await gate.query("ROLLBACK").catch(() => {});
+    throw err;
+  } finally {
+    gate.release();
+  }
+}
+
+/** The stored rollup's computed_at values (one, when a single run wrote the table). */
+async function storedRunTimes() {
+  const { rows } = await pool.query<{ at: Date }>("SELECT DISTINCT computed_at AS at FROM pool_rollup");
+  return rows.map((r) => new Date(r.at).getTime());
+}
+
 describe("rollup and stock", () => {
   it("the rollup equals a direct count of the Redis state per pool and country", async () => {
     const c = tenantCountry();
@@ -122,7 +162,7 @@ describe("rollup and stock", () => {
     await probe(ids[1]!, { verified: "1", speedTier: "slow" });
     await probe(ids[2]!, { verified: "1", speedTier: "unknown" });
     await reconcileListings({ redis, db: pool }, Date.now(), "slow");
-    const rows = await refreshRollup({ redis, db: pool }, new Date());
+    const { rows } = await refreshRollup({ redis, db: pool }, new Date());
     const row = rows.find((r) => r.pool === "peer" && r.country === c)!;
     // Direct counts from the state that routes customers:
     expect(row.listed).toBe(await zcard(keys.poolIndex("peer", c, "any")));
@@ -137,6 +177,61 @@ describe("rollup and stock", () => {
     // The pure function over the same snapshot gives the same answer as the stored table.
     const again = computeRollup(await readPoolSnapshot(redis, Date.now()), new Map());
     expect(again.find((r) => r.country === c)?.listed).toBe(2);
+  });
+
+  it("overlapping rollup runs all succeed and leave one run's rows: the newest", async () => {
+    const c = tenantCountry();
+    await online(deviceId(), c);
+    await online(deviceId(), c);
+    const base = Date.now();
+    const times = [base, base + 1, base + 2];
+    const results = await overlapping(
+      times.map((t) => () => refreshRollup({ redis, db: pool }, new Date(t))),
+    );
+    expect(results.map((r) => (r.status === "rejected" ? String(r.reason) : r.status))).toEqual([
+      "fulfilled",
+      "fulfilled",
+      "fulfilled",
+    ]);
+    expect(await storedRunTimes()).toEqual([base + 2]);
+    const stored = await pool.query<{ online: number }>(
+      "SELECT online FROM pool_rollup WHERE pool = 'peer' AND country = $1",
+      [c],
+    );
+    expect(stored.rows).toEqual([{ online: 2 }]);
+  });
+
+  it("two pool-rollup job runs that overlap are both recorded ok in job_runs", async () => {
+    const c = tenantCountry();
+    await online(deviceId(), c);
+    const base = Date.now();
+    const times = [base, base + 1];
+    const deps = (at: number): Deps => ({ config: loadConfig(e), redis, db: pool, now: () => new Date(at) });
+    const results = await overlapping(times.map((t) => () => runGuarded(deps(t), rollupJob)));
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled"]);
+    const runs = await pool.query<{ status: string; detail: Record<string, unknown> }>(
+      "SELECT status, detail FROM job_runs WHERE job = 'pool-rollup' AND started_at = ANY($1::timestamptz[]) ORDER BY started_at",
+      [times.map((t) => new Date(t).toISOString())],
+    );
+    expect(runs.rows.map((r) => `${r.status} ${r.detail.error ?? ""}`.trim())).toEqual(["ok", "ok"]);
+    expect(await storedRunTimes()).toEqual([base + 1]);
+  });
+
+  it("a run older than the stored rollup writes nothing: a slow run cannot put back stale figures", async () => {
+    const c = tenantCountry();
+    await online(deviceId(), c);
+    const newer = Date.now();
+    await refreshRollup({ redis, db: pool }, new Date(newer));
+    // A device comes online, then a run that started before the one above commits.
+    await online(deviceId(), c);
+    const stale = await refreshRollup({ redis, db: pool }, new Date(newer - 1_000));
+    expect(await storedRunTimes()).toEqual([newer]);
+    const stored = await pool.query<{ online: number }>(
+      "SELECT online FROM pool_rollup WHERE pool = 'peer' AND country = $1",
+      [c],
+    );
+    expect(stored.rows).toEqual([{ online: 1 }]);
+    expect(stale.written).toBe(false);
   });
 
   it("GET /v1/gateway/pool/stock serves counts per pool and country and never an address", async () => {
