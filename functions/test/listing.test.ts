@@ -2,14 +2,14 @@ import { env, SELF } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool } from "../../shared/db/pool.ts";
 import { keys } from "../../shared/keys.ts";
-import { upstashRedis } from "../../shared/redis.ts";
+import { type RedisClient, upstashRedis } from "../../shared/redis.ts";
 import { loadConfig } from "../src/config.ts";
 import type { Deps } from "../src/deps.ts";
 import { runGuarded } from "../src/jobs/guard.ts";
 import { rollupJob } from "../src/jobs/listing.ts";
 import { decideListing, readPoolSnapshot, reconcileListings } from "../src/services/listing.ts";
 import { computeRollup, refreshRollup } from "../src/services/rollup.ts";
-import { forgetDevice, markOnline } from "./helpers/presence.ts";
+import { forgetDevice, forgetDevices, markManyOnline, markOnline } from "./helpers/presence.ts";
 
 const e = env as unknown as Record<string, string>;
 const pool = createPool(e.DATABASE_URL!, e.NEON_WS_PROXY);
@@ -45,6 +45,21 @@ const zcard = async (key: string) =>
 const isListed = async (id: string) =>
   Number(await redis.eval("return redis.call('SISMEMBER', KEYS[1], ARGV[1])", [keys.poolListed()], [id])) ===
   1;
+
+/** The real client, counting the requests it sends: each one is an HTTP round trip to Upstash. */
+function countingRequests(inner: RedisClient): { redis: RedisClient; requests: () => number } {
+  let n = 0;
+  const redis = Object.fromEntries(
+    Object.entries(inner).map(([name, call]) => [
+      name,
+      (...args: unknown[]) => {
+        n++;
+        return (call as (...a: unknown[]) => unknown)(...args);
+      },
+    ]),
+  ) as unknown as RedisClient;
+  return { redis, requests: () => n };
+}
 
 async function auditFor(id: string) {
   const { rows } = await pool.query<{ action: string; detail: { reason: string } }>(
@@ -115,6 +130,87 @@ describe("auto-listing", () => {
       action: "delist",
     });
   });
+
+  it("a reconcile over 3,000 endpoints flips each as the one-endpoint rule says, at least 50 endpoints per Redis round trip", async () => {
+    const c = tenantCountry();
+    const ids = Array.from(
+      { length: 3000 },
+      () => `agent_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
+    );
+    const mine = new Set(ids);
+    // Two in three verified (listed by the first run), one in three not (never listed).
+    const verified = ids.filter((_, i) => i % 3 !== 0);
+    const byId = (a: { endpointId: string }, b: { endpointId: string }) =>
+      a.endpointId.localeCompare(b.endpointId);
+    const flipsOf = (run: { flips: { endpointId: string }[] }) =>
+      run.flips.filter((f) => mine.has(f.endpointId)).sort(byId);
+    try {
+      await markManyOnline(
+        redis,
+        ids.map((id, i) => ({ id, country: c, probe: { verified: i % 3 ? "1" : "0", speedTier: "fast" } })),
+      );
+      const first = countingRequests(redis);
+      const listing = await reconcileListings({ redis: first.redis, db: pool }, Date.now(), "slow");
+      expect(first.requests()).toBeLessThan(listing.considered / 50);
+      expect(flipsOf(listing)).toEqual(
+        verified.map((id) => ({ endpointId: id, action: "list", reason: "verified" })).sort(byId),
+      );
+      expect(await zcard(keys.poolIndex("peer", c, "any"))).toBe(verified.length);
+      expect(await zcard(keys.poolIndex("peer", c, "residential"))).toBe(verified.length);
+      // Each endpoint hash as listEndpoint writes it (fast: 4 connections, 2 customers).
+      expect(await redis.hgetall(keys.endpoint(verified[0]!))).toMatchObject({
+        pool: "peer",
+        country: c,
+        speedTier: "fast",
+        relayInternal: "http://127.0.0.1:1",
+        deviceId: verified[0],
+        maxConns: "4",
+        maxCusts: "2",
+        conns: "0",
+        listed: "1",
+      });
+      expect(await isListed(verified.at(-1)!)).toBe(true);
+      expect(await isListed(ids[0]!)).toBe(false);
+
+      // The breaker pauses 500 listed endpoints and 500 go offline: each is pulled with its reason.
+      const paused = verified.slice(0, 500);
+      const gone = verified.slice(500, 1000);
+      await markManyOnline(
+        redis,
+        paused.map((id) => ({
+          id,
+          country: c,
+          probe: { verified: "1", speedTier: "fast", paused: "1", pausedReason: "stalls" },
+        })),
+      );
+      await redis.eval("return redis.call('ZREM', KEYS[1], unpack(ARGV))", [keys.onlineDevices()], gone);
+      const second = countingRequests(redis);
+      const pulling = await reconcileListings({ redis: second.redis, db: pool }, Date.now(), "slow");
+      expect(second.requests()).toBeLessThan(pulling.considered / 50);
+      expect(flipsOf(pulling)).toEqual(
+        [
+          ...paused.map((id) => ({ endpointId: id, action: "delist", reason: "circuit_breaker:stalls" })),
+          ...gone.map((id) => ({ endpointId: id, action: "delist", reason: "offline" })),
+        ].sort(byId),
+      );
+      expect(await zcard(keys.poolIndex("peer", c, "any"))).toBe(verified.length - 1000);
+      // A pulled endpoint with no tunnels is removed outright.
+      expect(await redis.hgetall(keys.endpoint(paused[0]!))).toEqual({});
+      expect(await isListed(gone[0]!)).toBe(false);
+      const audit = await pool.query<{ flip: string; n: number }>(
+        `SELECT action || ':' || (detail->>'reason') AS flip, count(*)::int AS n FROM audit_log
+         WHERE actor = 'cron:listing' AND subject = ANY($1::text[]) GROUP BY 1 ORDER BY 1`,
+        [ids],
+      );
+      expect(audit.rows).toEqual([
+        { flip: "listing.delist:circuit_breaker:stalls", n: 500 },
+        { flip: "listing.delist:offline", n: 500 },
+        { flip: "listing.list:verified", n: 2000 },
+      ]);
+    } finally {
+      await forgetDevices(redis, ids);
+    }
+  }, 120_000);
 });
 
 /**
