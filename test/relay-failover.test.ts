@@ -51,11 +51,12 @@ beforeAll(async () => {
   redis = tcpRedis(env.REDIS_URL);
   const relayPorts = [];
   for (let i = 0; i < 2; i++) relayPorts.push({ ws: await freePort(), internal: await freePort() });
-  // A 2 s presence TTL: a SIGKILLed relay's alive entry runs out 2 s after its last refresh.
+  // Production timing scaled down: a SIGKILLed relay's alive entry runs out 0.9 s after its last
+  // renewal (three of RELAY_ALIVE_REFRESH_MS), its devices' presence 2 s after.
   relays = await startRelays({
     env,
     ports: relayPorts,
-    extraEnv: { PRESENCE_TTL_SECONDS: "2", PRESENCE_REFRESH_MS: "500" },
+    extraEnv: { PRESENCE_TTL_SECONDS: "2", PRESENCE_REFRESH_MS: "500", RELAY_ALIVE_REFRESH_MS: "300" },
   });
   const pool = createPool(env.DATABASE_URL, env.NEON_WS_PROXY);
   await pool.query("UPDATE settings SET value = $1 WHERE key = 'relay_regions'", [

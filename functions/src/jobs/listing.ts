@@ -20,7 +20,7 @@ export const rollupJob: Job = {
   name: "pool-rollup",
   maxRunsPerHour: 120,
   async run(deps) {
-    const { rows, written } = await refreshRollup(deps, deps.now());
-    return { rows: rows.length, listed: rows.reduce((n, r) => n + r.listed, 0), written };
+    const rows = await refreshRollup(deps, deps.now());
+    return { rows: rows.length, listed: rows.reduce((n, r) => n + r.listed, 0) };
   },
 };

@@ -60,20 +60,13 @@ export function computeRollup(snapshot: SnapshotEntry[], registered: Map<string,
   );
 }
 
-export interface RollupRefresh {
-  rows: RollupRow[];
-  /** false when a newer run had already stored its rollup: this (older) one wrote nothing */
-  written: boolean;
-}
-
 /**
  * Recomputes the rollup and replaces the table in one transaction (readers never see half of it).
- * Runs that overlap take turns, and the newest `now` wins whichever commits last.
+ * Runs that overlap take turns; the last to commit wins. That may be the older run, whose figures
+ * then stand until the next minute's run: stale by a minute at worst, where refusing older runs
+ * would let one row stamped ahead of the clock (a hand insert, a skewed writer) freeze the table.
  */
-export async function refreshRollup(
-  deps: { redis: RedisClient; db: Pool },
-  now: Date,
-): Promise<RollupRefresh> {
+export async function refreshRollup(deps: { redis: RedisClient; db: Pool }, now: Date): Promise<RollupRow[]> {
   const snapshot = await readPoolSnapshot(deps.redis, now.getTime());
   const reg = await deps.db.query<{ country: string; n: string }>(
     "SELECT lower(country_hint) AS country, count(*) AS n FROM devices WHERE country_hint IS NOT NULL GROUP BY 1",
@@ -81,16 +74,11 @@ export async function refreshRollup(
   const rows = computeRollup(snapshot, new Map(reg.rows.map((r) => [r.country, Number(r.n)])));
   const col = <K extends keyof RollupRow>(k: K) => rows.map((r) => r[k]);
   const tier = (t: keyof RollupRow["tiers"]) => rows.map((r) => r.tiers[t]);
-  const written = await withTransaction(deps.db, async (tx) => {
+  await withTransaction(deps.db, async (tx) => {
     // Cron runs overlap when one is slow. Two DELETE-then-INSERTs at once both delete the old rows
     // and the second INSERT hits pool_rollup_pkey; this mode admits one writer at a time and still
     // lets readers read the old rows until the commit.
     await tx.query("LOCK TABLE pool_rollup IN SHARE ROW EXCLUSIVE MODE");
-    // Read after the lock, so a run that waited sees what the run before it committed.
-    const newer = await tx.query("SELECT 1 FROM pool_rollup WHERE computed_at > $1::timestamptz LIMIT 1", [
-      now.toISOString(),
-    ]);
-    if (newer.rows.length) return false;
     await tx.query("DELETE FROM pool_rollup");
     await tx.query(
       `INSERT INTO pool_rollup (pool, country, registered, online, verified, listed, tier_fast, tier_medium, tier_slow, tier_unknown, computed_at)
@@ -123,7 +111,6 @@ export async function refreshRollup(
     await tx.query("DELETE FROM pool_rollup_history WHERE minute < $1::timestamptz - interval '7 days'", [
       now.toISOString(),
     ]);
-    return true;
   });
-  return { rows, written };
+  return rows;
 }
