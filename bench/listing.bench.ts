@@ -53,6 +53,11 @@ try {
       throw new Error(`unexpected run: ${JSON.stringify({ ...run, flips: run.flips.length })}`);
     return took;
   };
+  // Redis serves nothing else while a script runs: the longest single call is what every gateway's
+  // selection may wait behind. SLOWLOG records each call over 1 ms with its duration.
+  await seeder.raw.config("SET", "slowlog-log-slower-than", "1000");
+  await seeder.raw.config("SET", "slowlog-max-len", "100000");
+  await seeder.raw.slowlog("RESET");
   const times = { listing: [] as number[], steady: [] as number[], pulling: [] as number[] };
   for (let i = 0; i < runs; i++) {
     await seed(Date.now());
@@ -64,9 +69,13 @@ try {
     times.pulling.push(await reconcile((r) => r.delisted === devices));
   }
   const figure = (ms: number[]) => `${median(ms).toFixed(0)} ms`;
+  const slow = (await seeder.raw.slowlog("GET", "100000")) as [number, number, number, string[]][];
+  const scripts = slow.filter((e) => /^eval/i.test(String(e[3]?.[0])));
+  const longest = Math.max(0, ...scripts.map((e) => e[2])) / 1000;
   console.log(
     `reconcile over ${devices} devices, median of ${runs}: every one listed ${figure(times.listing)}, ` +
-      `listed again ${figure(times.steady)}, every one pulled ${figure(times.pulling)}`,
+      `listed again ${figure(times.steady)}, every one pulled ${figure(times.pulling)}; ` +
+      `longest single script call ${longest.toFixed(1)} ms (${scripts.length} over 1 ms)`,
   );
 } finally {
   await db.end();

@@ -7,7 +7,12 @@ import { loadConfig } from "../src/config.ts";
 import type { Deps } from "../src/deps.ts";
 import { runGuarded } from "../src/jobs/guard.ts";
 import { rollupJob } from "../src/jobs/listing.ts";
-import { decideListing, readPoolSnapshot, reconcileListings } from "../src/services/listing.ts";
+import {
+  decideListing,
+  readPoolSnapshot,
+  reconcileListings,
+  SNAPSHOT_BATCH,
+} from "../src/services/listing.ts";
 import { computeRollup, refreshRollup } from "../src/services/rollup.ts";
 import { forgetDevice, forgetDevices, markManyOnline, markOnline } from "./helpers/presence.ts";
 
@@ -129,6 +134,50 @@ describe("auto-listing", () => {
     expect(decideListing({ ...modem, probe: { verified: "0", failStreak: "3" } }, "slow")).toMatchObject({
       action: "delist",
     });
+  });
+
+  it("the pool snapshot reads at most SNAPSHOT_BATCH endpoints per Redis call and returns each online or listed endpoint once", async () => {
+    const c = tenantCountry();
+    const ids = Array.from(
+      { length: 2 * SNAPSHOT_BATCH + 7 },
+      () => `agent_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
+    );
+    try {
+      await markManyOnline(
+        redis,
+        ids.map((id, i) => ({
+          id,
+          country: c,
+          probe: { verified: "1", speedTier: i % 2 ? "fast" : "slow" },
+        })),
+      );
+      // The most endpoints any one call answered for: one call over the whole pool held Redis for seconds.
+      let largest = 0;
+      const note = (reply: unknown) => {
+        const rows = Array.isArray(reply) ? reply.filter((r) => Array.isArray(r) && r.length === 7) : [];
+        largest = Math.max(largest, rows.length);
+        return reply;
+      };
+      const sizing: RedisClient = {
+        ...redis,
+        evalsha: async (...a) => note(await redis.evalsha(...a)),
+        eval: async (...a) => note(await redis.eval(...a)),
+      };
+      const snapshot = await readPoolSnapshot(sizing, Date.now());
+      const mine = snapshot.filter((e) => ids.includes(e.endpointId));
+      expect(mine.map((e) => e.endpointId).sort()).toEqual([...ids].sort());
+      const second = mine.find((e) => e.endpointId === ids[1]);
+      expect(second).toMatchObject({
+        online: true,
+        listed: false,
+        probe: { verified: "1", speedTier: "fast" },
+      });
+      expect(second!.presence.country).toBe(c.toUpperCase());
+      expect(largest).toBeGreaterThan(0);
+      expect(largest).toBeLessThanOrEqual(SNAPSHOT_BATCH);
+    } finally {
+      await forgetDevices(redis, ids);
+    }
   });
 
   it("a reconcile over 3,000 endpoints flips each as the one-endpoint rule says, at least 50 endpoints per Redis round trip", async () => {
