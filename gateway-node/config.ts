@@ -30,6 +30,8 @@ const schema = z.object({
   GATEWAY_HOLD_LEASE_MS: z.coerce.number().int().min(500).max(300_000).default(30_000),
   /** bytes leased to a tunnel per grant; bounds the overshoot past a credential's cap */
   GATEWAY_BYTE_LEASE: z.coerce.number().int().min(4096).max(1_048_576).default(262_144),
+  /** the most a fast tunnel's lease grows to (metering.ts); GATEWAY_BYTE_LEASE or less: no growth */
+  GATEWAY_BYTE_LEASE_MAX: z.coerce.number().int().min(4096).max(67_108_864).default(8_388_608),
   /** usage flush interval; the contract is at most 5 s */
   GATEWAY_FLUSH_MS: z.coerce.number().int().min(100).max(5000).default(1000),
   GATEWAY_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),

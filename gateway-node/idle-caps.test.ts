@@ -231,3 +231,73 @@ describe("idempotent usage reports", () => {
     expect(Object.values(lease).every((v) => v.endsWith(":c"))).toBe(true);
   });
 });
+
+describe("lease growth", () => {
+  /** The real client, counting script calls: each one is a round trip to Redis (Upstash in production). */
+  function counting() {
+    const c = { calls: 0 };
+    const redisCalls = {
+      evalsha: (...a: Parameters<typeof redis.evalsha>) => {
+        c.calls++;
+        return redis.evalsha(...a);
+      },
+      eval: (...a: Parameters<typeof redis.eval>) => {
+        c.calls++;
+        return redis.eval(...a);
+      },
+    };
+    return { c, redisCalls };
+  }
+
+  /** Moves `total` bytes in 64 KiB reads as fast as the meter allows, waiting whenever it is dry. */
+  async function spend(meter: TunnelMeter, total: number, capped = { reached: false }) {
+    meter.onCapReached = () => {
+      capped.reached = true;
+    };
+    let moved = 0;
+    while (moved < total && !capped.reached) {
+      if (meter.budget > 0) {
+        meter.consume(64 * 1024);
+        moved += 64 * 1024;
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    return moved;
+  }
+
+  it("a fast tunnel's lease doubles up to its maximum: 64 MiB takes a few dozen Redis calls, not hundreds", async () => {
+    const cred = await makeCredential(redis, { capBytes: 1024 * MiB });
+    const { c, redisCalls } = counting();
+    const meter = new TunnelMeter(
+      { redis: redisCalls, now: Date.now, leaseBytes: 256 * 1024, maxLeaseBytes: 8 * MiB, flushMs: 100_000 },
+      cred.keyId,
+      `t_${crypto.randomUUID()}`,
+    );
+    expect(await meter.start()).toBe(true);
+    const moved = await spend(meter, 64 * MiB);
+    await meter.close();
+    console.log(`[measure] 64 MiB through one meter: ${c.calls} Redis calls, lease grew to ${meter.lease} B`);
+    // A fixed 256 KiB lease asked 343 times here (every 128-256 KiB).
+    expect(c.calls).toBeLessThan(64);
+    expect(meter.lease).toBe(8 * MiB);
+    expect(Number(await redis.get(keys.credentialUsed(cred.keyId)))).toBe(moved);
+  });
+
+  it("a grown lease still comes out of what is left under the cap: a fast tunnel stops within a read of it", async () => {
+    const cap = 5 * MiB + 12_345;
+    const cred = await makeCredential(redis, { capBytes: cap });
+    const meter = new TunnelMeter(
+      { redis, now: Date.now, leaseBytes: 256 * 1024, maxLeaseBytes: 64 * MiB, flushMs: 100_000 },
+      cred.keyId,
+      `t_${crypto.randomUUID()}`,
+    );
+    expect(await meter.start()).toBe(true);
+    const capped = { reached: false };
+    await spend(meter, 100 * MiB, capped);
+    await meter.close();
+    expect(capped.reached).toBe(true);
+    const used = Number(await redis.get(keys.credentialUsed(cred.keyId)));
+    expect(used).toBeGreaterThan(cap - 64 * 1024);
+    expect(used).toBeLessThanOrEqual(cap + 64 * 1024);
+  });
+});

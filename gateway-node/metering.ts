@@ -7,6 +7,12 @@
  * each), far under the 1 MiB per tunnel target. Idle tunnels renew their lease too, so no lease
  * lapses while its tunnel still holds the bytes locally, and every report carries a sequence
  * number so a retry never bills twice.
+ *
+ * A fast tunnel's lease grows: when half of it is spent within LEASE_GROW_WITHIN_MS of its grant,
+ * the next ask is twice as large, up to `maxLeaseBytes`. With a fixed 256 KiB a tunnel asked Redis
+ * every 128 KiB, and one whose bytes outran a round trip paused for it: at most 64 MB/s over a 2 ms
+ * round trip to Upstash, 13 MB/s over 10 ms. Leases are still taken from what is left under the
+ * cap, so a larger one never lets a credential past it; it only holds more of the remainder.
  */
 import { keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
@@ -17,7 +23,10 @@ import type { RedisClient } from "../shared/redis.ts";
 export interface MeterDeps {
   redis: Pick<RedisClient, "evalsha" | "eval">;
   now: () => number;
+  /** the first lease of a tunnel */
   leaseBytes: number;
+  /** the most a fast tunnel's lease grows to (default leaseBytes: no growth) */
+  maxLeaseBytes?: number;
   flushMs: number;
   onBytes?: (n: number) => void;
   /** Where a lost final usage report is said (default: stderr). */
@@ -26,6 +35,9 @@ export interface MeterDeps {
 
 /** How often a final report is tried before its bytes are given up on (logged). */
 const FINAL_REPORT_ATTEMPTS = 6;
+
+/** Half a lease spent this soon after its grant doubles the next one (up to maxLeaseBytes). */
+export const LEASE_GROW_WITHIN_MS = 100;
 
 export class TunnelMeter {
   readonly keyId: string;
@@ -40,6 +52,8 @@ export class TunnelMeter {
   private unacked: { seq: number; consumed: number } | undefined;
   /** when Redis last heard from this tunnel (ms): an idle tunnel still renews its lease in time */
   private lastCallAt = 0;
+  /** what this tunnel asks Redis for: deps.leaseBytes, grown for a fast tunnel */
+  lease: number;
   private inflight: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -61,6 +75,7 @@ export class TunnelMeter {
     this.keyId = keyId;
     this.tunnelId = tunnelId;
     this.leaseTtlMs = Math.max(10_000, deps.flushMs * 10);
+    this.lease = deps.leaseBytes;
   }
 
   /** Leases the first budget; false when the credential has nothing left (E_CAP_EXCEEDED). */
@@ -88,7 +103,7 @@ export class TunnelMeter {
       this.exhausted = true;
       this.onPause();
     }
-    if (this.budget < this.deps.leaseBytes / 2) this.flush();
+    if (this.budget < this.lease / 2) this.flush();
   }
 
   /**
@@ -98,9 +113,13 @@ export class TunnelMeter {
    */
   flush(): void {
     if (this.closed || this.inflight) return;
-    const want = Math.max(0, this.deps.leaseBytes - Math.max(0, this.budget));
-    const renewDue = this.deps.now() - this.lastCallAt >= this.leaseTtlMs / 3;
-    if (!this.unacked && this.pending === 0 && want < this.deps.leaseBytes / 2 && !renewDue) return;
+    const now = this.deps.now();
+    const max = Math.max(this.deps.leaseBytes, this.deps.maxLeaseBytes ?? 0);
+    if (this.budget < this.lease / 2 && now - this.lastCallAt < LEASE_GROW_WITHIN_MS && this.lease < max)
+      this.lease = Math.min(max, this.lease * 2);
+    const want = Math.max(0, this.lease - Math.max(0, this.budget));
+    const renewDue = now - this.lastCallAt >= this.leaseTtlMs / 3;
+    if (!this.unacked && this.pending === 0 && want < this.lease / 2 && !renewDue) return;
     if (!this.unacked) {
       this.unacked = { seq: ++this.seq, consumed: this.pending };
       this.pending = 0;

@@ -273,6 +273,7 @@ async function pickAndOpen(
       redis: ctx.redis,
       now: ctx.now,
       leaseBytes: ctx.config.GATEWAY_BYTE_LEASE,
+      maxLeaseBytes: ctx.config.GATEWAY_BYTE_LEASE_MAX,
       flushMs: ctx.config.GATEWAY_FLUSH_MS,
       log,
     },

@@ -660,8 +660,9 @@ describe("x402 money boundary (issue 9)", () => {
       UPSTASH_REDIS_REST_TOKEN: "t",
       JWT_SECRET: "x".repeat(32),
     });
-    expect([api.GATEWAY_BYTE_LEASE, api.GATEWAY_HOLD_LEASE_MS]).toEqual([
+    expect([api.GATEWAY_BYTE_LEASE, api.GATEWAY_BYTE_LEASE_MAX, api.GATEWAY_HOLD_LEASE_MS]).toEqual([
       gateway.GATEWAY_BYTE_LEASE,
+      gateway.GATEWAY_BYTE_LEASE_MAX,
       gateway.GATEWAY_HOLD_LEASE_MS,
     ]);
   });

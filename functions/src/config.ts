@@ -72,8 +72,9 @@ export const configSchema = z
     GATEWAY_PUBLIC_HOST: z.string().default("localhost"),
     GATEWAY_HTTP_PORT: z.coerce.number().int().min(1).max(65535).default(7000),
     GATEWAY_SOCKS_PORT: z.coerce.number().int().min(1).max(65535).default(7001),
-    /** The gateways' byte lease and hold lease (gateway-node/config.ts): the x402 caveats quote them. */
+    /** The gateways' byte lease (first and grown) and hold lease (gateway-node/config.ts): the x402 caveats quote them. */
     GATEWAY_BYTE_LEASE: z.coerce.number().int().min(4096).max(1_048_576).default(262_144),
+    GATEWAY_BYTE_LEASE_MAX: z.coerce.number().int().min(4096).max(67_108_864).default(8_388_608),
     GATEWAY_HOLD_LEASE_MS: z.coerce.number().int().min(500).max(300_000).default(30_000),
   })
   .superRefine((c, ctx) => {

@@ -6,9 +6,13 @@
 import { CAPS } from "../../../shared/pool.ts";
 import type { Config } from "../config.ts";
 
-type CaveatConfig = Pick<Config, "GATEWAY_BYTE_LEASE" | "GATEWAY_HOLD_LEASE_MS" | "X402_BARE_HASH">;
+type CaveatConfig = Pick<
+  Config,
+  "GATEWAY_BYTE_LEASE" | "GATEWAY_BYTE_LEASE_MAX" | "GATEWAY_HOLD_LEASE_MS" | "X402_BARE_HASH"
+>;
 
 function kib(bytes: number): string {
+  if (bytes % (1024 * 1024) === 0) return `${bytes / 1024 / 1024} MiB`;
   return bytes % 1024 === 0 ? `${bytes / 1024} KiB` : `${bytes} bytes`;
 }
 
@@ -18,7 +22,13 @@ function seconds(ms: number): string {
 
 /** How the cap is enforced: in-line byte leases, so the overshoot is bounded per open connection. */
 export function capCaveat(config: CaveatConfig): string {
-  return `The cap is enforced in-line: each open connection moves bytes only against a budget of at most ${kib(config.GATEWAY_BYTE_LEASE)} leased from your remaining traffic, and the key suspends the moment the cap is used up, so at most ~${kib(config.GATEWAY_BYTE_LEASE)} per open connection can pass the cap.`;
+  const first = config.GATEWAY_BYTE_LEASE;
+  const most = Math.max(first, config.GATEWAY_BYTE_LEASE_MAX);
+  const budget =
+    most > first
+      ? `${kib(first)}, doubling for a fast connection up to ${kib(most)},`
+      : `at most ${kib(first)}`;
+  return `The cap is enforced in-line: each open connection moves bytes only against a budget of ${budget} leased from your remaining traffic, and the key suspends the moment the cap is used up, so at most ~${kib(most)} per open connection can pass the cap.`;
 }
 
 /** What a hold lease means for connection and customer limits after a gateway dies. */
