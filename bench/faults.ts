@@ -251,7 +251,8 @@ export async function relayKillFigure(
  */
 export async function relayLeftDownFigure(
   net: BenchNetwork,
-  fleet: { ids: string[]; socketsPerDevice: number; eventFiles: string[] },
+  /** eventFiles: the fleet's FLEET_EVENTS_FILEs, listed once fault d is over (a file appears with its first event) */
+  fleet: { ids: string[]; socketsPerDevice: number; eventFiles: () => string[] },
   s: FaultSettings,
   log: (m: string) => void,
 ): Promise<Row[]> {
@@ -291,7 +292,7 @@ export async function relayLeftDownFigure(
     ratio: "-",
     goal: "all; <= 60 s; <= 2",
   });
-  rows.push(failoverStepsRow(fleet.eventFiles, stats.killAt ?? startedAt));
+  rows.push(failoverStepsRow(fleet.eventFiles(), stats.killAt ?? startedAt));
   return rows;
 }
 

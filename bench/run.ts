@@ -260,7 +260,7 @@ async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[
       () =>
         relayLeftDownFigure(
           net,
-          { ids, socketsPerDevice: cfg.faultSockets, eventFiles: fleetEventFiles(net.dir, "f") },
+          { ids, socketsPerDevice: cfg.faultSockets, eventFiles: () => fleetEventFiles(net.dir, "f") },
           faults,
           log,
         ),
