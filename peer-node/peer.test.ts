@@ -15,6 +15,7 @@ import {
   windowCredit,
 } from "../shared/frame.ts";
 import { type RunningPeer, type StartPeerOptions, startPeer } from "./src/index.ts";
+import { WINDOW_MAX, windowGrowth } from "./src/tunnel.ts";
 import {
   type RelayConn,
   type StandinApi,
@@ -35,6 +36,10 @@ const fast = {
 
 let echo: Server;
 let echoPort = 0;
+/** A target that reads as fast as it can and keeps only the count. */
+let sink: Server;
+let sinkPort = 0;
+let sunk = 0;
 let relay: StandinRelay;
 let api: StandinApi;
 const peers: RunningPeer[] = [];
@@ -45,6 +50,9 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => echo.listen(0, "127.0.0.1", () => r()));
   echoPort = (echo.address() as { port: number }).port;
+  sink = createServer((s) => s.on("data", (b: Buffer) => (sunk += b.length)));
+  await new Promise<void>((r) => sink.listen(0, "127.0.0.1", () => r()));
+  sinkPort = (sink.address() as { port: number }).port;
   relay = await startStandinRelay();
   api = await startStandinApi(relay.url);
 });
@@ -55,6 +63,7 @@ afterAll(async () => {
   await relay.close();
   await api.close();
   echo.close();
+  sink.close();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -302,6 +311,60 @@ describe("tunnels", () => {
       "tunnel_closed",
     );
     expect(conn.offContract).toEqual([]);
+  });
+
+  /** Sends `total` bytes to the sink as fast as the peer's credit allows; the peer's final window. */
+  async function fill(conn: RelayConn, sessionId: string, total: number) {
+    const t = tunnel(conn, sessionId, "127.0.0.1", sinkPort);
+    expect(await t.reply()).toEqual({ type: "tunnel_connected", payload: { sessionId } });
+    const chunk = randomBytes(64 * 1024);
+    let sent = 0;
+    const credit = () => INITIAL_WINDOW + t.windows.reduce((a, b) => a + b, 0);
+    const deadline = Date.now() + 30_000;
+    while (sent < total) {
+      if (Date.now() > deadline)
+        throw new Error(`only ${sent} of ${total} bytes sent within the peer's credit`);
+      while (sent < total && sent + chunk.length <= credit()) {
+        t.send(chunk);
+        sent += chunk.length;
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    // What the peer lets us have outstanding now: its window (less what it has yet to grant back).
+    return { t, window: () => credit() - sent };
+  }
+
+  it("a fast tunnel's relay -> target window grows in doubling steps up to WINDOW_MAX, and the process budget returns when it ends", async () => {
+    const { lines } = await start({ connections: 1, allowPrivateTargets: true });
+    await waitUntil(async () => acked(lines) === 1, 5_000, "ack");
+    const conn = connsOf(api.jwts.at(-1)!)[0]!;
+    const before = sunk;
+    const { window } = await fill(conn, "s-grow", 48 * 1024 * 1024);
+    await waitUntil(async () => sunk - before === 48 * 1024 * 1024, 10_000, "all of it at the sink");
+    const grown = window();
+    console.log(`[measure] relay -> target window after 48 MiB to a fast sink: ${grown} B`);
+    expect(grown).toBeGreaterThanOrEqual(1024 * 1024);
+    expect(grown).toBeLessThanOrEqual(WINDOW_MAX);
+    expect(windowGrowth.grown).toBeGreaterThan(0);
+    conn.send("tunnel_close", { sessionId: "s-grow" });
+    await waitUntil(async () => windowGrowth.grown === 0, 5_000, "the budget given back");
+  });
+
+  it("windows grow no further than the process budget", async () => {
+    const { budget } = windowGrowth;
+    windowGrowth.budget = 512 * 1024;
+    try {
+      const { lines } = await start({ connections: 1, allowPrivateTargets: true });
+      await waitUntil(async () => acked(lines) === 1, 5_000, "ack");
+      const conn = connsOf(api.jwts.at(-1)!)[0]!;
+      const { window } = await fill(conn, "s-budget", 24 * 1024 * 1024);
+      expect(windowGrowth.grown).toBeLessThanOrEqual(512 * 1024);
+      expect(window()).toBeLessThanOrEqual(INITIAL_WINDOW + 512 * 1024);
+      conn.send("tunnel_close", { sessionId: "s-budget" });
+      await waitUntil(async () => windowGrowth.grown === 0, 5_000, "the budget given back");
+    } finally {
+      windowGrowth.budget = budget;
+    }
   });
 
   it("a name whose lookup never answers fails with timeout instead of leaving the relay waiting", async () => {

@@ -388,3 +388,85 @@ func TestARefusedConnectIsReportedAsConnectionRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestAFastTunnelsRelayToTargetWindowGrowsToItsMaxAndGivesTheBudgetBack(t *testing.T) {
+	n := newFakeNetwork(t)
+	n.liveJWT.Store("jwt-1")
+	_, out := startTestPeer(t, n, 1)
+	conn := <-n.acceptedConn
+
+	// The target reads as fast as it can and keeps nothing.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = conn.WriteMessage(websocket.TextMessage, wire.EncodeControl("tunnel_connect", map[string]any{"sessionId": "s-grow", "host": "127.0.0.1", "port": port}))
+
+	var credit atomic.Int64
+	credit.Store(wire.InitialWindow)
+	connected := make(chan struct{})
+	closed := make(chan struct{})
+	go func() {
+		for {
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			kind, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if kind == websocket.TextMessage {
+				if msg, ok := wire.ParseControl(data); ok && msg.Type == "tunnel_connected" {
+					close(connected)
+				} else if ok && msg.Type == "tunnel_closed" {
+					close(closed)
+					return
+				}
+				continue
+			}
+			if f, err := wire.DecodeFrame(data); err == nil && f.Type == wire.FrameWindow {
+				c, _ := wire.WindowCredit(f)
+				credit.Add(int64(c))
+			}
+		}
+	}()
+	select {
+	case <-connected:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no tunnel_connected\n%s", out.String())
+	}
+	const total = 48 << 20
+	chunk := bytes.Repeat([]byte{7}, 64<<10)
+	frame, _ := wire.EncodeFrame(wire.FrameData, "s-grow", chunk)
+	sent := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for sent < total {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d bytes sent within the peer's credit", sent, total)
+		}
+		if int64(sent+len(chunk)) > credit.Load() {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		_ = conn.WriteMessage(websocket.BinaryMessage, frame)
+		sent += len(chunk)
+	}
+	waitFor(t, "a window grown past 1 MiB", func() bool { return credit.Load()-int64(sent) >= 1<<20 })
+	window := credit.Load() - int64(sent)
+	t.Logf("relay -> target window after 48 MiB to a fast sink: %d B", window)
+	if window > windowMax {
+		t.Fatalf("window %d past the max %d", window, windowMax)
+	}
+	if windowGrown.Load() <= 0 {
+		t.Fatalf("no growth counted in the process budget")
+	}
+	_ = conn.WriteMessage(websocket.TextMessage, wire.EncodeControl("tunnel_close", map[string]any{"sessionId": "s-grow"}))
+	waitFor(t, "the budget given back", func() bool { return windowGrown.Load() == 0 })
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,9 +21,23 @@ import (
 // so the relay never idles on credit and window updates stay rare.
 const windowUpdateStep = wire.InitialWindow / 4
 
-// maxQueued bounds relay bytes waiting for a slow target. A flow-v1 relay never exceeds its
-// window; one that does is misbehaving and loses the session rather than our memory.
-const maxQueued = 2*wire.InitialWindow + wire.MaxFrameBytes
+// Relay -> target windows grow for a fast tunnel, as the relay's do the other way: when a whole
+// window arrives within windowGrowWithin and the target has written all of it, the next window
+// update adds the window's size again (credit is additive, docs/protocol.md), up to windowMax.
+// All tunnels of the process together grow at most windowGrowthBudget beyond their initial
+// windows, given back as tunnels end.
+const (
+	windowMax          = 8 << 20
+	windowGrowWithin   = 50 * time.Millisecond
+	windowGrowthBudget = 64 << 20
+)
+
+var windowGrown atomic.Int64
+
+// maxQueued bounds relay bytes waiting for a slow target: twice the window we granted plus a
+// frame. A flow-v1 relay never exceeds its window; one that does is misbehaving and loses the
+// session rather than our memory.
+func maxQueued(window int) int { return 2*window + wire.MaxFrameBytes }
 
 // tunnel is one relayed TCP session (flow-v1). Raw bytes both ways, never interpreted (TLS stays
 // end to end). Target -> relay spends the relay's credit and stops reading the target when it
@@ -42,6 +57,9 @@ type tunnel struct {
 	cond       *sync.Cond
 	tcp        *net.TCPConn
 	sendCredit int
+	window     int       // the credit we keep the relay at: InitialWindow, grown for a fast tunnel
+	epochAt    time.Time // when the current window's worth of relay bytes began to arrive
+	epochBytes int       // and how many have
 	queue      [][]byte
 	queued     int
 	relayEnded bool
@@ -56,7 +74,7 @@ func newTunnel(s *relaySocket, sessionID, host string, port int) *tunnel {
 		target = "[" + host + "]:" + strconv.Itoa(port)
 	}
 	t := &tunnel{sock: s, sessionID: sessionID, host: host, port: port, target: target,
-		started: time.Now(), sendCredit: wire.InitialWindow}
+		started: time.Now(), sendCredit: wire.InitialWindow, window: wire.InitialWindow}
 	t.cond = sync.NewCond(&t.mu)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t
@@ -217,10 +235,43 @@ func (t *tunnel) toTarget() {
 		t.down += int64(len(chunk))
 		t.mu.Unlock()
 		drained += len(chunk)
-		if drained >= windowUpdateStep {
-			frame, _ := wire.EncodeWindow(t.sessionID, uint32(drained))
+		t.mu.Lock()
+		// Bigger windows grant in bigger steps: window updates stay about eight per window.
+		due := drained >= max(windowUpdateStep, t.window/8)
+		credit := drained
+		if due {
+			credit += t.grownLocked()
+		}
+		t.mu.Unlock()
+		if due {
+			frame, _ := wire.EncodeWindow(t.sessionID, uint32(credit))
 			t.sock.sendBinary(frame)
 			drained = 0
+		}
+	}
+}
+
+// grownLocked is the extra credit when a whole window arrived fast and the target kept up (at most
+// a quarter of the window still queued for it); t.mu is held.
+func (t *tunnel) grownLocked() int {
+	// A finished tunnel gave its growth back already; the writer may still be on its last chunk.
+	if t.finished || t.epochBytes < t.window {
+		return 0
+	}
+	fast := time.Since(t.epochAt) <= windowGrowWithin && t.queued <= t.window/4
+	t.epochBytes = 0
+	if !fast {
+		return 0
+	}
+	for {
+		grown := windowGrown.Load()
+		extra := min(t.window, windowMax-t.window, windowGrowthBudget-int(grown))
+		if extra <= 0 {
+			return 0
+		}
+		if windowGrown.CompareAndSwap(grown, grown+int64(extra)) {
+			t.window += extra
+			return extra
 		}
 	}
 }
@@ -235,11 +286,15 @@ func (t *tunnel) onRelayData(payload []byte) {
 		t.mu.Unlock()
 		return
 	}
-	if t.queued+len(payload) > maxQueued {
+	if t.queued+len(payload) > maxQueued(t.window) {
 		t.mu.Unlock()
 		t.finish(true, "relay exceeded the flow-v1 window")
 		return
 	}
+	if t.epochBytes == 0 {
+		t.epochAt = time.Now()
+	}
+	t.epochBytes += len(payload)
 	t.queue = append(t.queue, payload)
 	t.queued += len(payload)
 	t.cond.Broadcast()
@@ -273,6 +328,8 @@ func (t *tunnel) finish(tellRelay bool, errText string) {
 	}
 	t.finished = true
 	t.queue, t.queued = nil, 0
+	windowGrown.Add(-int64(t.window - wire.InitialWindow))
+	t.window = wire.InitialWindow
 	tcp := t.tcp
 	up, down := t.up, t.down
 	t.cond.Broadcast()
