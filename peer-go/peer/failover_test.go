@@ -23,6 +23,15 @@ func startFailoverPeer(t *testing.T, n *fakeNetwork, connections int, extra ...s
 	}, extra...)
 }
 
+// twoRelays is a fake network whose relay A hands out jwt-1, and a relay B to fail over to.
+func twoRelays(t *testing.T) (*fakeNetwork, *httptest.Server) {
+	n := newFakeNetwork(t)
+	n.liveJWT.Store("jwt-1")
+	relayB := httptest.NewServer(n.relayHandler)
+	t.Cleanup(relayB.Close)
+	return n, relayB
+}
+
 // killRelay takes relay A down for good: its port refuses connections and the peer's open
 // sockets drop without a close frame, as after a SIGKILL.
 func killRelay(n *fakeNetwork) {
@@ -36,10 +45,7 @@ func killRelay(n *fakeNetwork) {
 }
 
 func TestTwoFailedConnectsAskTheAPIOnceAndMoveToTheRelayItAdvises(t *testing.T) {
-	n := newFakeNetwork(t)
-	n.liveJWT.Store("jwt-1")
-	relayB := httptest.NewServer(n.relayHandler)
-	defer relayB.Close()
+	n, relayB := twoRelays(t)
 	p, out := startFailoverPeer(t, n, 2)
 	relayA := p.relay()
 	<-n.acceptedConn
@@ -106,10 +112,7 @@ func TestTheSameRelayAdvisedKeepsBackingOffWithoutASecondAskWithinTheInterval(t 
 }
 
 func TestARelayStillAdvisedIsCheckedAgainWhenTheIntervalEndsNotAtTheNextAttempt(t *testing.T) {
-	n := newFakeNetwork(t)
-	n.liveJWT.Store("jwt-1")
-	relayB := httptest.NewServer(n.relayHandler)
-	defer relayB.Close()
+	n, relayB := twoRelays(t)
 	// Failed connects at 0.4 s (it asks), 1.2-1.6 s (too soon to ask) and 2.8-4.0 s (delays double,
 	// plus up to half as jitter): the re-check due when the 1.5 s interval ends comes at about 1.9 s.
 	p, out := startTunedPeer(t, n, func(cfg *Config) {
@@ -140,10 +143,7 @@ func TestARelayStillAdvisedIsCheckedAgainWhenTheIntervalEndsNotAtTheNextAttempt(
 }
 
 func TestACheckTheAPICannotAnswerIsRetriedAfterItsRetryAfterWithoutRegisteringAgain(t *testing.T) {
-	n := newFakeNetwork(t)
-	n.liveJWT.Store("jwt-1")
-	relayB := httptest.NewServer(n.relayHandler)
-	defer relayB.Close()
+	n, relayB := twoRelays(t)
 	p, out := startTunedPeer(t, n, func(cfg *Config) {
 		cfg.Connections = 1
 		cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
@@ -209,10 +209,7 @@ func TestARefusedRefreshTokenRegistersAgainAndFollowsTheRegistrationsRelay(t *te
 }
 
 func TestAPinnedRelayNeverAsksForFailover(t *testing.T) {
-	n := newFakeNetwork(t)
-	n.liveJWT.Store("jwt-1")
-	relayB := httptest.NewServer(n.relayHandler)
-	defer relayB.Close()
+	n, relayB := twoRelays(t)
 	n.relayAdvice.Store(wsURL(relayB))
 	p, out := startFailoverPeer(t, n, 2, "-relay="+wsURL(n.relay))
 	<-n.acceptedConn

@@ -212,6 +212,25 @@ func TestA4002OnEverySocketCostsExactlyOneRefresh(t *testing.T) {
 	}
 }
 
+// openTunnel starts a loopback target that serves its first connection with serve, and asks the
+// peer on conn to open session sid to it.
+func openTunnel(t *testing.T, conn *websocket.Conn, sid string, serve func(net.Conn)) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		serve(c)
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = conn.WriteMessage(websocket.TextMessage, wire.EncodeControl("tunnel_connect", map[string]any{"sessionId": sid, "host": "127.0.0.1", "port": port}))
+}
+
 func TestTunnelSpendsCreditHalfClosesAndReportsClosed(t *testing.T) {
 	n := newFakeNetwork(t)
 	n.liveJWT.Store("jwt-1")
@@ -219,21 +238,10 @@ func TestTunnelSpendsCreditHalfClosesAndReportsClosed(t *testing.T) {
 	conn := <-n.acceptedConn
 
 	// The target echoes everything, then half-closes its side once we half-close ours.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	openTunnel(t, conn, "s1", func(c net.Conn) {
 		_, _ = io.Copy(c, c)
 		_ = c.(*net.TCPConn).CloseWrite()
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = conn.WriteMessage(websocket.TextMessage, wire.EncodeControl("tunnel_connect", map[string]any{"sessionId": "s1", "host": "127.0.0.1", "port": port}))
+	})
 
 	read := func() (int, []byte) {
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -396,20 +404,7 @@ func TestAFastTunnelsRelayToTargetWindowGrowsToItsMaxAndGivesTheBudgetBack(t *te
 	conn := <-n.acceptedConn
 
 	// The target reads as fast as it can and keeps nothing.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, c)
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = conn.WriteMessage(websocket.TextMessage, wire.EncodeControl("tunnel_connect", map[string]any{"sessionId": "s-grow", "host": "127.0.0.1", "port": port}))
+	openTunnel(t, conn, "s-grow", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 
 	var credit atomic.Int64
 	credit.Store(wire.InitialWindow)
