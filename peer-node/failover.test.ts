@@ -42,6 +42,7 @@ afterEach(async () => {
   api.relay = deadUrl;
   delete api.refreshRelay;
   delete api.refreshBusy;
+  delete api.refreshBusyNoHint;
 });
 afterAll(async () => {
   await live.close();
@@ -142,6 +143,26 @@ describe("dead-relay failover", () => {
     );
     expect(registers.length).toBe(1);
     expect(lines.filter((l) => l.startsWith("[FAILOVER_CHECK_FAILED]"))).toHaveLength(1);
+  });
+
+  it("checks the API keeps not answering wait twice as long each time, and one that is answered moves the device", async () => {
+    api.refreshRelay = live.url;
+    api.refreshBusy = 3;
+    api.refreshBusyNoHint = true;
+    // A fifteenth of the 3 s interval: retries after 200-300, 400-600 and 800-1200 ms.
+    const { peer, refreshes } = await start({ connections: 1, timing: { ...fast, failoverCheckMs: 3_000 } });
+    await waitUntil(async () => peer.peer.relayUrl === live.url, 10_000, "the fourth check to move it");
+    const at = api.calls
+      .filter((c) => c.path === `/v1/peer/agents/${peer.deviceId}/refresh`)
+      .map((c) => c.at);
+    expect(refreshes()).toBe(4);
+    const gaps = at.slice(1).map((t, i) => t - at[i]!);
+    expect(gaps[0]).toBeGreaterThanOrEqual(190);
+    expect(gaps[1]).toBeGreaterThan(gaps[0]!);
+    expect(gaps[2]).toBeGreaterThan(gaps[1]!);
+    expect(gaps[2]).toBeGreaterThanOrEqual(790);
+    // Doubling, not a fixed wait: the third gap is well over twice the first.
+    expect(gaps[2]).toBeGreaterThan(2.5 * gaps[0]!);
   });
 
   it("an API that does not answer `relay` leaves the device where it is", async () => {

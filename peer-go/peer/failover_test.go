@@ -142,18 +142,29 @@ func TestARelayStillAdvisedIsCheckedAgainWhenTheIntervalEndsNotAtTheNextAttempt(
 	}
 }
 
-func TestACheckTheAPICannotAnswerIsRetriedAfterItsRetryAfterWithoutRegisteringAgain(t *testing.T) {
+// busyAPIPeer is a one-socket peer whose relay A is then killed while relay B is advised, and whose
+// next `busy` relay checks the API answers 503 (with Retry-After: 1 unless noHint).
+func busyAPIPeer(t *testing.T, check time.Duration, busy int32, noHint bool) (*fakeNetwork, *Peer, *syncBuffer) {
 	n, relayB := twoRelays(t)
 	p, out := startTunedPeer(t, n, func(cfg *Config) {
 		cfg.Connections = 1
 		cfg.Timing.Backoff = BackoffPolicy{Base: 20 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 5 * time.Millisecond, Stable: time.Minute}
-		cfg.Timing.FailoverCheck = 10 * time.Second
+		cfg.Timing.FailoverCheck = check
 	})
 	<-n.acceptedConn
 	n.liveJWT.Store("jwt-2")
 	n.relayAdvice.Store(wsURL(relayB))
-	n.refreshBusy.Store(1) // the first check gets 503, Retry-After: 1
+	n.busyNoHint.Store(noHint)
+	n.refreshBusy.Store(busy)
+	n.mu.Lock()
+	n.refreshedAt = nil
+	n.mu.Unlock()
 	killRelay(n)
+	return n, p, out
+}
+
+func TestACheckTheAPICannotAnswerIsRetriedAfterItsRetryAfterWithoutRegisteringAgain(t *testing.T) {
+	n, p, out := busyAPIPeer(t, 10*time.Second, 1, false) // the first check gets 503, Retry-After: 1
 	waitFor(t, "the failed check", func() bool { return strings.Contains(out.String(), "[FAILOVER_CHECK_FAILED]") })
 	t0 := time.Now()
 	select {
@@ -161,13 +172,33 @@ func TestACheckTheAPICannotAnswerIsRetriedAfterItsRetryAfterWithoutRegisteringAg
 	case <-time.After(5 * time.Second):
 		t.Fatalf("no move to relay B after the Retry-After:\n%s", out.String())
 	}
-	// Retry-After: 1 plus up to 1 s of jitter, far inside the 10 s interval.
+	// Retry-After: 1 plus up to half of it as jitter, far inside the 10 s interval.
 	if took := time.Since(t0); took < 900*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("moved %s after the failed check, want about 1-2 s", took)
 	}
 	// A busy API is no reason to register again: that doubles the calls of a storm.
 	if n.registers.Load() != 1 || n.refreshes.Load() != 2 || p.FailoverAsks() != 2 {
 		t.Fatalf("registers %d refreshes %d asks %d, want 1, 2, 2\n%s", n.registers.Load(), n.refreshes.Load(), p.FailoverAsks(), out.String())
+	}
+}
+
+func TestChecksTheAPIKeepsNotAnsweringWaitTwiceAsLongEachTime(t *testing.T) {
+	// A fifteenth of the 3 s interval: retries after 200-300, 400-600 and 800-1200 ms.
+	n, p, out := busyAPIPeer(t, 3*time.Second, 3, true)
+	select {
+	case <-n.acceptedConn:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no move to relay B:\n%s", out.String())
+	}
+	n.mu.Lock()
+	at := append([]time.Time(nil), n.refreshedAt...)
+	n.mu.Unlock()
+	if len(at) != 4 || p.FailoverAsks() != 4 {
+		t.Fatalf("refreshes %d, asks %d, want 4 and 4\n%s", len(at), p.FailoverAsks(), out.String())
+	}
+	g1, g2, g3 := at[1].Sub(at[0]), at[2].Sub(at[1]), at[3].Sub(at[2])
+	if g1 < 190*time.Millisecond || g2 <= g1 || g3 <= g2 || g3 < 790*time.Millisecond || g3*2 < g1*5 {
+		t.Fatalf("gaps between checks %s, %s, %s: want each about twice the one before, from 200 ms", g1, g2, g3)
 	}
 }
 

@@ -32,6 +32,8 @@ type Peer struct {
 	nextFailover  time.Time // no check before: the interval after one, or a Retry-After after a failed one
 	failoverAsks  int
 	failoverTimer *time.Timer // the re-check due when the interval after the last check ends
+	// relay checks in a row the API did not answer: each waits twice as long as the one before
+	failoverUnanswered int
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -202,13 +204,12 @@ func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
 	if err != nil {
 		if ctx.Err() == nil && !isRejected(err) {
 			// No answer (network, 408, 429, 5xx): the interval is for answers that named a live
-			// relay, so ask again after the API's Retry-After (else 2 s), plus up to 1 s so a fleet
-			// spreads out.
-			wait := retryAfter(err)
-			if wait <= 0 {
-				wait = 2 * time.Second
-			}
-			wait = min(t.FailoverCheck, wait+time.Duration(rand.Int64N(int64(time.Second))))
+			// relay, so ask again sooner: a fifteenth of it (2 s by default), doubling while the API
+			// stays away, never before its Retry-After, plus up to half again so a fleet spreads
+			// out; at most the interval.
+			wait := max(retryAfter(err), t.FailoverCheck/15<<min(p.failoverUnanswered, 10))
+			p.failoverUnanswered++
+			wait = min(t.FailoverCheck, wait+time.Duration(rand.Int64N(int64(wait/2)+1)))
 			p.nextFailover = time.Now().Add(wait)
 			p.armRecheckLocked(ctx, wait)
 		}
@@ -218,6 +219,7 @@ func (p *Peer) connectFailed(ctx context.Context, relay string, failures int) {
 		}
 		return
 	}
+	p.failoverUnanswered = 0
 	if !sameRelay(relay, p.relayURL) {
 		// A redirect moved us while the call was out: that move stands.
 		p.mu.Unlock()

@@ -34,6 +34,8 @@ type fakeNetwork struct {
 	closeEarly   atomic.Bool  // the relay closes new connections with 1011 before `connected`
 	refuseToken  atomic.Bool  // refresh answers 401 (a spent or revoked refresh token)
 	refreshBusy  atomic.Int32 // this many refreshes answer 503 with Retry-After: 1 (a database at its limit)
+	busyNoHint   atomic.Bool  // those 503s carry no Retry-After
+	refreshedAt  []time.Time  // when each refresh arrived (under mu)
 }
 
 func newFakeNetwork(t *testing.T) *fakeNetwork {
@@ -53,8 +55,13 @@ func newFakeNetwork(t *testing.T) *fakeNetwork {
 			})
 		case strings.HasSuffix(r.URL.Path, "/refresh"):
 			n.refreshes.Add(1)
+			n.mu.Lock()
+			n.refreshedAt = append(n.refreshedAt, time.Now())
+			n.mu.Unlock()
 			if n.refreshBusy.Add(-1) >= 0 {
-				w.Header().Set("retry-after", "1")
+				if !n.busyNoHint.Load() {
+					w.Header().Set("retry-after", "1")
+				}
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = w.Write([]byte(`{"error":{"code":"E_UNAVAILABLE","message":"the database is busy"}}`))
 				return

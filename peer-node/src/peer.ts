@@ -61,6 +61,8 @@ export class Peer {
   /** No relay check before this (ms): a check's interval, or a Retry-After after one that failed. */
   #nextFailoverCheckAt = 0;
   #failoverChecking = false;
+  /** Relay checks in a row the API did not answer: each waits twice as long as the one before. */
+  #unansweredChecks = 0;
   #failoverTimer: NodeJS.Timeout | undefined;
   #print: (line: string) => void;
   #lookup: Lookup | undefined;
@@ -255,15 +257,19 @@ export class Peer {
     } catch (err) {
       this.log(`[FAILOVER_CHECK_FAILED] ${(err as Error).message}`);
       // No answer (network, 408, 429, 5xx): the interval is for answers that named a live relay, so
-      // ask again after the API's Retry-After (else 2 s), plus up to 1 s so a fleet spreads out.
+      // ask again sooner: a fifteenth of it (2 s by default), doubling while the API stays away, never
+      // before its Retry-After, plus up to half again so a fleet spreads out; at most the interval.
       if (!(err instanceof IdentityRejected) && !this.#stopping) {
-        const hinted = (err as { retryAfterMs?: number }).retryAfterMs || 2_000;
-        const delay = Math.min(this.timing.failoverCheckMs, hinted + Math.random() * 1_000);
-        this.#nextFailoverCheckAt = Date.now() + delay;
+        const hinted = (err as { retryAfterMs?: number }).retryAfterMs ?? 0;
+        const backoff = (this.timing.failoverCheckMs / 15) * 2 ** Math.min(this.#unansweredChecks++, 10);
+        const wait = Math.max(hinted, backoff);
+        this.#nextFailoverCheckAt =
+          Date.now() + Math.min(this.timing.failoverCheckMs, wait * (1 + Math.random() / 2));
         this.#armRelayRecheck();
       }
       return;
     }
+    this.#unansweredChecks = 0;
     // Stopped, or a redirect moved us while the call was out: that move stands.
     if (this.#stopping || this.#relayUrl !== from) return;
     if (!assigned || assigned === from) {

@@ -100,7 +100,7 @@ export async function startStandinRelay(): Promise<StandinRelay> {
 
 export interface StandinApi {
   url: string;
-  calls: { path: string; body: Record<string, unknown> }[];
+  calls: { path: string; body: Record<string, unknown>; at: number }[];
   /** Relay URL handed out at registration (and on refresh unless refreshRelay is set). */
   relay: string;
   /** Relay URL the refresh answers name; null: answer without `relay`, as an older API did. */
@@ -111,6 +111,8 @@ export interface StandinApi {
   registerStatus?: number;
   /** This many refreshes answer 503 E_UNAVAILABLE with `Retry-After: 1` (a database at its limit). */
   refreshBusy?: number;
+  /** Leave the Retry-After off those 503s. */
+  refreshBusyNoHint?: boolean;
   close(): Promise<void>;
 }
 
@@ -129,7 +131,7 @@ export async function startStandinApi(relay: string): Promise<StandinApi> {
     for await (const chunk of req) text += chunk;
     const body = (text ? JSON.parse(text) : {}) as Record<string, unknown>;
     const path = req.url ?? "";
-    api.calls.push({ path, body });
+    api.calls.push({ path, body, at: Date.now() });
     const reply = (status: number, json: unknown) => {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(json));
@@ -156,7 +158,7 @@ export async function startStandinApi(relay: string): Promise<StandinApi> {
       const deviceId = decodeURIComponent(m[1]!);
       if (api.refreshBusy) {
         api.refreshBusy--;
-        res.setHeader("retry-after", "1");
+        if (!api.refreshBusyNoHint) res.setHeader("retry-after", "1");
         return reply(503, { error: { code: "E_UNAVAILABLE", message: "the database is busy" } });
       }
       if (refreshTokens.get(deviceId) !== body["refreshToken"])
