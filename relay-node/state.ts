@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
 import type { AsnTable } from "../shared/asn.ts";
+import type { GrowingWindow } from "../shared/frame.ts";
 import type { Logger } from "../shared/log.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { RelayConfig } from "./config.ts";
@@ -70,7 +71,12 @@ export interface PeerConn {
 
 export type SessionState = "connecting" | "open" | "closed";
 
-export interface Session {
+/**
+ * One tunnel. As a GrowingWindow (shared/frame.ts): `window` is the flow-v1 credit we keep the peer
+ * at, INITIAL_WINDOW grown for a fast tunnel, and the epoch fields count the peer bytes of it that
+ * have arrived.
+ */
+export interface Session extends GrowingWindow {
   id: string;
   conn: PeerConn;
   target: string;
@@ -84,11 +90,6 @@ export interface Session {
   peerCredit: number;
   /** flow-v1: bytes written through to the gateway socket but not yet granted back. */
   drainedSinceGrant: number;
-  /** flow-v1: the credit we keep the peer at, INITIAL_WINDOW grown for a fast tunnel (tunnels.ts). */
-  window: number;
-  /** flow-v1: when the current window's worth of peer bytes began to arrive, and how many have. */
-  windowEpochAt: number;
-  windowEpochBytes: number;
   /** Customer bytes read from the gateway socket and not yet sent (waiting for credit). */
   pendingToPeer: Buffer[];
   pendingBytes: number;

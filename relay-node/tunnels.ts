@@ -8,6 +8,8 @@ import {
   FRAME_DATA,
   FRAME_END,
   INITIAL_WINDOW,
+  windowArrived,
+  windowGrowth,
 } from "../shared/frame.ts";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
@@ -32,17 +34,12 @@ const WS_LOW_WATER = 256 * 1024;
 const GW_HIGH_WATER = 1024 * 1024;
 /** flow-v1: grant credit back in steps, not per frame, to keep window updates rare. */
 const GRANT_STEP = 64 * 1024;
-/**
- * flow-v1 window growth (peer -> customer, the direction most bytes go). A tunnel moves at most a
- * window per round trip, and under load the round trip through two event loops is milliseconds:
- * 256 KiB over 5 ms caps a tunnel at ~50 MB/s. When a whole window arrives within FAST_WINDOW_MS
- * and the customer keeps up (nothing waits in our socket buffer), the window doubles, up to
- * TUNNEL_WINDOW_MAX_BYTES; the extra credit is just a larger window update, which every flow-v1
- * peer already accepts (credit is additive). A customer who falls behind stops the growth. All
- * open sessions together hold at most TUNNEL_WINDOW_BUDGET_BYTES beyond their initial windows; a
- * session returns its share when it ends.
+/*
+ * flow-v1 window growth (peer -> customer, the direction most bytes go; the rule is shared/frame.ts
+ * windowGrowth): a window the customer kept up with (nothing waits in our socket buffer) doubles,
+ * up to TUNNEL_WINDOW_MAX_BYTES. All open sessions together hold at most TUNNEL_WINDOW_BUDGET_BYTES
+ * beyond their initial windows; a session returns its share when it ends.
  */
-const FAST_WINDOW_MS = 50;
 /** After we end a customer socket, how long it may linger unread before we cut it. */
 const LINGER_MS = 30_000;
 
@@ -139,8 +136,8 @@ export function openTunnel(
     peerCredit: INITIAL_WINDOW,
     drainedSinceGrant: 0,
     window: INITIAL_WINDOW,
-    windowEpochAt: 0,
-    windowEpochBytes: 0,
+    epochAt: 0,
+    epochBytes: 0,
     pendingToPeer: head.length ? [head] : [],
     pendingBytes: head.length,
     gwEnded: false,
@@ -276,8 +273,7 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
   if (s.billable) state.counters.add(conn.device.id, bytes.length, 0);
   const n = bytes.length;
   if (s.flow) {
-    if (s.windowEpochBytes === 0) s.windowEpochAt = state.now();
-    s.windowEpochBytes += n;
+    windowArrived(s, n, state.now());
   }
   s.gw.write(bytes, (err) => {
     if (err || !s.flow) return;
@@ -311,16 +307,10 @@ function grantIfDue(state: RelayState, s: Session) {
 
 /** Extra credit for a tunnel that moved its whole window fast to a customer who kept up; else 0. */
 function grownWindow(state: RelayState, s: Session): number {
-  if (s.windowEpochBytes < s.window) return 0;
-  const fast = state.now() - s.windowEpochAt < FAST_WINDOW_MS && s.gw.writableLength === 0;
-  s.windowEpochBytes = 0;
-  if (!fast) return 0;
   const { TUNNEL_WINDOW_MAX_BYTES: max, TUNNEL_WINDOW_BUDGET_BYTES: budget } = state.config;
-  const extra = Math.min(s.window, max - s.window, budget - state.grownWindowBytes);
-  if (extra <= 0) return 0;
-  s.window += extra;
+  const extra = windowGrowth(s, state.now(), s.gw.writableLength === 0, max, budget - state.grownWindowBytes);
   state.grownWindowBytes += extra;
-  state.metrics.windowsGrown++;
+  if (extra > 0) state.metrics.windowsGrown++;
   return extra;
 }
 

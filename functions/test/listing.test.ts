@@ -51,15 +51,23 @@ const isListed = async (id: string) =>
   Number(await redis.eval("return redis.call('SISMEMBER', KEYS[1], ARGV[1])", [keys.poolListed()], [id])) ===
   1;
 
-/** The real client, counting the requests it sends: each one is an HTTP round trip to Upstash. */
-function countingRequests(inner: RedisClient): { redis: RedisClient; requests: () => number } {
+/**
+ * The real client, counting the requests it sends (each one is an HTTP round trip to Upstash) and
+ * showing each answer to `onReply`.
+ */
+function countingRequests(
+  inner: RedisClient,
+  onReply: (reply: unknown) => void = () => {},
+): { redis: RedisClient; requests: () => number } {
   let n = 0;
   const redis = Object.fromEntries(
     Object.entries(inner).map(([name, call]) => [
       name,
-      (...args: unknown[]) => {
+      async (...args: unknown[]) => {
         n++;
-        return (call as (...a: unknown[]) => unknown)(...args);
+        const reply = await (call as (...a: unknown[]) => Promise<unknown>)(...args);
+        onReply(reply);
+        return reply;
       },
     ]),
   ) as unknown as RedisClient;
@@ -153,17 +161,11 @@ describe("auto-listing", () => {
       );
       // The most endpoints any one call answered for: one call over the whole pool held Redis for seconds.
       let largest = 0;
-      const note = (reply: unknown) => {
+      const sizing = countingRequests(redis, (reply) => {
         const rows = Array.isArray(reply) ? reply.filter((r) => Array.isArray(r) && r.length === 7) : [];
         largest = Math.max(largest, rows.length);
-        return reply;
-      };
-      const sizing: RedisClient = {
-        ...redis,
-        evalsha: async (...a) => note(await redis.evalsha(...a)),
-        eval: async (...a) => note(await redis.eval(...a)),
-      };
-      const snapshot = await readPoolSnapshot(sizing, Date.now());
+      });
+      const snapshot = await readPoolSnapshot(sizing.redis, Date.now());
       const mine = snapshot.filter((e) => ids.includes(e.endpointId));
       expect(mine.map((e) => e.endpointId).sort()).toEqual([...ids].sort());
       const second = mine.find((e) => e.endpointId === ids[1]);

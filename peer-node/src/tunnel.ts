@@ -1,5 +1,14 @@
 import { connect, type Socket } from "node:net";
-import { dataFrames, encodeFrame, encodeWindow, FRAME_END, INITIAL_WINDOW } from "../../shared/frame.ts";
+import {
+  dataFrames,
+  encodeFrame,
+  encodeWindow,
+  FRAME_END,
+  type GrowingWindow,
+  windowGrowth as grow,
+  INITIAL_WINDOW,
+  windowArrived,
+} from "../../shared/frame.ts";
 import type { ControlPayload, PeerToRelay, TunnelFailureReason } from "../../shared/messages.ts";
 import { type Lookup, resolveTarget } from "./egress.ts";
 
@@ -27,14 +36,12 @@ export interface TunnelOptions {
 const WINDOW_UPDATE_STEP = INITIAL_WINDOW / 4;
 
 /**
- * Relay -> target windows grow for a fast tunnel, as the relay's do the other way: when a whole
- * window arrives within WINDOW_GROW_WITHIN_MS and the target socket holds none of it, the next
- * window update adds the window's size again (credit is additive, docs/protocol.md), up to
+ * Relay -> target windows grow for a fast tunnel by the relay's rule the other way
+ * (shared/frame.ts windowGrowth: a whole window that the target took at once doubles), up to
  * WINDOW_MAX. All tunnels of the process together grow at most `windowGrowth.budget`, given back
  * as tunnels end, so a fleet process's memory stays bounded however many tunnels run fast.
  */
 export const WINDOW_MAX = 8 * 1024 * 1024;
-const WINDOW_GROW_WITHIN_MS = 50;
 export const windowGrowth = { grown: 0, budget: 64 * 1024 * 1024 };
 
 function failureReason(code: string | undefined): TunnelFailureReason {
@@ -66,11 +73,8 @@ export class Tunnel {
   /** Relay bytes that arrived before the TCP connect finished. */
   #early: Uint8Array[] = [];
   #drained = 0;
-  /** The credit we keep the relay at: INITIAL_WINDOW, grown for a fast tunnel. */
-  #window = INITIAL_WINDOW;
-  /** When the current window's worth of relay bytes began to arrive, and how many have. */
-  #epochAt = 0;
-  #epochBytes = 0;
+  /** The credit we keep the relay at (INITIAL_WINDOW, grown for a fast tunnel), and what has arrived of it. */
+  #recv: GrowingWindow = { window: INITIAL_WINDOW, epochAt: 0, epochBytes: 0 };
   #targetEnded = false;
   #endSent = false;
   #tcpClosed = false;
@@ -211,12 +215,11 @@ export class Tunnel {
     if (!tcp || tcp.destroyed || tcp.writableEnded) return;
     const n = payload.length;
     this.#down += n;
-    if (this.#epochBytes === 0) this.#epochAt = Date.now();
-    this.#epochBytes += n;
+    windowArrived(this.#recv, n, Date.now());
     tcp.write(payload, () => {
       this.#drained += n;
       // Bigger windows grant in bigger steps: window updates stay about eight per window.
-      if (this.#drained >= Math.max(WINDOW_UPDATE_STEP, this.#window / 8) && !this.#finished) {
+      if (this.#drained >= Math.max(WINDOW_UPDATE_STEP, this.#recv.window / 8) && !this.#finished) {
         this.#carrier.sendBinary(encodeWindow(this.sessionId, this.#drained + this.#grown(tcp)));
         this.#drained = 0;
       }
@@ -225,20 +228,15 @@ export class Tunnel {
 
   /** Extra credit when a whole window arrived fast and the target kept up with it (see WINDOW_MAX). */
   #grown(tcp: Socket): number {
-    if (this.#epochBytes < this.#window) return 0;
-    const fast = Date.now() - this.#epochAt <= WINDOW_GROW_WITHIN_MS && tcp.writableLength === 0;
-    this.#epochBytes = 0;
-    if (!fast) return 0;
-    const extra = Math.min(this.#window, WINDOW_MAX - this.#window, windowGrowth.budget - windowGrowth.grown);
-    if (extra <= 0) return 0;
-    this.#window += extra;
+    const budgetLeft = windowGrowth.budget - windowGrowth.grown;
+    const extra = grow(this.#recv, Date.now(), tcp.writableLength === 0, WINDOW_MAX, budgetLeft);
     windowGrowth.grown += extra;
     return extra;
   }
 
   /** The window this tunnel keeps the relay at (tests read it). */
   get window(): number {
-    return this.#window;
+    return this.#recv.window;
   }
 
   /** Data frame (or legacy tunnel_data) from the relay. */
@@ -272,8 +270,8 @@ export class Tunnel {
     this.#tcp?.destroy();
     this.#pending = [];
     this.#early = [];
-    windowGrowth.grown -= this.#window - INITIAL_WINDOW;
-    this.#window = INITIAL_WINDOW;
+    windowGrowth.grown -= this.#recv.window - INITIAL_WINDOW;
+    this.#recv.window = INITIAL_WINDOW;
     if (tellRelay)
       this.#carrier.sendControl("tunnel_closed", { sessionId: this.sessionId, ...(error ? { error } : {}) });
     this.#carrier.verbose(`[TUNNEL_CLOSED] session=${this.sessionId} up=${this.#up} down=${this.#down}`);
