@@ -89,28 +89,33 @@ export async function startDanteAnchor(): Promise<Anchor> {
 /**
  * Builds rathole (crates.io) into CACHE_DIR with cargo, niced; minutes on 2 cores the first time.
  * Call early and await late. Resolves with why it could not, or undefined when the binary is there.
+ * First with rathole's own lockfile; when that fails (its pinned `time` 0.3 does not compile on
+ * rustc 1.80 and later), again with the newest compatible dependencies.
  */
 export function buildRathole(): Promise<string | undefined> {
   if (existsSync(RATHOLE_BIN)) return Promise.resolve(undefined);
   if (!have("cargo")) return Promise.resolve("rathole: cargo not found (install rustup/cargo to build it)");
   mkdirSync(CACHE_DIR, { recursive: true });
-  const svc = startProcess("cargo", "nice", [
-    "-n",
-    "19",
-    "cargo",
-    "install",
-    "--locked",
-    "rathole",
-    "--root",
-    join(CACHE_DIR, "rathole"),
-    "-j",
-    "1",
-  ]);
-  return svc.exited.then((code) =>
-    code === 0 && existsSync(RATHOLE_BIN)
-      ? undefined
-      : `rathole: cargo install failed (exit ${code}): ${svc.output().trim().split("\n").slice(-1)[0]}`,
-  );
+  const install = (locked: boolean) => {
+    const svc = startProcess(locked ? "cargo" : "cargo-unlocked", "nice", [
+      "-n",
+      "19",
+      "cargo",
+      "install",
+      ...(locked ? ["--locked"] : []),
+      "rathole",
+      "--root",
+      join(CACHE_DIR, "rathole"),
+      "-j",
+      "1",
+    ]);
+    return svc.exited.then((code) =>
+      code === 0 && existsSync(RATHOLE_BIN)
+        ? undefined
+        : `rathole: cargo install${locked ? " --locked" : ""} failed (exit ${code}): ${svc.output().trim().split("\n").slice(-1)[0]}`,
+    );
+  };
+  return install(true).then((why) => (why ? install(false) : undefined));
 }
 
 /** rathole server + client on loopback, forwarding a local port to the target (one hop). */

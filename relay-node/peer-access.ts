@@ -1,12 +1,12 @@
 // What a peer socket may be: the class and country of its own address over its token's (ADR 0011),
 // and closing the sockets whose token was revoked or expired (4002).
-import { WebSocket } from "ws";
 import { classifyIp } from "../shared/asn.ts";
 import type { PeerClaims } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
 import { CLOSE_BAD_TOKEN } from "../shared/messages.ts";
 import { bump } from "./metrics.ts";
 import type { Device, PeerConn, RelayState } from "./state.ts";
+import { OPEN } from "./wire.ts";
 
 export function str(v: unknown): string | undefined {
   return typeof v === "string" ? v : undefined;
@@ -51,11 +51,10 @@ export function applySeenClass(state: RelayState, device: Device, ip: string, cl
 
 /** Closes one open socket with 4002 (its token was revoked or expired) and counts it. */
 export function revokeConn(state: RelayState, conn: PeerConn, reason: "revoked" | "expired") {
-  if (conn.ws.readyState !== WebSocket.OPEN) return;
+  if (conn.ws.readyState !== OPEN) return;
   bump(state.metrics.socketsRevoked, reason);
   state.log.info({ deviceId: conn.device.id, reason }, "peer revoked");
   conn.ws.close(CLOSE_BAD_TOKEN, reason);
-  setTimeout(() => conn.ws.terminate(), 5_000).unref();
 }
 
 /**
@@ -67,7 +66,7 @@ export function revokeDeviceSockets(state: RelayState, deviceId: string, gen: nu
   if (!device || !Number.isFinite(gen)) return 0;
   let closed = 0;
   for (const conn of device.conns) {
-    if (conn.gen < gen && conn.ws.readyState === WebSocket.OPEN) {
+    if (conn.gen < gen && conn.ws.readyState === OPEN) {
       revokeConn(state, conn, "revoked");
       closed++;
     }

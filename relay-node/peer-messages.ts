@@ -1,6 +1,5 @@
 // What a peer sends on an open socket: binary tunnel frames and JSON control messages
 // (docs/protocol.md), dispatched to the tunnels; malformed ones are counted and ignored.
-import type { RawData } from "ws";
 import {
   decodeFrame,
   FRAME_CLOSE,
@@ -24,16 +23,9 @@ import {
 
 /** Every heartbeat gets the same answer: encoded once, not per heartbeat (a text frame still). */
 const HEARTBEAT_ACK = Buffer.from(control("heartbeat_ack", {}));
-const TEXT = { binary: false };
 
-function toBuffer(data: RawData): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  if (Array.isArray(data)) return Buffer.concat(data);
-  return Buffer.from(data);
-}
-
-export function onBinary(state: RelayState, conn: PeerConn, data: RawData) {
-  const decoded = decodeFrame(toBuffer(data));
+export function onBinary(state: RelayState, conn: PeerConn, data: Buffer) {
+  const decoded = decodeFrame(data);
   if (!decoded.ok) {
     state.metrics.frameErrors++;
     return;
@@ -62,8 +54,8 @@ export function onBinary(state: RelayState, conn: PeerConn, data: RawData) {
   }
 }
 
-export function onText(state: RelayState, conn: PeerConn, data: RawData) {
-  const received = receiveFromPeer(toBuffer(data).toString("utf8"));
+export function onText(state: RelayState, conn: PeerConn, data: Buffer) {
+  const received = receiveFromPeer(data.toString("utf8"));
   if (received.kind === "invalid") {
     // Not JSON, no type, or a known type with malformed fields: counted and ignored, never fatal.
     state.metrics.frameErrors++;
@@ -73,7 +65,7 @@ export function onText(state: RelayState, conn: PeerConn, data: RawData) {
   const msg = received.msg;
   switch (msg.type) {
     case "heartbeat":
-      conn.ws.send(HEARTBEAT_ACK, TEXT);
+      conn.ws.sendText(HEARTBEAT_ACK);
       return;
     case "device_info":
       onDeviceInfo(state, conn, msg.payload);

@@ -2,7 +2,6 @@
 // sweeps, close. What a socket may be is peer-access.ts; what it says is peer-messages.ts.
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { type RawData, WebSocket, WebSocketServer } from "ws";
 import { MAX_FRAME_BYTES } from "../shared/frame.ts";
 import { CLOSE_BAD_TOKEN, control } from "../shared/messages.ts";
 import { authenticatePeer, offeredProtocols, type PeerAuth } from "./auth.ts";
@@ -10,8 +9,9 @@ import { bump } from "./metrics.ts";
 import { applySeenClass, revokeConn, str } from "./peer-access.ts";
 import { onBinary, onText } from "./peer-messages.ts";
 import { removePresence, touchPresence } from "./presence.ts";
-import type { PeerConn, RelayState } from "./state.ts";
+import type { PeerConn, PeerWire, RelayState } from "./state.ts";
 import { onConnGone } from "./tunnels.ts";
+import { acceptWebSocket, CLOSED, OPEN, type WireHandler } from "./wire.ts";
 
 export { revokeDeviceSockets } from "./peer-access.ts";
 
@@ -28,8 +28,6 @@ export interface PeerServer {
   stop(): void;
 }
 
-const authByRequest = new WeakMap<IncomingMessage, PeerAuth>();
-
 /**
  * The raw socket's error listener during the upgrade. Module-level on purpose: an arrow inside
  * onUpgrade would keep that call's closure context (the request with all its headers, the JWT
@@ -38,62 +36,34 @@ const authByRequest = new WeakMap<IncomingMessage, PeerAuth>();
 function ignoreSocketError() {}
 
 /**
- * The subprotocol ws negotiated is the peer's JWT ("token.<jwt>", ~300 bytes): ws keeps it as
- * `ws.protocol` for the socket's life, though it was only needed for the 101 response (already
- * written when handleUpgrade calls back) and nothing here reads it again. Dropping it frees the
- * string per idle socket and keeps credentials out of the heap.
+ * Where every peer socket's events go (wire.ts): one object per relay, so an idle socket carries
+ * its connection as one field and no listener of its own.
  */
-function forgetProtocol(ws: WebSocket) {
-  (ws as unknown as { _protocol: string })._protocol = "";
-}
-
-/**
- * The peers' WebSocket class (ws's `WebSocket` option). Idle sockets are what a relay holds by the
- * ten thousand, so each carries its connection and relay as two fields, and its events go straight
- * to the shared handlers below from `emit`: no closures and no listener table per socket (five
- * listeners cost an EventEmitter ~100 bytes). Listeners others add (closeAll's "close") still run,
- * after ours, as they did when ours were the first listeners.
- */
-class PeerSocket extends WebSocket {
-  conn: PeerConn | undefined = undefined;
-  relay: RelayState | undefined = undefined;
-
-  override emit(event: string | symbol, ...args: unknown[]): boolean {
-    const { conn, relay } = this;
-    if (conn && relay) {
-      switch (event) {
-        case "message":
-          onPeerMessage(relay, conn, args[0] as RawData, args[1] as boolean);
-          break;
-        case "ping":
-        case "pong":
-          conn.lastFrameAt = relay.now();
-          break;
-        case "error":
-          onPeerError(relay, conn, args[0] as Error & { code?: string });
-          // Handled: an "error" nobody else listens to must not throw (EventEmitter's rule).
-          if (this.listenerCount("error") === 0) return true;
-          break;
-        case "close":
-          onPeerClose(relay, conn, args[0] as number);
-          break;
+function peerHandler(state: RelayState, sockets: Set<PeerWire>): WireHandler<PeerConn> {
+  return {
+    message(ws, data, isBinary) {
+      if (ws.data) onPeerMessage(state, ws.data, data, isBinary);
+    },
+    alive(ws) {
+      if (ws.data) ws.data.lastFrameAt = state.now();
+    },
+    error(ws, err) {
+      if (ws.data && err.status === CLOSE_TOO_BIG) {
+        state.metrics.frameErrors++;
+        state.log.warn({ deviceId: ws.data.device.id }, "peer frame_too_large");
       }
-    }
-    return super.emit(event, ...args);
-  }
+    },
+    close(ws, code) {
+      sockets.delete(ws);
+      if (ws.data) onPeerClose(state, ws.data, code);
+    },
+  };
 }
 
-function onPeerMessage(state: RelayState, conn: PeerConn, data: RawData, isBinary: boolean) {
+function onPeerMessage(state: RelayState, conn: PeerConn, data: Buffer, isBinary: boolean) {
   conn.lastFrameAt = state.now();
   if (isBinary) onBinary(state, conn, data);
   else onText(state, conn, data);
-}
-
-function onPeerError(state: RelayState, conn: PeerConn, err: Error & { code?: string }) {
-  if (err.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") {
-    state.metrics.frameErrors++;
-    state.log.warn({ deviceId: conn.device.id }, "peer frame_too_large");
-  }
 }
 
 function onPeerClose(state: RelayState, conn: PeerConn, code: number) {
@@ -110,14 +80,9 @@ function onPeerClose(state: RelayState, conn: PeerConn, code: number) {
 }
 
 export function createPeerServer(state: RelayState): PeerServer {
-  const wss = new WebSocketServer({
-    noServer: true,
-    // ws closes with 1009 by itself when a message exceeds this; we count it as a frame error.
-    maxPayload: MAX_FRAME_BYTES,
-    perMessageDeflate: false,
-    WebSocket: PeerSocket,
-    handleProtocols: (_offered, req) => authByRequest.get(req)?.protocol ?? false,
-  });
+  // Every open socket, accepted or on its way out after a refusal (closeAll ends them all).
+  const sockets = new Set<PeerWire>();
+  const handler = peerHandler(state, sockets);
 
   const idleTimer = setInterval(
     () => {
@@ -133,10 +98,9 @@ export function createPeerServer(state: RelayState): PeerServer {
             continue;
           }
           // The number first: this runs for every socket every second, and all but a few are fine.
-          if (now - conn.lastFrameAt > idleMs && conn.ws.readyState === WebSocket.OPEN) {
+          if (now - conn.lastFrameAt > idleMs && conn.ws.readyState === OPEN) {
+            // A dead peer never answers the close handshake: wire.ts cuts it after CLOSE_TIMEOUT_MS.
             conn.ws.close(1000, "idle timeout");
-            // A dead peer never answers the close handshake.
-            setTimeout(() => conn.ws.terminate(), 5_000).unref();
           }
         }
       }
@@ -145,26 +109,24 @@ export function createPeerServer(state: RelayState): PeerServer {
   );
   idleTimer.unref();
 
-  const refuse = (ws: WebSocket, code: number, reason: string) => {
+  const refuse = (ws: PeerWire, code: number, reason: string) => {
     bump(state.metrics.socketsRefused, reason);
     // Never the URL or the token: either may carry a credential.
     state.log.info({ code, reason }, "peer refused");
     ws.close(code, reason);
-    setTimeout(() => ws.terminate(), 5_000).unref();
   };
 
-  const accept = (ws: WebSocket, req: IncomingMessage, auth: Extract<PeerAuth, { ok: true }>) => {
+  const accept = (ws: PeerWire, req: IncomingMessage, auth: Extract<PeerAuth, { ok: true }>) => {
     const claims = auth.claims;
     let device = state.devices.get(claims.sub);
     if (device) {
       // A newer generation means the device registered again: its older tokens are revoked, so
       // the sockets that still hold them go (and stop counting against the socket limit).
       for (const c of device.conns) {
-        if (c.gen < claims.gen && c.ws.readyState === WebSocket.OPEN)
-          refuse(c.ws, CLOSE_BAD_TOKEN, "revoked");
+        if (c.gen < claims.gen && c.ws.readyState === OPEN) refuse(c.ws, CLOSE_BAD_TOKEN, "revoked");
       }
       let open = 0;
-      for (const c of device.conns) if (c.ws.readyState === WebSocket.OPEN) open++;
+      for (const c of device.conns) if (c.ws.readyState === OPEN) open++;
       if (open >= state.config.MAX_SOCKETS_PER_DEVICE) {
         refuse(ws, CLOSE_POLICY, "too_many_sockets");
         return;
@@ -211,10 +173,8 @@ export function createPeerServer(state: RelayState): PeerServer {
     };
     device.conns.add(conn);
     touchPresence(state, device);
-    // From here on the socket's events reach this connection (PeerSocket.emit).
-    const peer = ws as PeerSocket;
-    peer.conn = conn;
-    peer.relay = state;
+    // From here on the socket's events reach this connection (peerHandler).
+    ws.data = conn;
 
     state.log.info({ deviceId: device.id, ip, sockets: device.conns.size }, "peer connected");
     ws.send(control("connected", { deviceId: device.id, ip, relayId: state.config.RELAY_ID }));
@@ -239,29 +199,30 @@ export function createPeerServer(state: RelayState): PeerServer {
           return { ok: false, code: CLOSE_TRY_LATER, reason: "auth_unavailable", protocol };
         })
         .then((auth) => {
-          authByRequest.set(req, auth);
-          wss.handleUpgrade(req, socket, head, (ws) => {
-            forgetProtocol(ws);
-            if (state.draining) refuse(ws, CLOSE_GOING_AWAY, "draining");
-            else if (!auth.ok) refuse(ws, auth.code, auth.reason);
-            else accept(ws, req, auth);
+          // A message over MAX_FRAME_BYTES closes the socket with 1009 (wire.ts); peerHandler counts it.
+          const ws = acceptWebSocket(req, socket, head, {
+            protocol: auth.protocol,
+            handler,
+            maxPayload: MAX_FRAME_BYTES,
           });
+          if (!ws) return;
+          sockets.add(ws);
+          if (state.draining) refuse(ws, CLOSE_GOING_AWAY, "draining");
+          else if (!auth.ok) refuse(ws, auth.code, auth.reason);
+          else accept(ws, req, auth);
         });
     },
     async closeAll(timeoutMs) {
-      const all: WebSocket[] = [];
-      for (const d of state.devices.values()) for (const c of d.conns) all.push(c.ws);
-      for (const ws of wss.clients) if (!all.includes(ws)) all.push(ws);
       await Promise.all(
-        all.map(
+        [...sockets].map(
           (ws) =>
             new Promise<void>((resolve) => {
-              if (ws.readyState === WebSocket.CLOSED) return resolve();
+              if (ws.readyState === CLOSED) return resolve();
               const timer = setTimeout(() => {
                 ws.terminate();
                 resolve();
               }, timeoutMs);
-              ws.once("close", () => {
+              ws.onceClosed(() => {
                 clearTimeout(timer);
                 resolve();
               });
@@ -272,7 +233,6 @@ export function createPeerServer(state: RelayState): PeerServer {
     },
     stop() {
       clearInterval(idleTimer);
-      wss.close();
     },
   };
 }

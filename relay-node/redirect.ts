@@ -1,7 +1,7 @@
-import { WebSocket } from "ws";
 import { keys } from "../shared/keys.ts";
 import { control } from "../shared/messages.ts";
 import type { PeerConn, RelayState } from "./state.ts";
+import { OPEN } from "./wire.ts";
 
 /**
  * Sends relay_redirect when the operator pinned this device to another region that has a relay.
@@ -13,7 +13,7 @@ export async function maybeRedirect(state: RelayState, conn: PeerConn): Promise<
   if (!region || region === state.config.RELAY_REGION) return false;
   const relay = state.config.REGION_RELAYS[region];
   if (!relay || relay === state.publicUrl) return false;
-  if (conn.ws.readyState !== WebSocket.OPEN) return false;
+  if (conn.ws.readyState !== OPEN) return false;
   conn.ws.send(control("relay_redirect", { relay, reason: "geo" }));
   state.log.info({ deviceId: conn.device.id, region }, "peer redirect");
   return true;

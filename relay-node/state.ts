@@ -1,5 +1,4 @@
 import type { Socket } from "node:net";
-import type { WebSocket } from "ws";
 import type { AsnTable } from "../shared/asn.ts";
 import type { GrowingWindow } from "../shared/frame.ts";
 import type { Logger } from "../shared/log.ts";
@@ -7,6 +6,7 @@ import type { RedisClient } from "../shared/redis.ts";
 import type { RelayConfig } from "./config.ts";
 import type { ByteCounters } from "./counters.ts";
 import type { Metrics } from "./metrics.ts";
+import type { WireSocket } from "./wire.ts";
 
 /** The Redis surface the relay needs; tcpRedis plus an HGET adapter satisfies it (see relay.ts). */
 export interface RelayRedis
@@ -41,9 +41,12 @@ export interface Device {
   presenceWrite: "busy" | "again" | undefined;
 }
 
+/** A peer's WebSocket (wire.ts), carrying its connection once authenticated. */
+export type PeerWire = WireSocket<PeerConn>;
+
 /** One WebSocket of a device. Protocol options are per socket: each socket sends its own device_info. */
 export interface PeerConn {
-  ws: WebSocket;
+  ws: PeerWire;
   device: Device;
   ip: string;
   /** Revocation generation of the token this socket authenticated with. */

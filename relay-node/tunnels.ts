@@ -1,6 +1,5 @@
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
-import { WebSocket } from "ws";
 import {
   encodeFrame,
   encodeWindow,
@@ -24,6 +23,7 @@ import {
 } from "../shared/messages.ts";
 import { bump } from "./metrics.ts";
 import type { Device, PeerConn, RelayState, Session } from "./state.ts";
+import { OPEN } from "./wire.ts";
 
 /** Largest tunnel payload per frame: big enough for throughput, small enough to interleave sessions. */
 const CHUNK_BYTES = 64 * 1024 - 64;
@@ -58,7 +58,7 @@ export function respondError(gw: Socket, status: number, body: Record<string, un
 }
 
 function pickConn(device: Device): PeerConn | undefined {
-  let open = [...device.conns].filter((c) => c.ws.readyState === WebSocket.OPEN);
+  let open = [...device.conns].filter((c) => c.ws.readyState === OPEN);
   // A socket that has not sent device_info yet would get the wrong framing (a flow-v1 peer would
   // stall waiting for window updates), so prefer the ones that have.
   const announced = open.filter((c) => c.infoReceived);
@@ -74,17 +74,17 @@ function pickConn(device: Device): PeerConn | undefined {
 }
 
 function sendControl<T extends RelayToPeer["type"]>(conn: PeerConn, type: T, payload: ControlPayload<T>) {
-  if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(control(type, payload));
+  if (conn.ws.readyState === OPEN) conn.ws.send(control(type, payload));
 }
 
 function sendData(conn: PeerConn, sessionId: string, bytes: Buffer, onWritten: () => void) {
-  if (conn.ws.readyState !== WebSocket.OPEN) return;
-  if (conn.binary) conn.ws.send(encodeFrame(FRAME_DATA, sessionId, bytes), onWritten);
+  if (conn.ws.readyState !== OPEN) return;
+  if (conn.binary) conn.ws.sendBinary(encodeFrame(FRAME_DATA, sessionId), bytes, onWritten);
   else conn.ws.send(control("tunnel_data", { sessionId, data: bytes.toString("base64") }), onWritten);
 }
 
 function sendPeerClose(conn: PeerConn, sessionId: string) {
-  if (conn.ws.readyState !== WebSocket.OPEN) return;
+  if (conn.ws.readyState !== OPEN) return;
   if (conn.binary) conn.ws.send(encodeFrame(FRAME_CLOSE, sessionId));
   else sendControl(conn, "tunnel_close", { sessionId });
 }
@@ -242,7 +242,7 @@ function pumpToPeer(state: RelayState, s: Session) {
   }
   // The customer finished sending and everything reached the peer.
   if (s.flow) {
-    if (!s.endSent && conn.ws.readyState === WebSocket.OPEN) conn.ws.send(encodeFrame(FRAME_END, s.id));
+    if (!s.endSent && conn.ws.readyState === OPEN) conn.ws.send(encodeFrame(FRAME_END, s.id));
     s.endSent = true;
     if (s.peerEnded) closeSession(state, s, { notifyPeer: true });
   } else {
@@ -292,7 +292,7 @@ export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, b
 
 function releaseWs(conn: PeerConn, s: Session) {
   if (!conn.pausedBy?.delete(s)) return;
-  if (conn.pausedBy.size === 0 && conn.ws.readyState === WebSocket.OPEN) conn.ws.resume();
+  if (conn.pausedBy.size === 0 && conn.ws.readyState === OPEN) conn.ws.resume();
 }
 
 function grantIfDue(state: RelayState, s: Session) {
@@ -302,7 +302,7 @@ function grantIfDue(state: RelayState, s: Session) {
   const grant = s.drainedSinceGrant + grownWindow(state, s);
   s.drainedSinceGrant = 0;
   s.peerCredit += grant;
-  if (s.conn.ws.readyState === WebSocket.OPEN) s.conn.ws.send(encodeWindow(s.id, grant));
+  if (s.conn.ws.readyState === OPEN) s.conn.ws.send(encodeWindow(s.id, grant));
 }
 
 /** Extra credit for a tunnel that moved its whole window fast to a customer who kept up; else 0. */
