@@ -10,6 +10,7 @@
 //   npm run bench -- --soak-only       # figure 4 only (bench/soak.ts) on a small fleet
 //   npm run bench -- --faults-only     # figure 5 only (bench/faults.ts): relay, gateway, Redis
 //   npm run bench -- --throughput-only # figure 3 only on a small fleet: direct and rathole anchors
+//   npm run bench -- --setup-only      # figure 2's c=1 and middle concurrency on a small fleet (profiling)
 // The -only runs print their table and write nothing.
 // Knobs (environment): BENCH_DEVICES (2000), BENCH_SOCKETS (8 per device), BENCH_STAGE1_DEVICES
 // (625: the 5,000-socket step), BENCH_CONCURRENCY (1000), BENCH_REQUESTS (3000), BENCH_IDLE_SECONDS
@@ -56,9 +57,9 @@ import { fullGc, inspectorUrl, type SoakSettings, scrapeMetric, soakFigure } fro
 const root = join(import.meta.dirname, "..");
 const args = process.argv.slice(2);
 const smoke = args.includes("--smoke");
-const only = (["--memory-only", "--soak-only", "--faults-only", "--throughput-only"] as const).find((f) =>
-  args.includes(f),
-);
+const only = (
+  ["--memory-only", "--soak-only", "--faults-only", "--throughput-only", "--setup-only"] as const
+).find((f) => args.includes(f));
 const outDir = args.includes("--out") ? args[args.indexOf("--out") + 1]! : join(root, "bench", "results");
 const num = (name: string, full: number, small: number) =>
   Number(process.env[name] ?? (smoke ? small : full));
@@ -152,6 +153,112 @@ function customerRoutes() {
   };
   const direct: Route = { kind: "direct", port: net.httpTarget.port };
   return { target, viaGateway, direct };
+}
+
+/**
+ * `--setup-only`: figure 2's CONNECT setup at concurrency 1 and the middle concurrency, peerproxy
+ * against direct loopback, with the setup rate: quick enough to run under --cpu-prof.
+ */
+async function setupFigure(): Promise<Row[]> {
+  const { target, viaGateway, direct } = customerRoutes();
+  const out: Row[] = [];
+  const runs = {
+    peerproxy: { c1: [] as number[], cMid: [] as number[], rate: 0 },
+    direct: { c1: [] as number[], cMid: [] as number[], rate: 0 },
+  };
+  for (const [name, route] of [
+    ["peerproxy", viaGateway],
+    ["direct", direct],
+  ] as const) {
+    const before = await setupClocks();
+    const c1 = await latencyRun({ route, target, concurrency: 1, requests: 300, bytes: 64 });
+    if (name === "peerproxy")
+      log(`where c=1 setup goes (means): ${setupBreakdown(c1, before, await setupClocks())}`);
+    await net.redis.raw.config("RESETSTAT");
+    const cMid = await latencyRun({
+      route,
+      target,
+      concurrency: cfg.midConcurrency,
+      requests: 2000,
+      bytes: 64,
+    });
+    const stats = String(await net.redis.raw.info("commandstats"));
+    if (name === "peerproxy")
+      log(`Redis per stream at c=${cfg.midConcurrency}: ${redisCosts(stats, cMid.setup.length)}`);
+    runs[name] = { c1: c1.setup, cMid: cMid.setup, rate: cMid.setup.length / cMid.seconds };
+    log(`${name}: errors ${c1.errors + cMid.errors}${cMid.firstError ? ` (${cMid.firstError})` : ""}`);
+  }
+  for (const [label, key] of [
+    ["concurrency 1", "c1"],
+    [`concurrency ${cfg.midConcurrency}`, "cMid"],
+  ] as const) {
+    const mine = runs.peerproxy[key];
+    const theirs = runs.direct[key];
+    out.push({
+      figure: `CONNECT setup p50 / p99, ${label}`,
+      value: `${fmtMs(percentile(mine, 50))} / ${fmtMs(percentile(mine, 99))}`,
+      anchor: `direct ${fmtMs(percentile(theirs, 50))} / ${fmtMs(percentile(theirs, 99))}`,
+      ratio: ratio(percentile(mine, 50), percentile(theirs, 50)),
+      goal: "-",
+    });
+  }
+  out.push({
+    figure: `streams opened per second, concurrency ${cfg.midConcurrency} (with a 64-byte GET each)`,
+    value: runs.peerproxy.rate.toFixed(0),
+    anchor: `direct ${runs.direct.rate.toFixed(0)}`,
+    ratio: ratio(runs.peerproxy.rate, runs.direct.rate),
+    goal: "-",
+  });
+  return out;
+}
+
+/** Sums and counts of the first gateway's and relay's setup histograms (seconds). */
+async function setupClocks() {
+  // A labelled histogram has no series before its first observation: zero then.
+  const read = async (url: string, name: string) => ({
+    sum: (await scrapeMetric(url, `${name}_sum`)) || 0,
+    count: (await scrapeMetric(url, `${name}_count`)) || 0,
+  });
+  return {
+    tunnel: await read(gateway.metrics, "gateway_tunnel_setup_seconds"),
+    select: await read(gateway.metrics, "gateway_select_endpoint_seconds"),
+    peer: await read(relay.metrics, "relay_tunnel_setup_seconds"),
+  };
+}
+
+/**
+ * Mean milliseconds per stream of one run: the customer's whole setup, the gateway's part after
+ * authentication (byte lease, select, exit), the select script within it, and the relay's wait
+ * for the peer (tunnel_connect to its answer: the peer's dial of the target).
+ */
+function setupBreakdown(
+  run: LatencyRun,
+  a: Awaited<ReturnType<typeof setupClocks>>,
+  b: Awaited<ReturnType<typeof setupClocks>>,
+): string {
+  const mean = (k: keyof typeof a) => ((b[k].sum - a[k].sum) / Math.max(1, b[k].count - a[k].count)) * 1000;
+  const customer = run.setup.reduce((x, y) => x + y, 0) / Math.max(1, run.setup.length);
+  return [
+    `customer ${fmtMs(customer)}`,
+    `gateway after auth ${fmtMs(mean("tunnel"))}`,
+    `select ${fmtMs(mean("select"))}`,
+    `relay waiting for the peer ${fmtMs(mean("peer"))}`,
+  ].join(", ");
+}
+
+/** `INFO commandstats` as calls and µs inside Redis per stream, costliest first. */
+function redisCosts(info: string, streams: number): string {
+  const rows = [...info.matchAll(/^cmdstat_(\w+):calls=(\d+),usec=(\d+)/gm)].map((m) => ({
+    cmd: m[1]!,
+    calls: Number(m[2]) / streams,
+    usec: Number(m[3]) / streams,
+  }));
+  rows.sort((a, b) => b.usec - a.usec);
+  const total = rows.reduce((a, r) => a + r.usec, 0);
+  return `${total.toFixed(0)} µs; ${rows
+    .slice(0, 8)
+    .map((r) => `${r.cmd} ${r.calls.toFixed(2)} calls ${r.usec.toFixed(0)} µs`)
+    .join(", ")}`;
 }
 
 /** Starts `devices` simulated devices split over `procs` processes; resolves with their ids. */
@@ -279,7 +386,12 @@ async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[
 }
 
 // `--soak-only`, `--faults-only`, `--throughput-only`: that figure alone, on a small fleet of its own.
-if (only === "--soak-only" || only === "--faults-only" || only === "--throughput-only") {
+if (
+  only === "--soak-only" ||
+  only === "--faults-only" ||
+  only === "--throughput-only" ||
+  only === "--setup-only"
+) {
   const faultFleet = only === "--faults-only" ? startFaultFleet() : undefined;
   const traffic = await startFleetProcs("t", cfg.onlyDevices, 1);
   log(
@@ -290,6 +402,7 @@ if (only === "--soak-only" || only === "--faults-only" || only === "--throughput
   );
   if (faultFleet) rows.push(...(await faultFigures(faultFleet)));
   else if (only === "--soak-only") rows.push(...(await soakFigure(net, soak, log)).rows);
+  else if (only === "--setup-only") rows.push(...(await setupFigure()));
   else {
     const figure = await throughputFigure(traffic, [["direct loopback", customerRoutes().direct]]);
     rows.push(...figure.rows);

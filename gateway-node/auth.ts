@@ -2,11 +2,11 @@ import { createHash } from "node:crypto";
 import { type Pool, parseUsername, type RouteRequest, UsernameParseError } from "../shared/dsl.ts";
 import { keys } from "../shared/keys.ts";
 import { runScript } from "../shared/lua/script.ts";
-import { rateLimit } from "../shared/lua/scripts.gen.ts";
+import { credAuth, rateLimit } from "../shared/lua/scripts.gen.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import { GatewayError } from "./errors.ts";
 
-export type AuthRedis = Pick<RedisClient, "get" | "hgetall" | "evalsha" | "eval">;
+export type AuthRedis = Pick<RedisClient, "evalsha" | "eval">;
 
 /** An authenticated customer and the route it may use (after the quality contract). */
 export interface Principal {
@@ -17,6 +17,8 @@ export interface Principal {
   maxConnections: number;
   /** the traffic cap in bytes, when the key has one */
   capBytes?: number;
+  /** bytes the key had used when it logged in (credused:{keyId}): bounds its holds by what is left */
+  usedBytes: number;
   route: RouteRequest;
   /** a dedicated port's endpoint: the only one this key is routed to, whatever the username says */
   endpointId?: string;
@@ -50,15 +52,21 @@ export async function authenticate(
   const failKey = keys.rateLimit("gwauth", input.clientIp, String(window));
   const secret = input.credentials?.password ?? "";
   const wellFormed = secret.startsWith("pak_") && secret.length <= 200;
-  // The secret's key is read beside the failure counter: one round trip on the CONNECT path, not
-  // two. The checks below still run in their order, so the answers are the same.
-  const [failures, keyId] = await Promise.all([
-    deps.redis.get(failKey),
-    wellFormed
-      ? deps.redis.get(keys.credentialSecret(createHash("sha256").update(secret).digest("hex")))
-      : null,
-  ]);
-  if (Number(failures ?? 0) >= deps.authFailLimit) {
+  // One round trip on the CONNECT path: the failure counter, the secret's key and the key's cached
+  // credential, read together (shared/lua/cred_auth.lua). The checks below still run in their
+  // order, so the answers are the same.
+  const reply = (await runScript(
+    deps.redis,
+    credAuth,
+    [failKey, keys.credentialSecret(wellFormed ? createHash("sha256").update(secret).digest("hex") : "-")],
+    [wellFormed ? 1 : 0],
+  )) as unknown[];
+  const failures = Number(reply[0] ?? 0);
+  const keyId = reply[1] ? String(reply[1]) : null;
+  const usedBytes = Number(reply[2] ?? 0) || 0;
+  const cred: Record<string, string> = {};
+  for (let i = 3; i + 1 < reply.length; i += 2) cred[String(reply[i])] = String(reply[i + 1]);
+  if (failures >= deps.authFailLimit) {
     throw new GatewayError("E_RATE_LIMITED", "too many failed logins from this address; retry in a minute");
   }
   if (!input.credentials) throw new GatewayError("E_AUTH_REQUIRED", "proxy credentials required");
@@ -75,7 +83,6 @@ export async function authenticate(
     throw new GatewayError("E_AUTH_INVALID", "unknown username or password");
   };
   if (!wellFormed || !keyId) return fail();
-  const cred = await deps.redis.hgetall(keys.credential(keyId));
   if (!cred.accountLabel || cred.accountLabel.toLowerCase() !== route.account) return fail();
 
   const expiresAt = Number(cred.expiresAt ?? 0);
@@ -96,6 +103,7 @@ export async function authenticate(
     tier,
     maxConnections: Math.max(0, Number(cred.maxConnections ?? 0) || 0),
     ...(cred.capBytes ? { capBytes: Number(cred.capBytes) } : {}),
+    usedBytes,
     route: effective,
     ...(cred.endpointId ? { endpointId: cred.endpointId } : {}),
   };

@@ -5,6 +5,7 @@ import { tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "../test/helpers/env.ts";
 import { loadGatewayConfig } from "./config.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
+import { TunnelMeter } from "./metering.ts";
 import {
   curl,
   type ModemExit,
@@ -102,6 +103,32 @@ describe("credential caps", () => {
     console.log(
       `forward: cap ${r.cap} used ${r.used} overshoot ${r.used - r.cap} downloaded ${r.downloaded} in ${r.elapsed} ms`,
     );
+  });
+
+  it("a key whose bytes are all leased out is refused with E_CAP_EXCEEDED and keeps no hold", async () => {
+    // The gateway asks for the byte lease and the first pick together: a refused lease must give
+    // the pick's hold back, or a spent key could still pin endpoints.
+    const cred = await makeCredential(redis, { capBytes: 100 * 1024 });
+    const other = new TunnelMeter(
+      { redis, now: Date.now, leaseBytes: 100 * 1024, flushMs: 1000 },
+      cred.keyId,
+      "test:other-tunnel",
+    );
+    expect(await other.start()).toBe(true);
+    for (let i = 0; i < 3; i++) {
+      const r = await curl([
+        "-x",
+        proxy(cred),
+        "-p",
+        "-D",
+        "-",
+        `http://127.0.0.1:${exit.targets.httpPort}/`,
+      ]);
+      expect(r.stdout).toMatch(/^HTTP\/1\.1 402[\s\S]*E_CAP_EXCEEDED/);
+    }
+    expect(await redis.raw.zcard(keys.credentialConns(cred.keyId))).toBe(0);
+    expect((await redis.hgetall(keys.endpoint(endpointId))).conns).toBe("0");
+    await other.close();
   });
 
   it("three parallel tunnels of one key together stay within the cap plus their leased overshoot", async () => {

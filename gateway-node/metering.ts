@@ -62,8 +62,6 @@ export class TunnelMeter {
   private readonly leaseTtlMs: number;
   /** total bytes this tunnel moved, both directions */
   total = 0;
-  /** the credential's used bytes as of the first lease */
-  usedAtStart = 0;
   /** set by the splice: stop reading while the budget is empty */
   onPause: () => void = () => {};
   onResume: () => void = () => {};
@@ -81,7 +79,6 @@ export class TunnelMeter {
   /** Leases the first budget; false when the credential has nothing left (E_CAP_EXCEEDED). */
   async start(): Promise<boolean> {
     const r = await this.call(0, this.deps.leaseBytes, false, ++this.seq);
-    this.usedAtStart = r.used;
     if (r.granted <= 0) {
       await this.call(0, 0, true, ++this.seq).catch(() => {});
       return false;

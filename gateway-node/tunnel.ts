@@ -280,44 +280,65 @@ async function pickAndOpen(
     principal.keyId,
     `${ctx.config.GATEWAY_ID}:${requestId}`,
   );
-  if (!(await meter.start()))
-    throw new GatewayError("E_CAP_EXCEEDED", "traffic cap reached; top up to continue");
-  // Holds are bounded by what the key bought: one per GATEWAY_HOLD_BYTES it has left (at least one),
-  // and never more than its own maxConnections.
-  const left = principal.capBytes === undefined ? undefined : principal.capBytes - meter.usedAtStart;
+  // Holds are bounded by what the key bought: one per GATEWAY_HOLD_BYTES it has left (at least one,
+  // from the usage read at login), and never more than its own maxConnections.
+  const left = principal.capBytes === undefined ? undefined : principal.capBytes - principal.usedBytes;
   const byBytes = left === undefined ? 0 : Math.max(1, Math.ceil(left / ctx.config.GATEWAY_HOLD_BYTES));
   const maxConnections =
     principal.maxConnections > 0 && byBytes > 0
       ? Math.min(principal.maxConnections, byBytes)
       : principal.maxConnections || byBytes;
-  let last: GatewayError = new GatewayError("E_NO_STOCK", "no endpoint available");
   const failed: string[] = [];
+  const select = async () => {
+    const selectStarted = performance.now();
+    const picked = await selectEndpoint(ctx.redis, {
+      keyId: principal.keyId,
+      pool: route.pool,
+      country: route.country,
+      ipType: route.iptype,
+      carrier: route.carrier,
+      city: route.city,
+      sid: route.sid,
+      rot: route.rot,
+      ttlSec: route.ttl,
+      maxConnections,
+      now: ctx.now(),
+      leaseMs: ctx.config.GATEWAY_HOLD_LEASE_MS,
+      exclude: failed,
+      endpointId: principal.endpointId,
+      pinDevice: route.pinDevice,
+    });
+    ctx.metrics.selectEndpointSeconds.observe(
+      { pool: route.pool },
+      (performance.now() - selectStarted) / 1000,
+    );
+    return picked;
+  };
+  // The byte lease and the first pick go out together, one round trip rather than two; a refused
+  // lease gives the pick's hold straight back.
+  const firstPick = select();
+  firstPick.catch(() => {}); // awaited below; never an unhandled rejection while the lease is out
+  const giveBack = () =>
+    firstPick.then((p) => (p.ok ? releaseHold(ctx.redis, p.hold, ctx.now()) : false)).catch(() => false);
+  let started: boolean;
+  try {
+    started = await meter.start();
+  } catch (err) {
+    await giveBack();
+    throw err;
+  }
+  if (!started) {
+    await giveBack();
+    throw new GatewayError("E_CAP_EXCEEDED", "traffic cap reached; top up to continue");
+  }
+  // Built only when an exit fails: an Error's stack trace is not free on every request.
+  let last: GatewayError | undefined;
+  const noneLeft = () => last ?? new GatewayError("E_NO_STOCK", "no endpoint available");
   try {
     for (let attempt = 0; attempt < MAX_EXIT_ATTEMPTS; attempt++) {
-      const selectStarted = performance.now();
-      const picked = await selectEndpoint(ctx.redis, {
-        keyId: principal.keyId,
-        pool: route.pool,
-        country: route.country,
-        ipType: route.iptype,
-        carrier: route.carrier,
-        city: route.city,
-        sid: route.sid,
-        rot: route.rot,
-        ttlSec: route.ttl,
-        maxConnections,
-        now: ctx.now(),
-        leaseMs: ctx.config.GATEWAY_HOLD_LEASE_MS,
-        exclude: failed,
-        endpointId: principal.endpointId,
-        pinDevice: route.pinDevice,
-      });
-      ctx.metrics.selectEndpointSeconds.observe(
-        { pool: route.pool },
-        (performance.now() - selectStarted) / 1000,
-      );
+      const picked = attempt === 0 ? await firstPick : await select();
       if (!picked.ok) {
-        if (attempt > 0 && picked.code === "E_NO_STOCK") throw last;
+        if (attempt > 0 && picked.code === "E_NO_STOCK") throw noneLeft();
         throw new GatewayError(
           picked.code,
           picked.message,
@@ -370,7 +391,7 @@ async function pickAndOpen(
       // dedicated key has no other endpoint to move to.
       if (exit.side === "target" || route.sid !== undefined || principal.endpointId || route.pinDevice) break;
     }
-    throw last;
+    throw noneLeft();
   } catch (err) {
     await meter.close();
     throw err;

@@ -167,6 +167,62 @@ describe("endpoint pool selection", () => {
     expect(d.ok).toBe(true);
     for (const r of [b, d]) if (r.ok) await releaseHold(redis, r.hold, T0);
   });
+
+  it("checks candidates lazily: a page of idle endpoints costs one check, and stale index entries are passed over", async () => {
+    const country = "xi";
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await list({ country, speedTier: "fast" }));
+    const pick = async (random: number) => {
+      const r = await selectEndpoint(redis, base({ country, random }));
+      if (r.ok) await releaseHold(redis, r.hold, T0);
+      return r.ok ? r.endpoint.endpointId : r.code;
+    };
+    const hmgets = async () =>
+      Number(/cmdstat_hmget:calls=(\d+)/.exec(String(await redis.raw.info("commandstats")))?.[1] ?? 0);
+    await redis.raw.config("RESETSTAT");
+    expect(ids).toContain(await pick(0.5));
+    // The chosen candidate's check, and its reindexing on select and on release; not one per candidate.
+    expect(await hmgets()).toBeLessThanOrEqual(4);
+
+    // Every endpoint but one turns unlisted behind the index's back (a delisting racing the read):
+    // whatever the random start, the walk passes over the stale ones, onto the second page too.
+    const byIndexOrder = [...ids].sort();
+    const survivor = byIndexOrder[35]!;
+    for (const id of ids) if (id !== survivor) await redis.raw.hset(keys.endpoint(id), "listed", "0");
+    for (const random of [0, 0.3, 0.6, 0.99]) expect(await pick(random)).toBe(survivor);
+    await redis.raw.hset(keys.endpoint(survivor), "listed", "0");
+    expect(await pick(0.5)).toBe("E_NO_STOCK");
+  });
+
+  it("carrier and city are soft preferences: the best match wins, and a miss still gets an endpoint", async () => {
+    const country = "xj";
+    const tmo = [await list({ country, carrier: "tmo" }), await list({ country, carrier: "tmo" })];
+    const berlin = await list({ country, carrier: "tmo", city: "berlin" });
+    const att = [
+      await list({ country, carrier: "att" }),
+      await list({ country, carrier: "att", city: "berlin" }),
+    ];
+    const pick = async (over: Partial<SelectInput>) => {
+      const r = await selectEndpoint(redis, base({ country, ...over }));
+      if (r.ok) await releaseHold(redis, r.hold, T0);
+      return r.ok ? r.endpoint.endpointId : r.code;
+    };
+    const randoms = [0, 0.2, 0.4, 0.6, 0.8, 0.99];
+    // One at a time: each pick is released before the next (a held endpoint ranks by its load too).
+    const seen = async (over: Partial<SelectInput>) => {
+      const out = new Set<string>();
+      for (const random of randoms) out.add(await pick({ ...over, random }));
+      return out;
+    };
+    expect(await seen({ carrier: "tmo" })).toEqual(new Set([...tmo, berlin]));
+    expect(await seen({ carrier: "tmo", city: "berlin" })).toEqual(new Set([berlin]));
+    // one miss each: the att device in berlin and the tmo devices elsewhere tie
+    expect([...(await seen({ carrier: "att", city: "munich" }))].every((id) => att.includes(id))).toBe(true);
+    expect((await seen({ carrier: "vz" })).size).toBeGreaterThan(1);
+    // the best match gone (still indexed): the next best, one miss (tmo elsewhere, att in berlin)
+    await redis.raw.hset(keys.endpoint(berlin), "listed", "0");
+    expect(await seen({ carrier: "tmo", city: "berlin" })).toEqual(new Set([...tmo, att[1]]));
+  });
 });
 
 describe("sessions", () => {

@@ -71,39 +71,62 @@ end
 
 -- Best = fewest soft-preference misses (carrier, city), then lowest load; random among equals.
 -- Scores in [0,1) take any customer; [1,2) only those already on the endpoint (read second).
+-- A page is ranked from its scores alone (plus carrier and city when the customer asked for them)
+-- and usability is checked lazily, best rank first, from a random start within each group of equal
+-- rank: a page of idle endpoints costs one check or two, not one per candidate. When every check
+-- fails, every candidate was checked, so `busy` means what it did when all were.
 local function pickFresh(exclude)
-  local best, bestRank = {}, nil
+  local prefs = carrier ~= "" or city ~= ""
   for _, range in ipairs({ { "-inf", "(1" }, { "1", "(2" } }) do
+    local best, bestRank = nil, nil
     local offset = 0
     for _ = 1, 8 do
       local page = redis.call("ZRANGEBYSCORE", KEYS[1], range[1], range[2], "WITHSCORES", "LIMIT", offset, pageSize)
       if #page == 0 then break end
+      local cands = {}
       for i = 1, #page, 2 do
-        local id, score = page[i], tonumber(page[i + 1])
-        if id ~= exclude and not skip[id] and usable(id) then
+        local id = page[i]
+        if id ~= exclude and not skip[id] then
           local miss = 0
-          if carrier ~= "" or city ~= "" then
+          if prefs then
             local f = redis.call("HMGET", epKey(id), "carrier", "city")
             if carrier ~= "" and f[1] ~= carrier then miss = miss + 1 end
             if city ~= "" and f[2] ~= city then miss = miss + 1 end
           end
-          local rank = miss * 4 + score
-          if bestRank == nil or rank < bestRank then
-            best, bestRank = { id }, rank
-          elseif rank == bestRank then
-            best[#best + 1] = id
+          cands[#cands + 1] = { id = id, rank = miss * 4 + tonumber(page[i + 1]), at = i }
+        end
+      end
+      -- The page comes in score order; misses reorder it (by rank, then page order).
+      if prefs then
+        table.sort(cands, function(a, b)
+          if a.rank ~= b.rank then return a.rank < b.rank end
+          return a.at < b.at
+        end)
+      end
+      local g = 1
+      while g <= #cands and (bestRank == nil or cands[g].rank < bestRank) do
+        local rank, h = cands[g].rank, g
+        while h < #cands and cands[h + 1].rank == rank do h = h + 1 end
+        local n = h - g + 1
+        local first = math.floor(rnd * n)
+        for k = 0, n - 1 do
+          local c = cands[g + (first + k) % n]
+          if usable(c.id) then
+            best, bestRank = c.id, rank
+            break
           end
         end
+        if best ~= nil and bestRank == rank then break end
+        g = h + 1
       end
       -- Later pages only hold higher loads: they cannot beat a candidate that matched every preference.
       if bestRank ~= nil and bestRank < 4 then break end
       if #page < pageSize * 2 then break end
       offset = offset + pageSize
     end
-    if #best > 0 then break end
+    if best ~= nil then return best end
   end
-  if #best == 0 then return nil end
-  return best[math.floor(rnd * #best) + 1] or best[1]
+  return nil
 end
 
 local chosen, moved = nil, "0"

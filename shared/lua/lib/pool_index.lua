@@ -16,14 +16,20 @@ local function reindex(id)
   if (tonumber(f[6]) or 0) >= (tonumber(f[8]) or 1) then score = score + 1 end
   -- A reserved (dedicated) endpoint serves only its renter: out of every shared index.
   local reserved = redis.call("EXISTS", epKey(id) .. ":reserved") == 1
+  local shared = f[4] == "1" and not reserved
+  local full = shared and conns >= maxConns
+  -- The 8 full sets move together: not full now and not in its own set means none to touch (the
+  -- common case, which saves 8 writes on every select and release).
+  local touchFull = full or redis.call("SISMEMBER", "pool:full:" .. f[1] .. ":" .. f[2] .. ":" .. f[3], id) == 1
   for _, p in ipairs({ f[1], "any" }) do
     for _, c in ipairs({ f[2], "any" }) do
       for _, t in ipairs({ f[3], "any" }) do
         local suffix = p .. ":" .. c .. ":" .. t
         local idx = "pool:idx:" .. suffix
-        local shared = f[4] == "1" and not reserved
         if shared and conns < maxConns then redis.call("ZADD", idx, score, id) else redis.call("ZREM", idx, id) end
-        if shared and conns >= maxConns then redis.call("SADD", "pool:full:" .. suffix, id) else redis.call("SREM", "pool:full:" .. suffix, id) end
+        if touchFull then
+          if full then redis.call("SADD", "pool:full:" .. suffix, id) else redis.call("SREM", "pool:full:" .. suffix, id) end
+        end
       end
     end
   end
