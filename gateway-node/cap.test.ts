@@ -115,17 +115,13 @@ describe("credential caps", () => {
       "test:other-tunnel",
     );
     expect(await other.start()).toBe(true);
-    for (let i = 0; i < 3; i++) {
-      const r = await curl([
-        "-x",
-        proxy(cred),
-        "-p",
-        "-D",
-        "-",
-        `http://127.0.0.1:${exit.targets.httpPort}/`,
-      ]);
-      expect(r.stdout).toMatch(/^HTTP\/1\.1 402[\s\S]*E_CAP_EXCEEDED/);
-    }
+    // Twenty at once, as a spent key hammering the gateway would.
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        curl(["-x", proxy(cred), "-p", "-D", "-", `http://127.0.0.1:${exit.targets.httpPort}/`]),
+      ),
+    );
+    for (const r of answers) expect(r.stdout).toMatch(/^HTTP\/1\.1 402[\s\S]*E_CAP_EXCEEDED/);
     expect(await redis.raw.zcard(keys.credentialConns(cred.keyId))).toBe(0);
     expect((await redis.hgetall(keys.endpoint(endpointId))).conns).toBe("0");
     await other.close();
