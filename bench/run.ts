@@ -170,10 +170,9 @@ async function setupFigure(): Promise<Row[]> {
     ["peerproxy", viaGateway],
     ["direct", direct],
   ] as const) {
-    const before = await setupClocks();
+    const before = name === "peerproxy" ? await setupClocks() : undefined;
     const c1 = await latencyRun({ route, target, concurrency: 1, requests: 300, bytes: 64 });
-    if (name === "peerproxy")
-      log(`where c=1 setup goes (means): ${setupBreakdown(c1, before, await setupClocks())}`);
+    if (before) log(`where c=1 setup goes (means): ${setupBreakdown(c1, before, await setupClocks())}`);
     await net.redis.raw.config("RESETSTAT");
     const cMid = await latencyRun({
       route,
@@ -385,13 +384,8 @@ async function faultFigures(faultFleet: Promise<{ id: string }[]>): Promise<Row[
   return out;
 }
 
-// `--soak-only`, `--faults-only`, `--throughput-only`: that figure alone, on a small fleet of its own.
-if (
-  only === "--soak-only" ||
-  only === "--faults-only" ||
-  only === "--throughput-only" ||
-  only === "--setup-only"
-) {
+// Every -only run but --memory-only: that figure alone, on a small fleet of its own.
+if (only && only !== "--memory-only") {
   const faultFleet = only === "--faults-only" ? startFaultFleet() : undefined;
   const traffic = await startFleetProcs("t", cfg.onlyDevices, 1);
   log(
