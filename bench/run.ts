@@ -669,6 +669,34 @@ for (const [name, a] of Object.entries(anchors))
  * 64 tunnels spread over the pool as 64 customers would, against the anchors given and rathole
  * (websocket and tcp transports) started here. Returns the rows and the rathole anchors to stop.
  */
+/**
+ * CPU time of every process on the path (gateway, relays, fleet processes, and this process: the
+ * bench's customer and target) from now; `perGB` reads it as CPU seconds per GB moved.
+ */
+function cpuMeter() {
+  const procs: [string, () => number][] = [
+    ["gateway", () => procStats(gateway.service.child.pid!).cpuSeconds],
+    ["relays", () => net.relays.reduce((s, r) => s + procStats(r.service.child.pid!).cpuSeconds, 0)],
+    ["fleet", () => fleets.reduce((s, f) => s + procStats(f.child.pid!).cpuSeconds, 0)],
+    [
+      "customer+target",
+      () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1e6;
+      },
+    ],
+  ];
+  const start = procs.map(([, read]) => read());
+  return {
+    perGB(bytes: number): string {
+      const used = procs.map(([name, read], i) => [name, read() - start[i]!] as const);
+      const total = used.reduce((s, [, c]) => s + c, 0);
+      const per = (c: number) => ((c * 1e9) / bytes).toFixed(2);
+      return `${per(total)} s: ${used.map(([n, c]) => `${n} ${per(c)}`).join(", ")}`;
+    },
+  };
+}
+
 async function throughputFigure(
   endpoints: { id: string }[],
   anchors: [string, Route | undefined][],
@@ -703,10 +731,14 @@ async function throughputFigure(
     ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
   ];
   const tput: Record<string, { one: number; many: number }> = {};
+  let oneTunnelCpu: string | undefined;
   for (const [name, route] of tputRoutes) {
     if (!route) continue;
     const manyRoute = name === "peerproxy" ? routes.viaGateway : route;
+    const cpu = cpuMeter();
     const one = await throughput({ route, target: routes.target, tunnels: 1, bytesEach: bytes1 });
+    if (name === "peerproxy") oneTunnelCpu = cpu.perGB(bytes1);
+    log(`${name}: one tunnel CPU per GB ${cpu.perGB(bytes1)}`);
     const many = await throughput({
       route: manyRoute,
       target: routes.target,
@@ -719,6 +751,14 @@ async function throughputFigure(
     );
   }
   const tAnchor = tput["rathole websocket"] ? "rathole websocket" : "direct loopback";
+  if (oneTunnelCpu)
+    out.push({
+      figure: "one tunnel: CPU seconds per GB moved, by process (where the time goes)",
+      value: oneTunnelCpu,
+      anchor: "-",
+      ratio: "-",
+      goal: "reported",
+    });
   for (const kind of ["one", "many"] as const)
     out.push({
       figure:

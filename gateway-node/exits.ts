@@ -7,6 +7,8 @@ import type { SelectedEndpoint } from "../shared/pool.ts";
 import {
   openConnectTunnel,
   openRelayTunnel,
+  type PooledSink,
+  ReadPool,
   type TunnelOpen,
   type TunnelTarget,
 } from "../shared/tunnel-open.node.ts";
@@ -16,7 +18,8 @@ import { GatewayError } from "./errors.ts";
 export type Target = TunnelTarget;
 
 export type ExitResult =
-  | { ok: true; socket: Socket; head: Buffer }
+  /** with `onRead`, the exit's reads go to the sink given to it, in pooled buffers (no 'data' events) */
+  | { ok: true; socket: Socket; head: Buffer; onRead?: (sink: PooledSink) => void }
   /** side "exit": the endpoint itself failed (try another); "target": the exit could not reach the target */
   | { ok: false; side: "exit" | "target"; reason: string; error: GatewayError };
 
@@ -42,6 +45,12 @@ export function openExit(
   return endpoint.kind === "modem" ? openModem(endpoint, target, opts) : openPeer(endpoint, target, opts);
 }
 
+/**
+ * The buffers every relay leg of this process reads into (ADR 0028): what the exit sends is
+ * written to the customer straight from them, and a buffer comes back when that write is done.
+ */
+const exitReads = new ReadPool();
+
 async function openPeer(
   endpoint: SelectedEndpoint,
   target: Target,
@@ -55,6 +64,7 @@ async function openPeer(
     buyerAccountId: opts.buyerAccountId,
     target,
     timeoutMs: opts.timeoutMs,
+    reads: exitReads,
   });
   if (r.ok) return r;
   switch (r.failure) {

@@ -11,6 +11,7 @@ import { runScript } from "../shared/lua/script.ts";
 import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
 import { type Hold, releaseHold, renewHold, type SelectedEndpoint, selectEndpoint } from "../shared/pool.ts";
 import type { RedisClient } from "../shared/redis.ts";
+import type { PooledSink } from "../shared/tunnel-open.node.ts";
 import type { Principal } from "./auth.ts";
 import type { GatewayConfig } from "./config.ts";
 import { GatewayError } from "./errors.ts";
@@ -50,6 +51,8 @@ export class Tunnel {
   readonly meter: TunnelMeter;
   readonly exit: Socket;
   readonly head: Buffer;
+  /** set for an exit whose reads land in pooled buffers (exits.ts): they arrive here, not as 'data' */
+  private readonly exitReads: ((sink: PooledSink) => void) | undefined;
   /** This tunnel's lines carry requestId, keyId, endpointId and deviceId. */
   readonly log: Logger;
   private readonly ctx: GatewayContext;
@@ -62,6 +65,9 @@ export class Tunnel {
   private bytesFromExit = 0;
   private stallTimer: NodeJS.Timeout | undefined;
   private stallReported = false;
+  /** a side sent its end (FIN): what is still queued for the other side is theirs to get */
+  private exitEnded = false;
+  private clientEnded = false;
   /** last time a byte moved either way (monotonic ms): an idle tunnel gives its hold back */
   private lastActivity = performance.now();
   private readonly openedAt = performance.now();
@@ -75,6 +81,7 @@ export class Tunnel {
       meter: TunnelMeter;
       exit: Socket;
       head: Buffer;
+      exitReads?: (sink: PooledSink) => void;
       log: Logger;
     },
   ) {
@@ -88,6 +95,7 @@ export class Tunnel {
     this.meter = p.meter;
     this.exit = p.exit;
     this.head = p.head;
+    this.exitReads = p.exitReads;
     ctx.tunnels.add(this);
     ctx.metrics.tunnelsOpened++;
     this.exit.on("error", (err: NodeJS.ErrnoException) => {
@@ -100,7 +108,7 @@ export class Tunnel {
       // handshake inside the tunnel. A target that answers and then closes is not reported.
       if (!this.closing && this.bytesToExit > 0 && this.bytesFromExit === 0)
         void reportFailure(ctx, this.endpoint, "closed_without_reply");
-      void this.close();
+      this.closeWhenFlushed(this.client, this.exitEnded);
     });
     this.meter.onCapReached = () => void this.close();
     this.renewTimer = setInterval(
@@ -127,7 +135,7 @@ export class Tunnel {
     const exit = this.exit;
     const meter = this.meter;
     client.on("error", () => void this.close());
-    client.on("close", () => void this.close());
+    client.on("close", () => this.closeWhenFlushed(exit, this.clientEnded));
     if (client instanceof Socket)
       client.setTimeout(this.ctx.config.GATEWAY_IDLE_TIMEOUT_MS, () => void this.close());
     let paused = false;
@@ -142,7 +150,8 @@ export class Tunnel {
       exit.resume();
     };
     const pump = (from: Duplex, to: Duplex) => {
-      from.on("data", (chunk: Buffer) => {
+      // `release` (pooled exit reads) gives the chunk's buffer back once it is written on.
+      const onChunk = (chunk: Buffer, release?: () => void) => {
         this.lastActivity = performance.now();
         meter.consume(chunk.length);
         this.countModem(from === exit, chunk.length);
@@ -155,12 +164,29 @@ export class Tunnel {
           this.bytesToExit += chunk.length;
           this.customerWaiting();
         }
-        if (!to.write(chunk)) from.pause();
-      });
+        if (!to.write(chunk, release)) from.pause();
+      };
+      if (from === exit && this.exitReads)
+        // A socket's write callback runs once the kernel has the bytes; another Duplex (the
+        // forward proxy's in-memory pair) may call it while still holding the chunk, so it gets a copy.
+        this.exitReads(
+          to instanceof Socket
+            ? onChunk
+            : (chunk, release) => {
+                const copy = Buffer.from(chunk);
+                release();
+                onChunk(copy);
+              },
+        );
+      else from.on("data", (chunk: Buffer) => onChunk(chunk));
       to.on("drain", () => {
         if (!paused) from.resume();
       });
-      from.on("end", () => to.end());
+      from.on("end", () => {
+        if (from === exit) this.exitEnded = true;
+        else this.clientEnded = true;
+        to.end();
+      });
     };
     pump(client, exit);
     pump(exit, client);
@@ -209,6 +235,20 @@ export class Tunnel {
   private exitAnswered(): void {
     clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
+  }
+
+  /**
+   * One side closed. After a clean end (FIN, no error) the other side first gets what is still
+   * queued for it, its own end behind it: closing at once would cut the tail of a download whose
+   * customer reads slower than the exit sent (up to a socket's high-water mark, queued in this
+   * process, lost). A customer that never reads is closed by the idle timeout.
+   */
+  private closeWhenFlushed(to: Duplex | undefined, ended: boolean): void {
+    if (!ended || !to || to.destroyed || to.writableFinished || to.writableLength === 0) {
+      void this.close();
+      return;
+    }
+    to.once("finish", () => void this.close());
   }
 
   /** Closes both sockets and gives back the hold and the unspent byte lease; idempotent. */
@@ -370,6 +410,7 @@ async function pickAndOpen(
           meter,
           exit: exit.socket,
           head: exit.head,
+          exitReads: exit.onRead,
           log: log.child({
             endpointId: picked.endpoint.endpointId,
             deviceId: picked.endpoint.deviceId,

@@ -313,6 +313,53 @@ describe("tunnels", () => {
     expect(conn.offContract).toEqual([]);
   });
 
+  it("eight tunnels at once, credit in odd steps: every read of the shared read area arrives intact on its own session", async () => {
+    // Target reads are framed in place in one area shared by every tunnel, and the part of a read
+    // past the relay's credit is copied out to wait (tunnel.ts): interleaved tunnels and credit
+    // edges inside reads are where a retained or overwritten view would show as corrupt bytes.
+    const { lines } = await start({ connections: 1, allowPrivateTargets: true });
+    await waitUntil(async () => acked(lines) === 1, 5_000, "ack");
+    const conn = connsOf(api.jwts.at(-1)!)[0]!;
+    const size = 768 * 1024;
+    const step = 100_003; // credit edges fall inside reads, never on a 64 KiB boundary
+    const runs = Array.from({ length: 8 }, (_, i) => {
+      const sid = `s-area-${i}`;
+      return {
+        sid,
+        t: tunnel(conn, sid, "127.0.0.1", echoPort),
+        payload: randomBytes(size),
+        sent: 0,
+        granted: INITIAL_WINDOW,
+      };
+    });
+    for (const r of runs)
+      expect(await r.t.reply()).toEqual({ type: "tunnel_connected", payload: { sessionId: r.sid } });
+    await waitUntil(
+      async () => {
+        for (const r of runs) {
+          const peerCredit = INITIAL_WINDOW + r.t.windows.reduce((a, b) => a + b, 0);
+          while (r.sent < size && r.sent < peerCredit) {
+            const n = Math.min(48 * 1024, peerCredit - r.sent, size - r.sent);
+            r.t.send(r.payload.subarray(r.sent, r.sent + n));
+            r.sent += n;
+          }
+          if (r.t.bytes() >= r.granted && r.granted < size) {
+            conn.ws.send(encodeWindow(r.sid, step));
+            r.granted += step;
+          }
+        }
+        return runs.every((r) => r.t.bytes() === size);
+      },
+      30_000,
+      "eight echoes",
+    );
+    for (const r of runs)
+      expect(createHash("sha256").update(Buffer.concat(r.t.got)).digest("hex"), r.sid).toBe(
+        createHash("sha256").update(r.payload).digest("hex"),
+      );
+    expect(conn.offContract).toEqual([]);
+  });
+
   /** Sends `total` bytes to the sink as fast as the peer's credit allows; the peer's final window. */
   async function fill(conn: RelayConn, sessionId: string, total: number) {
     const t = tunnel(conn, sessionId, "127.0.0.1", sinkPort);

@@ -908,6 +908,35 @@ describe("wire.ts on its own", () => {
     expect(got.data.equals(body)).toBe(true);
   });
 
+  it("unmasks frames that span reads straight from the reads: every size around the cut-over, fragments, and frames after them in the same read", async () => {
+    // Large frames spread over several reads are unmasked from the reads into one buffer (gather),
+    // the key running on across reads; small ones and those with a split header are joined first.
+    const { client } = await open();
+    const sizes = [4095, 4096, 4097, 65_536 + 50, 200_001, 3, 70_000, 1];
+    const bodies = sizes.map((n) => randomBytes(n));
+    const frag = [randomBytes(50_001), randomBytes(8), randomBytes(60_003)];
+    const stream = Buffer.concat([
+      ...bodies.map((b) => encodeFrame(OP.binary, b)),
+      encodeFrame(OP.binary, frag[0], { fin: false }),
+      encodeFrame(OP.continuation, frag[1], { fin: false }),
+      encodeFrame(OP.continuation, frag[2]),
+      encodeFrame(OP.binary, bodies[0]!),
+    ]);
+    const expected = [...bodies, Buffer.concat(frag), bodies[0]!];
+    const before = w.messages.length;
+    // Pieces of odd sizes, each its own read: cuts land inside headers, keys and payloads alike.
+    for (let off = 0, i = 0; off < stream.length; i++) {
+      const n = [7919, 13, 30_011, 1, 65_537][i % 5]!;
+      client.send(stream.subarray(off, off + n));
+      off += n;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await expect.poll(() => w.messages.length, { timeout: WAIT_MS }).toBe(before + expected.length);
+    const got = w.messages.slice(before);
+    expect(got.map((m) => m.data.length)).toEqual(expected.map((b) => b.length));
+    expect(expected.map((b, i) => got[i]!.data.equals(b))).toEqual(expected.map(() => true));
+  });
+
   it("sends every length encoding and both write paths (one copy below 8 KiB, writev above) intact and in order, with and without a separate head", async () => {
     const { client, ws } = await open();
     const sizes = [0, 1, 125, 126, 8191, 8192, 65535, 65536, 300_000];

@@ -58,16 +58,43 @@ export interface WireHandler<T> {
   close(sock: WireSocket<T>, code: number): void;
 }
 
-// `bufferutil` (the native masking `ws` uses too) when installed; a byte loop otherwise.
-const unmask: (payload: Buffer, mask: Buffer) => void = (() => {
+interface Masking {
+  /** XORs `payload` with `mask` in place */
+  unmask(payload: Buffer, mask: Buffer): void;
+  /** writes `length` bytes of `source` XOR `mask` into `output` at `offset` (a copy that unmasks) */
+  mask(source: Buffer, mask: Buffer, output: Buffer, offset: number, length: number): void;
+}
+
+// `bufferutil` (the native masking `ws` uses too) when installed; byte loops otherwise.
+const masking: Masking = (() => {
   try {
-    return (createRequire(import.meta.url)("bufferutil") as { unmask(b: Buffer, m: Buffer): void }).unmask;
+    return createRequire(import.meta.url)("bufferutil") as Masking;
   } catch {
-    return (payload: Buffer, mask: Buffer) => {
-      for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i & 3]!;
+    return {
+      unmask(payload, mask) {
+        for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i & 3]!;
+      },
+      mask(source, mask, output, offset, length) {
+        for (let i = 0; i < length; i++) output[offset + i] = source[i]! ^ mask[i & 3]!;
+      },
     };
   }
 })();
+
+/** A frame's header: what frame() checked before its payload. */
+interface Head {
+  fin: boolean;
+  opcode: number;
+  /** payload bytes */
+  len: number;
+  /** bytes before the masking key (2, 4 or 10) */
+  head: number;
+}
+
+/** Below this many payload bytes a frame spread over reads is joined by a plain concat. */
+const GATHER_MIN = 4096;
+/** gather()'s masking key, turned to where each read's bytes fall in the payload (used synchronously) */
+const rotated = Buffer.alloc(4);
 
 type WriteCallback = (err?: Error | null) => void;
 
@@ -193,14 +220,20 @@ export class WireSocket<T> {
   receive(chunk: Buffer): void {
     if (this.failed || this.closeReceived) return;
     let data = chunk;
+    let off = 0;
     if (this.held) {
       this.held.push(chunk);
       this.heldBytes += chunk.length;
       if (this.heldBytes < this.need) return;
-      data = Buffer.concat(this.held, this.heldBytes);
+      const held = this.held;
       this.held = undefined;
+      off = this.gather(held, this.heldBytes);
+      if (off < 0) {
+        if (off === -1) return; // failed, closed, or the socket is gone
+        data = Buffer.concat(held, this.heldBytes);
+        off = 0;
+      }
     }
-    let off = 0;
     while (off < data.length) {
       const used = this.frame(data, off);
       if (used < 0) return; // failed, closed, or the socket is gone
@@ -226,8 +259,41 @@ export class WireSocket<T> {
     if (waiters) for (const fn of waiters) fn();
   }
 
-  /** One frame at `off`: the bytes it took, 0 when it is not all here yet (`need` says how many), -1 to stop. */
-  private frame(data: Buffer, off: number): number {
+  /**
+   * A large frame that arrived over several reads (a 64 KiB tunnel frame always does), its header
+   * in the first and its end in the last: its payload is unmasked straight from the reads into one
+   * buffer, where joining the reads first would copy every byte once more. Returns where the next
+   * frame starts in the last read, -1 to stop, or -2 when this is not such a frame (the caller
+   * joins the reads and parses them as usual).
+   */
+  private gather(held: Buffer[], total: number): number {
+    const first = held[0]!;
+    const last = held[held.length - 1]!;
+    if (held.length < 2 || first.length < 14) return -2;
+    const h = this.header(first, 0);
+    if (typeof h === "number") return h < 0 ? -1 : -2;
+    const size = h.head + 4 + h.len;
+    // the frame must end in the last read (else later frames would sit in the middle ones)
+    if (h.len < GATHER_MIN || size > total || size <= total - last.length) return -2;
+    const key = first.subarray(h.head, h.head + 4);
+    const payload = Buffer.allocUnsafe(h.len);
+    let at = 0;
+    let end = 0;
+    for (let i = 0; i < held.length && at < h.len; i++) {
+      const from = i === 0 ? h.head + 4 : 0;
+      const piece = held[i]!;
+      const take = Math.min(piece.length - from, h.len - at);
+      // the key runs on across reads: the byte at payload offset `at` uses key[at & 3]
+      for (let k = 0; k < 4; k++) rotated[k] = key[(at + k) & 3]!;
+      masking.mask(piece.subarray(from, from + take), rotated, payload, at, take);
+      at += take;
+      end = from + take;
+    }
+    return this.payload(h, payload) < 0 ? -1 : end;
+  }
+
+  /** A frame's header at `off`, checked; or 0 when it is not all here yet (`need` says how many), -1 to stop. */
+  private header(data: Buffer, off: number): Head | number {
     const avail = data.length - off;
     if (avail < 2) return this.wait(2);
     const b0 = data[off]!;
@@ -263,11 +329,22 @@ export class WireSocket<T> {
       if (this.fragBytes + len > this.maxPayload)
         return this.fail(1009, `message over ${this.maxPayload} bytes`);
     }
-    const size = head + 4 + len;
-    if (avail < size) return this.wait(size);
-    const payload = data.subarray(off + head + 4, off + size);
-    if (len > 0) unmask(payload, data.subarray(off + head, off + head + 4));
+    return { fin, opcode, len, head };
+  }
 
+  /** One frame at `off`: the bytes it took, 0 when it is not all here yet (`need` says how many), -1 to stop. */
+  private frame(data: Buffer, off: number): number {
+    const h = this.header(data, off);
+    if (typeof h === "number") return h;
+    const size = h.head + 4 + h.len;
+    if (data.length - off < size) return this.wait(size);
+    const payload = data.subarray(off + h.head + 4, off + size);
+    if (h.len > 0) masking.unmask(payload, data.subarray(off + h.head, off + h.head + 4));
+    return this.payload(h, payload) < 0 ? -1 : size;
+  }
+
+  /** A whole frame's unmasked payload: delivered, kept as a fragment, or answered; -1 to stop. */
+  private payload({ fin, opcode, len }: Head, payload: Buffer): number {
     switch (opcode) {
       case OP_TEXT:
       case OP_BINARY:
@@ -299,7 +376,7 @@ export class WireSocket<T> {
       case OP_CLOSE:
         return this.closeFrame(payload);
     }
-    return this.failed || this.socket.destroyed ? -1 : size;
+    return this.failed || this.socket.destroyed ? -1 : 0;
   }
 
   private deliver(opcode: number, payload: Buffer) {

@@ -6,7 +6,7 @@
  * failure reasons); this module only reports what happened on the wire.
  */
 import { request } from "node:http";
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 
 export interface TunnelTarget {
   host: string;
@@ -19,8 +19,12 @@ export function formatTarget(t: TunnelTarget): string {
 }
 
 export type TunnelOpen =
-  /** `socket` is paused; `head` holds tunnel bytes that arrived with the answer */
-  | { ok: true; socket: Socket; head: Buffer }
+  /**
+   * `socket` is paused; `head` holds tunnel bytes that arrived with the answer. With `onRead` the
+   * socket reads into pooled buffers (openRelayTunnel's `reads`): its bytes go to the sink given to
+   * `onRead`, never to 'data' listeners.
+   */
+  | { ok: true; socket: Socket; head: Buffer; onRead?: (sink: PooledSink) => void }
   | { ok: false; failure: "bad_url" }
   /** `connected`: the TCP connection to the relay/modem was up when time ran out */
   | { ok: false; failure: "timeout"; connected: boolean }
@@ -69,8 +73,54 @@ function settler(resolve: (r: TunnelOpen) => void, cleanup: (r: TunnelOpen) => v
 }
 
 const MAX_BODY = 4096;
+const MAX_ANSWER_HEAD = 16 * 1024;
 
-/** Asks the relay at `relayInternal` to open a tunnel on `deviceId` to the target. */
+/**
+ * Buffers that socket reads land in (net's `onread`) instead of a fresh allocation per read, given
+ * back once what was read has been written on. A read allocates only when the pool is empty; a
+ * buffer given to a full pool is left to the GC. At hundreds of MB/s the per-read allocations (and
+ * the collections they set off in a process with a real heap) cost more than the copy they save
+ * (ADR 0028).
+ */
+export class ReadPool {
+  readonly #free: Buffer[] = [];
+  readonly size: number;
+  readonly keep: number;
+  constructor(size = 64 * 1024, keep = 256) {
+    this.size = size;
+    this.keep = keep;
+  }
+  #allocated = 0;
+  take = (): Buffer => {
+    const buf = this.#free.pop();
+    if (buf) return buf;
+    this.#allocated++;
+    return Buffer.allocUnsafeSlow(this.size);
+  };
+  give(buf: Buffer): void {
+    if (this.#free.length < this.keep) this.#free.push(buf);
+  }
+  /** buffers this pool ever allocated */
+  get allocated(): number {
+    return this.#allocated;
+  }
+}
+
+/**
+ * Where a pooled socket's reads go: `chunk` is a view of a pool buffer, `release` gives the buffer
+ * back and must be called exactly when nothing refers to the chunk any more (a write's callback).
+ */
+export type PooledSink = (chunk: Buffer, release: () => void) => void;
+
+/** A header value node:http would refuse: control characters would split the request. */
+const BAD_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * Asks the relay at `relayInternal` to open a tunnel on `deviceId` to the target. The exchange is
+ * one request and one answer on a connection of our own (docs/internal.md): a 101 hands the
+ * connection over as the tunnel; any other answer is read (at most MAX_BODY of JSON) and refused.
+ * With `reads`, the connection reads into that pool's buffers (the gateway: ADR 0028).
+ */
 export function openRelayTunnel(
   opts: OpenCommon & {
     relayInternal: string;
@@ -81,6 +131,7 @@ export function openRelayTunnel(
     probe?: boolean;
     /** the account whose credential this tunnel serves: the relay pays nothing when it owns the device */
     buyerAccountId?: string;
+    reads?: ReadPool;
   },
 ): Promise<TunnelOpen> {
   return new Promise((resolve) => {
@@ -91,52 +142,131 @@ export function openRelayTunnel(
       resolve({ ok: false, failure: "bad_url" });
       return;
     }
-    const target = formatTarget(opts.target);
-    const req = request(url, {
-      method: "POST",
-      headers: {
-        Authorization: `Bearer ${opts.secret}`,
-        "X-Device-Id": opts.deviceId,
-        "X-Target": target,
-        ...(opts.requestId ? { "X-Request-ID": opts.requestId } : {}),
-        ...(opts.probe ? { "X-Traffic": "probe" } : {}),
-        ...(opts.buyerAccountId ? { "X-Buyer-Account": opts.buyerAccountId } : {}),
-        Connection: "Upgrade",
-        Upgrade: "peerproxy-tunnel/1",
-        "Content-Length": "0",
-      },
-    });
-    const s = settler(resolve, (r) => !r.ok && req.destroy(), opts.signal);
+    if (url.protocol !== "http:") return resolve({ ok: false, failure: "bad_url" });
+    const headers: [string, string][] = [
+      ["Host", url.host],
+      ["Authorization", `Bearer ${opts.secret}`],
+      ["X-Device-Id", opts.deviceId],
+      ["X-Target", formatTarget(opts.target)],
+      ...(opts.requestId ? [["X-Request-ID", opts.requestId] as [string, string]] : []),
+      ...(opts.probe ? [["X-Traffic", "probe"] as [string, string]] : []),
+      ...(opts.buyerAccountId ? [["X-Buyer-Account", opts.buyerAccountId] as [string, string]] : []),
+      ["Connection", "Upgrade"],
+      ["Upgrade", "peerproxy-tunnel/1"],
+      ["Content-Length", "0"],
+    ];
+    if (headers.some(([, v]) => BAD_HEADER_VALUE.test(v)))
+      return resolve({ ok: false, failure: "transport", code: "ERR_INVALID_CHAR" });
+    const requestHead = `POST ${url.pathname} HTTP/1.1\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`;
+
+    const pool = opts.reads;
+    let socket: Socket | undefined;
+    const s = settler(resolve, (r) => !r.ok && socket?.destroy(), opts.signal);
     if (s.aborted()) return s.done({ ok: false, failure: "aborted" });
     let connected = false;
-    req.on("socket", (sock) => sock.once("connect", () => (connected = true)));
     s.startTimer(opts.timeoutMs, () => ({ ok: false, failure: "timeout", connected }));
-    req.on("upgrade", (_res, socket, head) => s.done({ ok: true, socket, head }));
-    req.on("response", (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => {
-        if (text.length < MAX_BODY) text += d;
+
+    // The answer: its head until the blank line, then (not a 101) its body.
+    let head: Buffer = Buffer.alloc(0);
+    let status = 0;
+    let body = "";
+    let bodyLeft = Number.POSITIVE_INFINITY;
+    let tunnel = false;
+    const refuse = () => {
+      let parsed: { code?: unknown; reason?: unknown } = {};
+      try {
+        parsed = JSON.parse(body) as typeof parsed;
+      } catch {}
+      s.done({
+        ok: false,
+        failure: "refused",
+        status,
+        ...(typeof parsed.code === "string" ? { code: parsed.code } : {}),
+        ...(typeof parsed.reason === "string" ? { reason: parsed.reason } : {}),
       });
-      res.on("end", () => {
-        let body: { code?: unknown; reason?: unknown } = {};
-        try {
-          body = JSON.parse(text) as typeof body;
-        } catch {}
-        s.done({
-          ok: false,
-          failure: "refused",
-          status: res.statusCode ?? 0,
-          ...(typeof body.code === "string" ? { code: body.code } : {}),
-          ...(typeof body.reason === "string" ? { reason: body.reason } : {}),
+    };
+    /** Answer bytes before the tunnel (read synchronously: a pooled read's buffer goes back after). */
+    const answer = (bytes: Buffer) => {
+      if (status !== 0) {
+        const take = Math.min(bytes.length, bodyLeft);
+        if (body.length < MAX_BODY) body += bytes.toString("utf8", 0, Math.min(take, MAX_BODY - body.length));
+        bodyLeft -= take;
+        if (bodyLeft <= 0) refuse();
+        return;
+      }
+      head = head.length ? Buffer.concat([head, bytes]) : Buffer.from(bytes);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) {
+        if (head.length > MAX_ANSWER_HEAD)
+          s.done({ ok: false, failure: "transport", code: "HPE_HEADER_OVERFLOW" });
+        return;
+      }
+      const text = head.toString("latin1", 0, end);
+      const m = /^HTTP\/1\.[01] (\d{3})(?: [^\r\n]*)?(?:\r\n|$)/.exec(text);
+      if (!m) return s.done({ ok: false, failure: "transport", code: "HPE_INVALID_CONSTANT" });
+      status = Number(m[1]);
+      const rest = head.subarray(end + 4);
+      if (status === 101) {
+        tunnel = true;
+        socket!.pause();
+        return s.done({
+          ok: true,
+          socket: socket!,
+          head: Buffer.from(rest),
+          ...(pool ? { onRead: (sink: PooledSink) => setSink(sink) } : {}),
         });
-      });
-      res.on("error", () => s.done({ ok: false, failure: "refused", status: res.statusCode ?? 0 }));
+      }
+      const length = /\r\ncontent-length:[ \t]*(\d+)[ \t]*(?:\r\n|$)/i.exec(text);
+      if (length) bodyLeft = Number(length[1]);
+      if (bodyLeft === 0) return refuse();
+      if (rest.length) answer(rest);
+    };
+
+    // After a 101 a pooled socket's reads go to the tunnel's sink; any before it is set wait, copied.
+    let sink: PooledSink | undefined;
+    let waiting: Buffer[] = [];
+    const setSink = (fn: PooledSink) => {
+      sink = fn;
+      for (const b of waiting.splice(0)) fn(b, () => {});
+    };
+    const onPooledRead = (n: number, buf: Buffer): boolean => {
+      if (tunnel) {
+        if (sink) sink(buf.subarray(0, n), () => pool!.give(buf));
+        else {
+          waiting.push(Buffer.from(buf.subarray(0, n)));
+          pool!.give(buf);
+        }
+        return true;
+      }
+      answer(buf.subarray(0, n));
+      pool!.give(buf);
+      return true;
+    };
+    const onData = (bytes: Buffer) => {
+      if (tunnel) return;
+      answer(bytes);
+      if (tunnel) socket!.off("data", onData);
+    };
+
+    socket = connect({
+      host: url.hostname.replace(/^\[|\]$/g, ""),
+      port: Number(url.port || 80),
+      ...(pool ? { onread: { buffer: pool.take, callback: onPooledRead } } : {}),
     });
-    req.on("error", (err: NodeJS.ErrnoException) =>
-      s.done({ ok: false, failure: "transport", code: err.code ?? "error" }),
-    );
-    req.end();
+    socket.setNoDelay(true);
+    socket.once("connect", () => (connected = true));
+    if (!pool) socket.on("data", onData);
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      if (!tunnel) s.done({ ok: false, failure: "transport", code: err.code ?? "error" });
+    });
+    socket.on("close", () => {
+      waiting = [];
+      if (tunnel) return;
+      // An answer cut short: its body so far when the head was whole, else a hang-up as node:http names it.
+      if (status !== 0) refuse();
+      else s.done({ ok: false, failure: "transport", code: "ECONNRESET" });
+    });
+    socket.write(requestHead);
   });
 }
 

@@ -1,3 +1,4 @@
+import { randomFillSync } from "node:crypto";
 import WebSocket from "ws";
 import {
   decodeFrame,
@@ -19,6 +20,24 @@ import { Backoff, type BackoffPolicy } from "./backoff.ts";
 import type { Lookup } from "./egress.ts";
 import { Tunnel, type TunnelCarrier, type TunnelOutcome } from "./tunnel.ts";
 import { SDK_VERSION } from "./version.ts";
+
+/**
+ * ws's masking key, from a pool of random bytes as ws fills it, but never all zero: ws sends a
+ * frame with a zero key without copying it, and tunnel frames are views of a read area that is
+ * reused once sendBinary returns (tunnel.ts). 2^-32 of keys are redrawn, which no party can use.
+ */
+const maskPool = Buffer.alloc(8192);
+let maskAt = maskPool.length;
+function nonZeroMask(mask: Buffer): void {
+  do {
+    if (maskAt + 4 > maskPool.length) {
+      randomFillSync(maskPool);
+      maskAt = 0;
+    }
+    maskPool.copy(mask, 0, maskAt, maskAt + 4);
+    maskAt += 4;
+  } while ((mask[0]! | mask[1]! | mask[2]! | mask[3]!) === 0);
+}
 
 /** What one relay socket needs from the pool that owns it. */
 export interface SocketPool {
@@ -131,6 +150,7 @@ export class RelaySocket {
       handshakeTimeout: pool.connectTimeoutMs,
       perMessageDeflate: false,
       maxPayload: MAX_FRAME_BYTES,
+      generateMask: nonZeroMask,
     });
     this.#ws = ws;
     let httpStatus: number | undefined;

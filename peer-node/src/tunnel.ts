@@ -3,6 +3,7 @@ import {
   dataFrames,
   encodeFrame,
   encodeWindow,
+  FRAME_DATA,
   FRAME_END,
   type GrowingWindow,
   windowGrowth as grow,
@@ -14,6 +15,11 @@ import { type Lookup, resolveTarget } from "./egress.ts";
 
 /** What a tunnel needs from the relay socket that carries it. */
 export interface TunnelCarrier {
+  /**
+   * Sends one binary message. `frame` may be a view of the shared read area (below): the carrier
+   * copies it or is done with it before returning (the SDK's WebSocket copies every frame while
+   * masking it, socket.ts).
+   */
   sendBinary(frame: Uint8Array): void;
   sendControl<T extends PeerToRelay["type"]>(type: T, payload: ControlPayload<T>): void;
   log(line: string): void;
@@ -43,6 +49,19 @@ const WINDOW_UPDATE_STEP = INITIAL_WINDOW / 4;
  */
 export const WINDOW_MAX = 8 * 1024 * 1024;
 export const windowGrowth = { grown: 0, budget: 64 * 1024 * 1024 };
+
+/**
+ * Every target socket of the process reads into one area, behind room for a data frame's header
+ * (type, length, sessionId: at most 2 + 255 bytes). A read is framed in place and sent, or what the
+ * relay's credit does not cover is copied out to wait, before the read callback returns, and libuv
+ * fills the area only just before it calls that callback: one area serves every socket, and a read
+ * costs no allocation and no copy of its own (the WebSocket's masking copy is the only one).
+ */
+const FRAME_ROOM = 2 + 255;
+const READ_BYTES = 64 * 1024;
+const readArea = Buffer.allocUnsafeSlow(FRAME_ROOM + READ_BYTES);
+const readInto = readArea.subarray(FRAME_ROOM);
+const utf8 = new TextEncoder();
 
 function failureReason(code: string | undefined): TunnelFailureReason {
   if (code === "ECONNREFUSED") return "connection_refused";
@@ -84,6 +103,8 @@ export class Tunnel {
   #closeError: string | undefined;
   #up = 0;
   #down = 0;
+  /** the sessionId's bytes, as every data frame's header carries them */
+  #sid: Uint8Array;
 
   constructor(carrier: TunnelCarrier, sessionId: string, host: string, port: number, opts: TunnelOptions) {
     this.#carrier = carrier;
@@ -92,6 +113,7 @@ export class Tunnel {
     this.#port = port;
     this.#opts = opts;
     this.target = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+    this.#sid = utf8.encode(sessionId);
   }
 
   /** Resolves, checks and connects; every outcome is reported to the relay, nothing throws. */
@@ -128,6 +150,7 @@ export class Tunnel {
       port: this.#port,
       family: resolved.family,
       allowHalfOpen: true,
+      onread: { buffer: readInto, callback: (n: number) => this.#onTargetRead(n) },
     });
     this.#tcp = tcp;
     const timer = setTimeout(() => {
@@ -144,11 +167,6 @@ export class Tunnel {
       );
       for (const chunk of this.#early.splice(0)) this.#writeToTarget(chunk);
       if (this.#relayEnded) tcp.end();
-      tcp.on("data", (chunk: Buffer) => {
-        this.#up += chunk.length;
-        this.#pending.push(chunk);
-        this.#flush();
-      });
       tcp.on("end", () => {
         this.#targetEnded = true;
         this.#flush();
@@ -183,6 +201,37 @@ export class Tunnel {
       `[TCP_OPEN_FAIL] session=${this.sessionId} target=${this.target} reason=${reason} detail=${detail}`,
     );
     this.#carrier.done(this.sessionId, { kind: "failed", reason, detail });
+  }
+
+  /**
+   * `n` target bytes in the shared read area: sent as one frame built in place when nothing waits
+   * and the credit covers them, else (the part not covered) copied out to wait for credit.
+   */
+  #onTargetRead(n: number): boolean {
+    if (this.#finished) return false;
+    this.#up += n;
+    let sent = 0;
+    if (this.#pending.length === 0 && this.#sendCredit > 0) {
+      sent = Math.min(n, this.#sendCredit);
+      this.#sendCredit -= sent;
+      this.#carrier.sendBinary(this.#frameInPlace(sent));
+    }
+    if (sent === n) return true;
+    this.#pending.push(Buffer.from(readInto.subarray(sent, n)));
+    this.#flush();
+    return true;
+  }
+
+  /** A data frame of the first `n` bytes of the read area, its header written in the room before them. */
+  #frameInPlace(n: number): Uint8Array {
+    const sid = this.#sid;
+    if (sid.length < 1 || sid.length > 255)
+      return encodeFrame(FRAME_DATA, this.sessionId, readInto.subarray(0, n));
+    const start = FRAME_ROOM - 2 - sid.length;
+    readArea[start] = FRAME_DATA;
+    readArea[start + 1] = sid.length;
+    readArea.set(sid, start + 2);
+    return readArea.subarray(start, FRAME_ROOM + n);
   }
 
   /** Sends what the relay's credit allows; the rest waits with the target socket paused. */
