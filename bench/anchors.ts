@@ -12,7 +12,9 @@ import { startTinyproxy } from "../dev/modem.ts";
 import { freePort, GiveUp, type Service, startProcess, waitUntil } from "../dev/proc.ts";
 import type { Route } from "./measure.ts";
 
-export type Anchor = { ok: true; route: Route; stop(): Promise<void> } | { ok: false; why: string };
+export type Anchor =
+  /** `pids`: the anchor's own processes, where the bench reads their CPU time */
+  { ok: true; route: Route; stop(): Promise<void>; pids?: number[] } | { ok: false; why: string };
 
 export const CACHE_DIR = process.env.PEERPROXY_BENCH_CACHE ?? join(homedir(), ".cache", "peerproxy-bench");
 export const RATHOLE_BIN = join(CACHE_DIR, "rathole", "bin", "rathole");
@@ -164,5 +166,6 @@ export async function startRatholeAnchor(
     ok: true,
     route: { kind: "direct", port: service },
     stop: async () => void (await Promise.all([server.stop(), client.stop()])),
+    pids: [server.child.pid!, client.child.pid!],
   };
 }

@@ -670,14 +670,20 @@ for (const [name, a] of Object.entries(anchors))
  * (websocket and tcp transports) started here. Returns the rows and the rathole anchors to stop.
  */
 /**
- * CPU time of every process on the path (gateway, relays, fleet processes, and this process: the
- * bench's customer and target) from now; `perGB` reads it as CPU seconds per GB moved.
+ * CPU time of every process on the path from now: peerproxy's (gateway, relays, fleet processes)
+ * or an anchor's own (`anchorPids`), and this process's (the bench's customer and target);
+ * `perGB` reads it as CPU seconds per GB moved.
  */
-function cpuMeter() {
+function cpuMeter(anchorPids?: number[]) {
+  const sum = (pids: number[]) => pids.reduce((s, pid) => s + procStats(pid).cpuSeconds, 0);
   const procs: [string, () => number][] = [
-    ["gateway", () => procStats(gateway.service.child.pid!).cpuSeconds],
-    ["relays", () => net.relays.reduce((s, r) => s + procStats(r.service.child.pid!).cpuSeconds, 0)],
-    ["fleet", () => fleets.reduce((s, f) => s + procStats(f.child.pid!).cpuSeconds, 0)],
+    ...(anchorPids
+      ? [["anchor", () => sum(anchorPids)] as [string, () => number]]
+      : ([
+          ["gateway", () => procStats(gateway.service.child.pid!).cpuSeconds],
+          ["relays", () => sum(net.relays.map((r) => r.service.child.pid!))],
+          ["fleet", () => sum(fleets.map((f) => f.child.pid!))],
+        ] as [string, () => number][])),
     [
       "customer+target",
       () => {
@@ -731,14 +737,15 @@ async function throughputFigure(
     ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
   ];
   const tput: Record<string, { one: number; many: number }> = {};
-  let oneTunnelCpu: string | undefined;
+  const oneTunnelCpu: Record<string, string> = {};
   for (const [name, route] of tputRoutes) {
     if (!route) continue;
     const manyRoute = name === "peerproxy" ? routes.viaGateway : route;
-    const cpu = cpuMeter();
+    const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
+    const cpu = cpuMeter(name === "peerproxy" ? undefined : own?.ok ? (own.pids ?? []) : []);
     const one = await throughput({ route, target: routes.target, tunnels: 1, bytesEach: bytes1 });
-    if (name === "peerproxy") oneTunnelCpu = cpu.perGB(bytes1);
-    log(`${name}: one tunnel CPU per GB ${cpu.perGB(bytes1)}`);
+    oneTunnelCpu[name] = cpu.perGB(bytes1);
+    log(`${name}: one tunnel CPU per GB ${oneTunnelCpu[name]}`);
     const many = await throughput({
       route: manyRoute,
       target: routes.target,
@@ -751,11 +758,11 @@ async function throughputFigure(
     );
   }
   const tAnchor = tput["rathole websocket"] ? "rathole websocket" : "direct loopback";
-  if (oneTunnelCpu)
+  if (oneTunnelCpu.peerproxy)
     out.push({
       figure: "one tunnel: CPU seconds per GB moved, by process (where the time goes)",
-      value: oneTunnelCpu,
-      anchor: "-",
+      value: oneTunnelCpu.peerproxy,
+      anchor: oneTunnelCpu[tAnchor] ? `${tAnchor} ${oneTunnelCpu[tAnchor]}` : "-",
       ratio: "-",
       goal: "reported",
     });
