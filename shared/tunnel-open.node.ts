@@ -81,14 +81,20 @@ const MAX_ANSWER_HEAD = 16 * 1024;
  * buffer given to a full pool is left to the GC. At hundreds of MB/s the per-read allocations (and
  * the collections they set off in a process with a real heap) cost more than the copy they save
  * (ADR 0028).
+ *
+ * A socket always holds the buffer its next read goes into, so only a busy socket (its last read
+ * filled a buffer) is given one of its own; the others read into `shared`, copied out before the
+ * read's callback returns (libuv fills it just before calling back). An idle tunnel holds none.
  */
 export class ReadPool {
   readonly #free: Buffer[] = [];
   readonly size: number;
   readonly keep: number;
+  readonly shared: Buffer;
   constructor(size = 64 * 1024, keep = 256) {
     this.size = size;
     this.keep = keep;
+    this.shared = Buffer.allocUnsafeSlow(size);
   }
   #allocated = 0;
   take = (): Buffer => {
@@ -229,17 +235,22 @@ export function openRelayTunnel(
       sink = fn;
       for (const b of waiting.splice(0)) fn(b, () => {});
     };
+    // The next read goes into a buffer of its own only when this one came back full (a busy socket).
+    let busy = false;
+    const nextBuffer = () => (busy ? pool!.take() : pool!.shared);
     const onPooledRead = (n: number, buf: Buffer): boolean => {
-      if (tunnel) {
-        if (sink) sink(buf.subarray(0, n), () => pool!.give(buf));
-        else {
-          waiting.push(Buffer.from(buf.subarray(0, n)));
-          pool!.give(buf);
-        }
-        return true;
+      busy = n === buf.length;
+      const own = buf !== pool!.shared;
+      if (tunnel && sink && own) sink(buf.subarray(0, n), () => pool!.give(buf));
+      else if (tunnel) {
+        const copy = Buffer.from(buf.subarray(0, n));
+        if (own) pool!.give(buf);
+        if (sink) sink(copy, () => {});
+        else waiting.push(copy);
+      } else {
+        answer(buf.subarray(0, n));
+        if (own) pool!.give(buf);
       }
-      answer(buf.subarray(0, n));
-      pool!.give(buf);
       return true;
     };
     const onData = (bytes: Buffer) => {
@@ -251,7 +262,7 @@ export function openRelayTunnel(
     socket = connect({
       host: url.hostname.replace(/^\[|\]$/g, ""),
       port: Number(url.port || 80),
-      ...(pool ? { onread: { buffer: pool.take, callback: onPooledRead } } : {}),
+      ...(pool ? { onread: { buffer: nextBuffer, callback: onPooledRead } } : {}),
     });
     socket.setNoDelay(true);
     socket.once("connect", () => (connected = true));

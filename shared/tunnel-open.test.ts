@@ -83,13 +83,36 @@ describe("openRelayTunnel's exchange", () => {
       expect(r.head.equals(payload.subarray(0, 10))).toBe(true);
       expect(r.onRead !== undefined).toBe(pooled);
       expect((await drain(r)).equals(payload)).toBe(true);
-      // every read went into a pool buffer, and released buffers were read into again
+      // full reads went into buffers of their own, given back and read into again
+      if (pooled) expect(pool.allocated).toBeGreaterThan(0);
       if (pooled) expect(pool.allocated).toBeLessThanOrEqual(3);
       expect(relay.requests[0]).toMatch(/^POST \/tunnel HTTP\/1\.1\r\n/);
       expect(relay.requests[0]).toContain("\r\nAuthorization: Bearer s3cret");
       expect(relay.requests[0]).toContain("\r\nX-Target: example.com:443");
       expect(relay.requests[0]).toContain("\r\nUpgrade: peerproxy-tunnel/1");
     });
+
+  it("idle pooled tunnels hold no buffer of their own: forty of them, each with a few bytes, allocate none", async () => {
+    const relay = await scripted((sock) => {
+      sock.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n");
+      setTimeout(() => sock.write("hello"), 10);
+    });
+    const pool = new ReadPool();
+    const opened = await Promise.all(Array.from({ length: 40 }, () => open(relay.url, { reads: pool })));
+    const got: string[] = [];
+    for (const r of opened) {
+      if (!r.ok || !r.onRead) throw new Error("expected a pooled tunnel");
+      r.onRead((chunk, release) => {
+        got.push(chunk.toString());
+        release();
+      });
+      r.socket.resume();
+    }
+    await expect.poll(() => got.length).toBe(40);
+    expect(new Set(got)).toEqual(new Set(["hello"]));
+    expect(pool.allocated).toBe(0);
+    for (const r of opened) if (r.ok) r.socket.destroy();
+  });
 
   it("reads an answer that arrives one byte at a time", async () => {
     const relay = await scripted(async (sock) => {
