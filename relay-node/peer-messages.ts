@@ -54,6 +54,28 @@ export function onBinary(state: RelayState, conn: PeerConn, data: Buffer) {
   }
 }
 
+/**
+ * A binary message that arrived over several reads (wire.ts binaryParts). A data frame's payload
+ * is written on part by part, uncopied, as if it had come as that many frames; anything else (or a
+ * header cut between parts) is joined and read as one message.
+ */
+export function onBinaryParts(state: RelayState, conn: PeerConn, parts: Buffer[]) {
+  const first = parts[0]!;
+  const headEnd = first.length >= 2 ? 2 + first[1]! : Number.POSITIVE_INFINITY;
+  if (first[0] !== FRAME_DATA || headEnd > first.length) {
+    onBinary(state, conn, Buffer.concat(parts));
+    return;
+  }
+  const head = decodeFrame(first.subarray(0, headEnd));
+  if (!head.ok) {
+    state.metrics.frameErrors++;
+    return;
+  }
+  const sessionId = head.frame.sessionId;
+  if (headEnd < first.length) fromPeer(state, conn, sessionId, first.subarray(headEnd));
+  for (let i = 1; i < parts.length; i++) fromPeer(state, conn, sessionId, parts[i]!);
+}
+
 export function onText(state: RelayState, conn: PeerConn, data: Buffer) {
   const received = receiveFromPeer(data.toString("utf8"));
   if (received.kind === "invalid") {

@@ -7,7 +7,7 @@ import { CLOSE_BAD_TOKEN, control } from "../shared/messages.ts";
 import { authenticatePeer, offeredProtocols, type PeerAuth } from "./auth.ts";
 import { bump } from "./metrics.ts";
 import { applySeenClass, revokeConn, str } from "./peer-access.ts";
-import { onBinary, onText } from "./peer-messages.ts";
+import { onBinary, onBinaryParts, onText } from "./peer-messages.ts";
 import { removePresence, touchPresence } from "./presence.ts";
 import type { PeerConn, PeerWire, RelayState } from "./state.ts";
 import { onConnGone } from "./tunnels.ts";
@@ -43,6 +43,11 @@ function peerHandler(state: RelayState, sockets: Set<PeerWire>): WireHandler<Pee
   return {
     message(ws, data, isBinary) {
       if (ws.data) onPeerMessage(state, ws.data, data, isBinary);
+    },
+    binaryParts(ws, parts) {
+      if (!ws.data) return;
+      ws.data.lastFrameAt = state.now();
+      onBinaryParts(state, ws.data, parts);
     },
     alive(ws) {
       if (ws.data) ws.data.lastFrameAt = state.now();

@@ -854,13 +854,19 @@ describe("relay wire: the TCP connection going away", () => {
 // wire.ts on its own: what the relay's tests above cannot see from outside.
 
 /** An HTTP server whose upgrades go straight to acceptWebSocket, recording what its handler hears. */
-async function startWireServer() {
-  const messages: { data: Buffer; isBinary: boolean }[] = [];
+async function startWireServer(opts: { parts?: boolean } = {}) {
+  const messages: { data: Buffer; isBinary: boolean; parts?: number }[] = [];
   const closes: number[] = [];
   const sockets: WireSocket<undefined>[] = [];
   const handler: WireHandler<undefined> = {
     // The payload may be a view of the socket's read buffer: keep a copy, as a consumer that holds it must.
     message: (_ws, data, isBinary) => messages.push({ data: Buffer.from(data), isBinary }),
+    ...(opts.parts
+      ? {
+          binaryParts: (_ws: WireSocket<undefined>, parts: Buffer[]) =>
+            messages.push({ data: Buffer.concat(parts), isBinary: true, parts: parts.length }),
+        }
+      : {}),
     alive: () => {},
     error: () => {},
     close: (_ws, code) => closes.push(code),
@@ -911,7 +917,27 @@ describe("wire.ts on its own", () => {
   it("unmasks frames that span reads straight from the reads: every size around the cut-over, fragments, and frames after them in the same read", async () => {
     // Large frames spread over several reads are unmasked from the reads into one buffer (gather),
     // the key running on across reads; small ones and those with a split header are joined first.
-    const { client } = await open();
+    await spanningFrames(w);
+  });
+
+  it("hands a large binary message that spans reads to binaryParts, unmasked in place: the same bytes, in several parts", async () => {
+    const parts = await startWireServer({ parts: true });
+    try {
+      await spanningFrames(parts);
+      // the 200,001-byte message came in parts; fragmented messages and small ones still as one
+      expect(parts.messages.some((m) => (m.parts ?? 0) > 1)).toBe(true);
+      expect(parts.messages.filter((m) => m.data.length < 4096).every((m) => m.parts === undefined)).toBe(
+        true,
+      );
+      expect(parts.messages.find((m) => m.data.length === 50_001 + 8 + 60_003)?.parts).toBeUndefined();
+    } finally {
+      await parts.close();
+    }
+  });
+
+  /** Frames of every size around the cut-over, a fragmented message and frames after them, cut at odd offsets. */
+  async function spanningFrames(w: Awaited<ReturnType<typeof startWireServer>>) {
+    const { client } = await w.open();
     const sizes = [4095, 4096, 4097, 65_536 + 50, 200_001, 3, 70_000, 1];
     const bodies = sizes.map((n) => randomBytes(n));
     const frag = [randomBytes(50_001), randomBytes(8), randomBytes(60_003)];
@@ -935,7 +961,7 @@ describe("wire.ts on its own", () => {
     const got = w.messages.slice(before);
     expect(got.map((m) => m.data.length)).toEqual(expected.map((b) => b.length));
     expect(expected.map((b, i) => got[i]!.data.equals(b))).toEqual(expected.map(() => true));
-  });
+  }
 
   it("sends every length encoding and both write paths (one copy below 8 KiB, writev above) intact and in order, with and without a separate head", async () => {
     const { client, ws } = await open();

@@ -50,6 +50,12 @@ export class WireError extends Error {
 /** What every socket of one server reports to; `this`-free so one object serves them all. */
 export interface WireHandler<T> {
   message(sock: WireSocket<T>, data: Buffer, isBinary: boolean): void;
+  /**
+   * Optional: a binary message of one frame that arrived over several reads, unmasked where it
+   * lay. `parts` in order are the message (each a view of one read); without this handler such a
+   * message is copied into one buffer for `message`.
+   */
+  binaryParts?(sock: WireSocket<T>, parts: Buffer[]): void;
   /** A ping or a pong arrived (the ping is already answered): the peer is alive. */
   alive(sock: WireSocket<T>): void;
   /** A protocol error; the socket is already closing with err.status. */
@@ -261,8 +267,9 @@ export class WireSocket<T> {
 
   /**
    * A large frame that arrived over several reads (a 64 KiB tunnel frame always does), its header
-   * in the first and its end in the last: its payload is unmasked straight from the reads into one
-   * buffer, where joining the reads first would copy every byte once more. Returns where the next
+   * in the first and its end in the last: its payload is unmasked where it lay and handed on in its
+   * parts (binaryParts), or unmasked straight from the reads into one buffer, where joining the
+   * reads first would copy every byte once more. Returns where the next
    * frame starts in the last read, -1 to stop, or -2 when this is not such a frame (the caller
    * joins the reads and parses them as usual).
    */
@@ -276,7 +283,9 @@ export class WireSocket<T> {
     // the frame must end in the last read (else later frames would sit in the middle ones)
     if (h.len < GATHER_MIN || size > total || size <= total - last.length) return -2;
     const key = first.subarray(h.head, h.head + 4);
-    const payload = Buffer.allocUnsafe(h.len);
+    // A whole binary message goes out in its parts when the handler takes them: no copy at all.
+    const parts = h.fin && h.opcode === OP_BINARY && this.handler.binaryParts ? ([] as Buffer[]) : undefined;
+    const payload = parts ? undefined : Buffer.allocUnsafe(h.len);
     let at = 0;
     let end = 0;
     for (let i = 0; i < held.length && at < h.len; i++) {
@@ -285,11 +294,19 @@ export class WireSocket<T> {
       const take = Math.min(piece.length - from, h.len - at);
       // the key runs on across reads: the byte at payload offset `at` uses key[at & 3]
       for (let k = 0; k < 4; k++) rotated[k] = key[(at + k) & 3]!;
-      masking.mask(piece.subarray(from, from + take), rotated, payload, at, take);
+      const view = piece.subarray(from, from + take);
+      if (parts) {
+        masking.unmask(view, rotated);
+        parts.push(view);
+      } else masking.mask(view, rotated, payload!, at, take);
       at += take;
       end = from + take;
     }
-    return this.payload(h, payload) < 0 ? -1 : end;
+    if (parts) {
+      this.handler.binaryParts!(this, parts);
+      return this.failed || this.socket.destroyed ? -1 : end;
+    }
+    return this.payload(h, payload!) < 0 ? -1 : end;
   }
 
   /** A frame's header at `off`, checked; or 0 when it is not all here yet (`need` says how many), -1 to stop. */
