@@ -2,7 +2,14 @@ import { createHash, randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
-import { encodeFrame, FRAME_DATA, INITIAL_WINDOW } from "../shared/frame.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  FRAME_DATA,
+  FRAME_WINDOW,
+  INITIAL_WINDOW,
+  windowCredit,
+} from "../shared/frame.ts";
 import { connectPeer, type TestPeerOptions } from "./testing/peer.ts";
 import { startTestRelay, type TestRelay } from "./testing/relay.ts";
 import { requestTunnel } from "./testing/tunnel-client.ts";
@@ -108,6 +115,30 @@ async function openFor(opts: Omit<TestPeerOptions, "url" | "token">, port: numbe
   return { peer, res, session };
 }
 
+/**
+ * A flow-v1 peer that dials nothing and speaks for itself: the tunnel to `sourcePort` is open once
+ * it has confirmed; what crosses it is the test's to send.
+ */
+async function openManual(onFrame?: (data: Buffer, isBinary: boolean) => void) {
+  const id = t.newDeviceId();
+  const peer = await connectPeer({ url: t.relay.wsUrl, token: await t.token(id), flow: true, silent: true });
+  if (onFrame) peer.ws.on("message", onFrame);
+  await peer.waitFor("connected");
+  peer.sendControl("heartbeat");
+  await peer.waitFor("heartbeat_ack");
+  const pending = requestTunnel({
+    internalUrl: t.relay.internalUrl,
+    secret: t.sharedSecret,
+    deviceId: id,
+    target: `127.0.0.1:${sourcePort}`,
+  });
+  const sid = String((await peer.waitFor("tunnel_connect")).payload.sessionId);
+  peer.sendControl("tunnel_connected", { sessionId: sid });
+  const res = await pending;
+  if (!res.ok) throw new Error(`status ${res.status}`);
+  return { peer, sid, res };
+}
+
 describe("flow control: no buffer grows without bound", () => {
   it("flow-v1: a slow customer reader never makes the relay hold more than 2 x window for the session", async () => {
     const { peer, res, session } = await openFor({ mode: "binary", flow: true }, sourcePort);
@@ -205,28 +236,45 @@ describe("flow control: no buffer grows without bound", () => {
     peer.close();
   });
 
+  it("flow-v1: a small answer costs no window update, and a whole window sent in small pieces comes back in a few", async () => {
+    const grants: number[] = [];
+    const { peer, sid, res } = await openManual((data, isBinary) => {
+      const d = isBinary ? decodeFrame(data) : undefined;
+      if (d?.ok && d.frame.type === FRAME_WINDOW) grants.push(windowCredit(d.frame) ?? Number.NaN);
+    });
+    let arrived = res.early.length;
+    res.socket.on("data", (c: Buffer) => (arrived += c.length));
+    const reading = readAll(res.socket, res.early, INITIAL_WINDOW);
+    // A 199-byte answer that the customer reads at once: before, the relay sent credit for it.
+    peer.ws.send(encodeFrame(FRAME_DATA, sid, Buffer.alloc(199, 7)));
+    await waitUntil(async () => arrived === 199, 5_000, "the answer to reach the customer");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(grants).toEqual([]);
+    // The rest of the window in 4 KiB pieces, each written before the next arrives: credit comes
+    // back in steps (at least every quarter window), not one update per piece.
+    const rest = INITIAL_WINDOW - 199;
+    for (let sent = 0; sent < rest; sent += 4096)
+      peer.ws.send(encodeFrame(FRAME_DATA, sid, Buffer.alloc(Math.min(4096, rest - sent), 7)));
+    expect((await reading).length).toBe(INITIAL_WINDOW);
+    await waitUntil(
+      async () => grants.reduce((a, b) => a + b, 0) >= INITIAL_WINDOW - INITIAL_WINDOW / 4,
+      5_000,
+      "credit for the window the customer read",
+    );
+    console.log(
+      `[measure] a window in 64 pieces of 4 KiB: ${grants.length} window updates (${grants.join(", ")})`,
+    );
+    expect(grants.length).toBeLessThanOrEqual(4);
+    // With its credit back the peer goes on: one more piece is within the window.
+    peer.ws.send(encodeFrame(FRAME_DATA, sid, Buffer.alloc(4096, 7)));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(t.relay.state.sessions.has(sid)).toBe(true);
+    res.socket.destroy();
+    peer.close();
+  });
+
   it("flow-v1: a peer that sends past its window loses the session and the customer socket is cut", async () => {
-    const id = t.newDeviceId();
-    const peer = await connectPeer({
-      url: t.relay.wsUrl,
-      token: await t.token(id),
-      flow: true,
-      silent: true,
-    });
-    await peer.waitFor("connected");
-    peer.sendControl("heartbeat");
-    await peer.waitFor("heartbeat_ack");
-    const pending = requestTunnel({
-      internalUrl: t.relay.internalUrl,
-      secret: t.sharedSecret,
-      deviceId: id,
-      target: `127.0.0.1:${sourcePort}`,
-    });
-    const connect = await peer.waitFor("tunnel_connect");
-    const sid = String(connect.payload.sessionId);
-    peer.sendControl("tunnel_connected", { sessionId: sid });
-    const res = await pending;
-    if (!res.ok) throw new Error(`status ${res.status}`);
+    const { peer, sid, res } = await openManual();
     const errorsBefore = t.relay.state.metrics.frameErrors;
     peer.ws.send(encodeFrame(FRAME_DATA, sid, new Uint8Array(INITIAL_WINDOW + 1)));
     await new Promise<void>((resolve) => {

@@ -297,8 +297,11 @@ function releaseWs(conn: PeerConn, s: Session) {
 
 function grantIfDue(state: RelayState, s: Session) {
   if (s.state !== "open" || s.drainedSinceGrant === 0) return;
-  // Bigger windows grant in bigger steps: window updates stay about eight per window.
-  if (s.drainedSinceGrant < Math.max(GRANT_STEP, s.window / 8) && s.gw.writableLength > 0) return;
+  // Bigger windows grant in bigger steps: window updates stay about eight per window, and a tunnel
+  // that moves a small answer costs none. The peer cannot run dry waiting: its credit and what
+  // is buffered or drained since the last grant add up to the window, so a peer down to nothing
+  // has a whole window drained or on its way to the customer, and each write that lands calls here.
+  if (s.drainedSinceGrant < Math.max(GRANT_STEP, s.window / 8)) return;
   const grant = s.drainedSinceGrant + grownWindow(state, s);
   s.drainedSinceGrant = 0;
   s.peerCredit += grant;
@@ -422,7 +425,8 @@ export function closeSession(
     // The timer holds the socket alone, not the session (its buffers and peer state), and goes
     // as soon as the gateway closes its side: an ended tunnel costs nothing after that.
     const gw = s.gw;
-    gw.end();
+    // Often already ended (the peer's end came first): a second end() builds an error to drop.
+    if (!gw.writableEnded) gw.end();
     const cut = setTimeout(() => gw.destroy(), LINGER_MS).unref();
     gw.once("close", () => clearTimeout(cut));
   }

@@ -914,6 +914,45 @@ describe("wire.ts on its own", () => {
     expect(got.data.equals(body)).toBe(true);
   });
 
+  it("writes the frames of one tick in one system call once a small one corked it, in order; a large frame alone goes at once", async () => {
+    const { client, ws } = await w.open();
+    // What the socket hands its handle: one entry per write system call (chunks in it).
+    const writes: number[] = [];
+    const sock = ws.socket as Socket & {
+      _write(c: Buffer, e: string, cb: () => void): void;
+      _writev(c: { chunk: Buffer }[], cb: () => void): void;
+    };
+    const { _write, _writev } = sock;
+    sock._write = (c, e, cb) => {
+      writes.push(1);
+      _write.call(sock, c, e, cb);
+    };
+    sock._writev = (c, cb) => {
+      writes.push(c.length);
+      _writev.call(sock, c, cb);
+    };
+    const large = randomBytes(64 * 1024);
+    ws.send(Buffer.from([1]));
+    ws.send("two");
+    ws.send(Buffer.from([3, 3, 3]));
+    ws.send(large); // head and payload, behind the small ones
+    expect(writes).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toEqual([5]);
+    expect((await client.next(OP.binary)).payload).toEqual(Buffer.from([1]));
+    expect(await client.nextText()).toBe("two");
+    expect((await client.next(OP.binary)).payload).toEqual(Buffer.from([3, 3, 3]));
+    expect((await client.next(OP.binary)).payload.equals(large)).toBe(true);
+    ws.send(large);
+    expect(writes).toEqual([5, 2]);
+    // On its own in a later tick, a small frame still leaves by the end of that tick.
+    ws.send("alone");
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toEqual([5, 2, 1]);
+    expect((await client.next(OP.binary)).payload.equals(large)).toBe(true);
+    expect(await client.nextText()).toBe("alone");
+  });
+
   it("unmasks frames that span reads straight from the reads: every size around the cut-over, fragments, and frames after them in the same read", async () => {
     // Large frames spread over several reads are unmasked from the reads into one buffer (gather),
     // the key running on across reads; small ones and those with a split header are joined first.

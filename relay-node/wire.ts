@@ -472,6 +472,12 @@ export class WireSocket<T> {
     if (prefix) out.set(prefix, head);
     if (len < COPY_BELOW) {
       out.set(payload, head + extra);
+      // Small frames to one socket within one tick leave in one system call (a tunnel's end and
+      // close, a window update and the next connect): the socket stays corked until the tick ends.
+      if (this.socket.writableCorked === 0) {
+        this.socket.cork();
+        process.nextTick(uncork, this.socket);
+      }
       this.socket.write(out, cb);
       return;
     }
@@ -480,6 +486,10 @@ export class WireSocket<T> {
     this.socket.write(payload, cb);
     this.socket.uncork();
   }
+}
+
+function uncork(socket: Socket) {
+  socket.uncork();
 }
 
 /** RFC 6455 section 7.4: the codes a close frame may carry. */
