@@ -216,11 +216,17 @@ export function percentile(xs: number[], p: number): number {
 }
 
 /** A process's resident memory (KiB) and CPU time (s) from /proc. */
-export function procStats(pid: number): { rssKiB: number; cpuSeconds: number } {
+export function procStats(pid: number): { rssKiB: number; cpuSeconds: number; writes: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  // write-family system calls (write, writev, sendmsg...): one per message a process hands the kernel
+  const io = readFileSync(`/proc/${pid}/io`, "utf8");
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // Fields after the command name (which may hold spaces): utime is the 14th field, stime the 15th.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]);
-  return { rssKiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0), cpuSeconds: ticks / 100 };
+  return {
+    rssKiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0),
+    cpuSeconds: ticks / 100,
+    writes: Number(/syscw:\s+(\d+)/.exec(io)?.[1] ?? 0),
+  };
 }

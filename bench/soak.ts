@@ -5,8 +5,9 @@
 // the relays, the gateways and Redis hold afterwards against before (file descriptors, sockets,
 // RSS after a full GC, keys). Also the hash target and the process probes the fault figures use.
 import { createHash, randomBytes } from "node:crypto";
-import { readdirSync, readlinkSync } from "node:fs";
+import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Socket } from "node:net";
+import { join } from "node:path";
 import { WebSocket } from "ws";
 import type { Service } from "../dev/proc.ts";
 import { keys } from "../shared/keys.ts";
@@ -211,6 +212,31 @@ export function inspectorUrl(service: Service): string | undefined {
   return url;
 }
 
+/** A Chrome DevTools Protocol session with a Node process started with `--inspect`. */
+async function devtools(url: string) {
+  const ws = new WebSocket(url);
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", () => resolve());
+    ws.once("error", reject);
+  });
+  let next = 0;
+  const replies = new Map<number, (result: Record<string, unknown>) => void>();
+  ws.on("message", (data) => {
+    const msg = JSON.parse(String(data)) as { id?: number; result?: Record<string, unknown> };
+    if (msg.id !== undefined) replies.get(msg.id)?.(msg.result ?? {});
+  });
+  return {
+    call(method: string, params: Record<string, unknown> = {}) {
+      const id = ++next;
+      return new Promise<Record<string, unknown>>((resolve) => {
+        replies.set(id, resolve);
+        ws.send(JSON.stringify({ id, method, params }));
+      });
+    },
+    close: () => ws.close(),
+  };
+}
+
 /**
  * A full GC in a Node process started with `--inspect` (HeapProfiler.collectGarbage over the Chrome
  * DevTools Protocol); resolves with the V8 heap in use after it (KiB), NaN without an inspector.
@@ -218,26 +244,45 @@ export function inspectorUrl(service: Service): string | undefined {
 export async function fullGc(service: Service): Promise<number> {
   const url = inspectorUrl(service);
   if (!url) return Number.NaN;
-  const ws = new WebSocket(url);
-  await new Promise<void>((resolve, reject) => {
-    ws.once("open", () => resolve());
-    ws.once("error", reject);
-  });
-  const replies = new Map<number, (result: Record<string, number>) => void>();
-  ws.on("message", (data) => {
-    const msg = JSON.parse(String(data)) as { id?: number; result?: Record<string, number> };
-    if (msg.id !== undefined) replies.get(msg.id)?.(msg.result ?? {});
-  });
-  const call = (id: number, method: string) =>
-    new Promise<Record<string, number>>((resolve) => {
-      replies.set(id, resolve);
-      ws.send(JSON.stringify({ id, method }));
-    });
-  await call(1, "HeapProfiler.collectGarbage");
-  const heap = await call(2, "Runtime.getHeapUsage");
-  ws.close();
+  const session = await devtools(url);
+  await session.call("HeapProfiler.collectGarbage");
+  const heap = await session.call("Runtime.getHeapUsage");
+  session.close();
   await new Promise((r) => setTimeout(r, 500));
-  return (heap.usedSize ?? Number.NaN) / 1024;
+  return (Number(heap.usedSize) || Number.NaN) / 1024;
+}
+
+/**
+ * CPU profiles of the named processes (those with an inspector) over one stretch of a run: starts
+ * their profilers now; `stop()` writes `<dir>/<name>.cpuprofile` for each (open them in Chrome's
+ * DevTools). BENCH_PROFILE_DIR turns this on around figures 2 and 3, so a profile holds only the
+ * figure and none of the start-up.
+ */
+export async function profileWindow(services: [string, Service][], dir: string) {
+  mkdirSync(dir, { recursive: true });
+  const sessions: [string, Awaited<ReturnType<typeof devtools>>][] = [];
+  for (const [name, service] of services) {
+    const url = inspectorUrl(service);
+    if (!url) continue;
+    const session = await devtools(url);
+    await session.call("Profiler.enable");
+    await session.call("Profiler.setSamplingInterval", { interval: 200 });
+    await session.call("Profiler.start");
+    sessions.push([name, session]);
+  }
+  return {
+    async stop(): Promise<string[]> {
+      const files: string[] = [];
+      for (const [name, session] of sessions) {
+        const { profile } = await session.call("Profiler.stop");
+        const file = join(dir, `${name}.cpuprofile`);
+        writeFileSync(file, JSON.stringify(profile));
+        files.push(file);
+        session.close();
+      }
+      return files;
+    },
+  };
 }
 
 export interface Footprint {
@@ -261,6 +306,27 @@ export async function footprint(service: Service): Promise<Footprint> {
     } catch {} // closed between the listing and the look
   }
   return { fds, sockets, rssKiB: procStats(pid).rssKiB, heapKiB };
+}
+
+/** The footprints of several processes added up (the fleet's SDK processes). */
+async function footprintOf(services: Service[]): Promise<Footprint> {
+  const all = await Promise.all(services.map(footprint));
+  return all.reduce(
+    (t, f) => ({
+      fds: t.fds + f.fds,
+      sockets: t.sockets + f.sockets,
+      rssKiB: t.rssKiB + f.rssKiB,
+      heapKiB: t.heapKiB + f.heapKiB,
+    }),
+    { fds: 0, sockets: 0, rssKiB: 0, heapKiB: 0 },
+  );
+}
+
+/** The relays' and gateways' footprints, and the fleet's summed. */
+async function split(all: Promise<readonly [...Footprint[], Footprint]>): Promise<[Footprint[], Footprint]> {
+  const got = [...(await all)];
+  const peers = got.pop()!;
+  return [got, peers];
 }
 
 /** Every key in Redis with whether it expires (SCAN; the bench's Redis is small enough). */
@@ -318,7 +384,16 @@ const mib = (kibDelta: number) =>
   Number.isFinite(kibDelta) ? `${kibDelta >= 0 ? "+" : ""}${(kibDelta / 1024).toFixed(1)} MiB` : "n/a";
 
 /** Figure 4; `log` narrates. Customer traffic alternates over every gateway of `net`. */
-export async function soakFigure(net: BenchNetwork, s: SoakSettings, log: (m: string) => void) {
+/**
+ * Figure 4. `peers`: the fleet's SDK processes (the devices the tunnels go through), read like the
+ * relays and gateways and reported as one row: the SDK must not grow either.
+ */
+export async function soakFigure(
+  net: BenchNetwork,
+  s: SoakSettings,
+  log: (m: string) => void,
+  peers: Service[] = [],
+) {
   const target = await startHashTarget();
   // Its own credential: the metered bytes of this key are the soak's and nothing else's.
   const key = await net.mintPoolKey("soak");
@@ -329,6 +404,8 @@ export async function soakFigure(net: BenchNetwork, s: SoakSettings, log: (m: st
   }));
   const route = (i: number) => routes[i % routes.length]!;
   const edges = [...net.relays, ...net.gateways];
+  const everyFootprint = () =>
+    Promise.all([...edges.map((e) => footprint(e.service)), footprintOf(peers)] as const);
   const quiet = async () => {
     for (let i = 0; i < 100; i++) {
       const busy = await Promise.all([
@@ -346,7 +423,7 @@ export async function soakFigure(net: BenchNetwork, s: SoakSettings, log: (m: st
   await quiet();
   await new Promise((r) => setTimeout(r, s.settleMs));
   const usedBefore = Number((await net.redis.get(keys.credentialUsed(key.keyId))) ?? 0);
-  const before = await Promise.all(edges.map((e) => footprint(e.service)));
+  const [before, peersBefore] = await split(everyFootprint());
   const keysBefore = await redisKeys(net);
   const receivedBefore = target.received;
 
@@ -359,7 +436,7 @@ export async function soakFigure(net: BenchNetwork, s: SoakSettings, log: (m: st
   let seconds = (performance.now() - t0) / 1000;
   await quiet();
   await new Promise((res) => setTimeout(res, s.settleMs));
-  const mid = await Promise.all(edges.map((e) => footprint(e.service)));
+  const [mid, peersMid] = await split(everyFootprint());
   const t1 = performance.now();
   const second = await half(Math.floor(s.tunnels / 2));
   seconds += (performance.now() - t1) / 1000;
@@ -379,7 +456,7 @@ export async function soakFigure(net: BenchNetwork, s: SoakSettings, log: (m: st
   );
 
   await new Promise((res) => setTimeout(res, s.settleMs));
-  const after = await Promise.all(edges.map((e) => footprint(e.service)));
+  const [after, peersAfter] = await split(everyFootprint());
   const keysAfter = await redisKeys(net);
   const growth = keyGrowth(keysBefore, keysAfter);
   await target.stop();
@@ -401,16 +478,20 @@ export async function soakFigure(net: BenchNetwork, s: SoakSettings, log: (m: st
     },
   ];
   const signed = (n: number) => `${n >= 0 ? "+" : ""}${n}`;
-  edges.forEach((e, i) => {
-    const [b, m, a] = [before[i]!, mid[i]!, after[i]!];
-    rows.push({
-      figure: `soak: ${e.service.name} after vs before (settled ${s.settleMs / 1000} s, full GC): fds / sockets / RSS / V8 heap; second half alone`,
-      value: `${signed(a.fds - b.fds)} / ${signed(a.sockets - b.sockets)} / ${mib(a.rssKiB - b.rssKiB)} / ${mib(a.heapKiB - b.heapKiB)}; ${signed(a.fds - m.fds)} / ${signed(a.sockets - m.sockets)} / ${mib(a.rssKiB - m.rssKiB)} / ${mib(a.heapKiB - m.heapKiB)} (before: ${b.fds} / ${b.sockets} / ${(b.rssKiB / 1024).toFixed(0)} MiB / ${(b.heapKiB / 1024).toFixed(1)} MiB)`,
-      anchor: "-",
-      ratio: "-",
-      goal: "no growth",
-    });
+  const growthRow = (name: string, b: Footprint, m: Footprint, a: Footprint): Row => ({
+    figure: `soak: ${name} after vs before (settled ${s.settleMs / 1000} s, full GC): fds / sockets / RSS / V8 heap; second half alone`,
+    value: `${signed(a.fds - b.fds)} / ${signed(a.sockets - b.sockets)} / ${mib(a.rssKiB - b.rssKiB)} / ${mib(a.heapKiB - b.heapKiB)}; ${signed(a.fds - m.fds)} / ${signed(a.sockets - m.sockets)} / ${mib(a.rssKiB - m.rssKiB)} / ${mib(a.heapKiB - m.heapKiB)} (before: ${b.fds} / ${b.sockets} / ${(b.rssKiB / 1024).toFixed(0)} MiB / ${(b.heapKiB / 1024).toFixed(1)} MiB)`,
+    anchor: "-",
+    ratio: "-",
+    goal: "no growth",
   });
+  edges.forEach((e, i) => {
+    rows.push(growthRow(e.service.name, before[i]!, mid[i]!, after[i]!));
+  });
+  if (peers.length)
+    rows.push(
+      growthRow(`the fleet's ${peers.length} SDK process(es), summed`, peersBefore, peersMid, peersAfter),
+    );
   rows.push({
     figure: "soak: Redis keys after vs before (DBSIZE)",
     value: `${growth.net >= 0 ? "+" : ""}${growth.net} of ${keysBefore.size.toLocaleString("en")}; new: ${growth.summary || "none"}; ${growth.gone} gone`,

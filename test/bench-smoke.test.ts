@@ -37,7 +37,18 @@ describe("npm run bench -- --smoke", () => {
     );
     expect(row(/endpoints verified by the prober and listed/)).toContain("20 of 20");
     expect(row(/CONNECT setup p50, concurrency 4/)).toMatch(/\| \d+(\.\d+)? ms +\| direct/);
-    expect(row(/one tunnel, 4 MiB/)).toMatch(/\| \d+ MB\/s +\|/);
+    // Figure 3: through a device alone in its SDK process (the headline) and one of the simulator's.
+    expect(row(/one tunnel, to a device alone in its process \(as deployed\), 4 MiB/)).toMatch(
+      /\| \d+ MB\/s +\|/,
+    );
+    expect(row(/one tunnel, to a device among the simulator's .*, 4 MiB/)).toMatch(/\| \d+ MB\/s +\|/);
+    expect(row(/one tunnel, to a device alone .*CPU seconds per GB/)).toMatch(
+      /gateway \d+\.\d+, relays \d+\.\d+, fleet/,
+    );
+    // Figure 2's cost per stream, Redis included.
+    expect(row(/streams opened per second at concurrency/)).toMatch(
+      /\d+\/s; \d+\.\d+ ms \/ \d+\.\d writes: gateway .*redis/,
+    );
     // The quality loop: a stalling and a TLS-dropping exit are never listed for sale.
     const quality = row(/misbehaving exits/);
     expect(quality).toMatch(/stall 0\/\d+ listed/);
