@@ -711,14 +711,11 @@ for (const [name, a] of Object.entries(anchors))
 
 // --- Figure 3: throughput ----------------------------------------------------------------------
 /**
- * One tunnel pinned to a device that is for sale (the prober may not have reached them all), and
- * 64 tunnels spread over the pool as 64 customers would, against the anchors given and rathole
- * (websocket and tcp transports) started here. Returns the rows and the rathole anchors to stop.
- */
-/**
  * CPU time of every process on the path from now: peerproxy's (gateway, relays, fleet processes)
  * or an anchor's own (`anchorPids`), and this process's (the bench's customer and target);
- * `perGB` reads it as CPU seconds per GB moved, `perStream` as CPU milliseconds per stream opened.
+ * `perGB` reads it as CPU seconds per GB moved, `perStream` as CPU milliseconds per stream opened,
+ * each with the write system calls (`/proc/<pid>/io`); `redisPid` adds redis-server's,
+ * `fleetPids` narrows the fleet to the processes on the path.
  */
 function cpuMeter(anchorPids?: number[], redisPid?: number, fleetPids = fleets.map((f) => f.child.pid!)) {
   type Use = { cpu: number; writes: number };
@@ -770,6 +767,12 @@ function cpuMeter(anchorPids?: number[], redisPid?: number, fleetPids = fleets.m
   };
 }
 
+/**
+ * One tunnel pinned to a device that is for sale (the prober may not have reached them all), and
+ * 64 tunnels spread over the pool as 64 customers would, against the anchors given and rathole
+ * (websocket and tcp transports) started here; with `lone`, first one tunnel through that device
+ * alone in its SDK process (the headline). Returns the rows and the rathole anchors to stop.
+ */
 async function throughputFigure(
   endpoints: { id: string }[],
   anchors: [string, Route | undefined][],

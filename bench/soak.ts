@@ -322,13 +322,6 @@ async function footprintOf(services: Service[]): Promise<Footprint> {
   );
 }
 
-/** The relays' and gateways' footprints, and the fleet's summed. */
-async function split(all: Promise<readonly [...Footprint[], Footprint]>): Promise<[Footprint[], Footprint]> {
-  const got = [...(await all)];
-  const peers = got.pop()!;
-  return [got, peers];
-}
-
 /** Every key in Redis with whether it expires (SCAN; the bench's Redis is small enough). */
 export async function redisKeys(net: BenchNetwork): Promise<Map<string, boolean>> {
   const out = new Map<string, boolean>();
@@ -383,10 +376,10 @@ const fmtBytes = (n: number) => `${n.toLocaleString("en")} B`;
 const mib = (kibDelta: number) =>
   Number.isFinite(kibDelta) ? `${kibDelta >= 0 ? "+" : ""}${(kibDelta / 1024).toFixed(1)} MiB` : "n/a";
 
-/** Figure 4; `log` narrates. Customer traffic alternates over every gateway of `net`. */
 /**
- * Figure 4. `peers`: the fleet's SDK processes (the devices the tunnels go through), read like the
- * relays and gateways and reported as one row: the SDK must not grow either.
+ * Figure 4; `log` narrates. Customer traffic alternates over every gateway of `net`. `peers`: the
+ * fleet's SDK processes (the devices the tunnels go through), read like the relays and gateways
+ * and reported as one row: the SDK must not grow either.
  */
 export async function soakFigure(
   net: BenchNetwork,
@@ -405,7 +398,7 @@ export async function soakFigure(
   const route = (i: number) => routes[i % routes.length]!;
   const edges = [...net.relays, ...net.gateways];
   const everyFootprint = () =>
-    Promise.all([...edges.map((e) => footprint(e.service)), footprintOf(peers)] as const);
+    Promise.all([Promise.all(edges.map((e) => footprint(e.service))), footprintOf(peers)]);
   const quiet = async () => {
     for (let i = 0; i < 100; i++) {
       const busy = await Promise.all([
@@ -423,7 +416,7 @@ export async function soakFigure(
   await quiet();
   await new Promise((r) => setTimeout(r, s.settleMs));
   const usedBefore = Number((await net.redis.get(keys.credentialUsed(key.keyId))) ?? 0);
-  const [before, peersBefore] = await split(everyFootprint());
+  const [before, peersBefore] = await everyFootprint();
   const keysBefore = await redisKeys(net);
   const receivedBefore = target.received;
 
@@ -436,7 +429,7 @@ export async function soakFigure(
   let seconds = (performance.now() - t0) / 1000;
   await quiet();
   await new Promise((res) => setTimeout(res, s.settleMs));
-  const [mid, peersMid] = await split(everyFootprint());
+  const [mid, peersMid] = await everyFootprint();
   const t1 = performance.now();
   const second = await half(Math.floor(s.tunnels / 2));
   seconds += (performance.now() - t1) / 1000;
@@ -456,7 +449,7 @@ export async function soakFigure(
   );
 
   await new Promise((res) => setTimeout(res, s.settleMs));
-  const [after, peersAfter] = await split(everyFootprint());
+  const [after, peersAfter] = await everyFootprint();
   const keysAfter = await redisKeys(net);
   const growth = keyGrowth(keysBefore, keysAfter);
   await target.stop();
