@@ -81,7 +81,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
     if (!socket.destroyed) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
   });
 
-  const socks = createNetServer((socket) => {
+  // As node:http does for the proxy port: a reply the exit sends in parts (head, then body) must not
+  // wait for the customer's delayed acknowledgement of the first part (Nagle's algorithm).
+  const socks = createNetServer({ noDelay: true }, (socket) => {
     if (ctx.handshakes.admit(socket)) void handleSocks(ctx, socket);
     else socket.destroy();
   });
