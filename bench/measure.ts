@@ -1,7 +1,7 @@
 // The bench's clients: HTTP CONNECT and SOCKS5 CONNECT through any proxy, a plain TCP connect for
 // direct and rathole anchors, then a GET over the opened stream. Each measures setup (until the
 // stream is usable), a small request's total, or bytes per second. Loopback targets only.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 
 /** How a client reaches the target: through a proxy, or straight to an address (direct, rathole). */
@@ -144,6 +144,20 @@ export interface LatencyRun {
   seconds: number;
 }
 
+/** One stream opened and a GET of `bytes` over it, timed into `out` (or counted as an error). */
+async function timedStream(out: LatencyRun, route: Route, target: Target, bytes: number): Promise<void> {
+  const start = performance.now();
+  try {
+    const sock = await openStream(route, target);
+    out.setup.push(performance.now() - start);
+    await getBytes(sock, target, bytes);
+    out.total.push(performance.now() - start);
+  } catch (err) {
+    out.errors++;
+    out.firstError ??= (err as Error).message;
+  }
+}
+
 /**
  * `concurrency` customers, each opening streams back to back until `requests` streams were opened
  * in all: setup latency and setup + GET of `bytes`, per request.
@@ -162,20 +176,41 @@ export async function latencyRun(opts: {
     while (issued < opts.requests) {
       const i = issued++;
       const route = typeof opts.route === "function" ? opts.route(i) : opts.route;
-      const start = performance.now();
-      try {
-        const sock = await openStream(route, opts.target);
-        out.setup.push(performance.now() - start);
-        await getBytes(sock, opts.target, opts.bytes);
-        out.total.push(performance.now() - start);
-      } catch (err) {
-        out.errors++;
-        out.firstError ??= (err as Error).message;
-      }
+      await timedStream(out, route, opts.target, opts.bytes);
     }
   };
   await Promise.all(Array.from({ length: opts.concurrency }, customer));
   out.seconds = (performance.now() - t0) / 1000;
+  return out;
+}
+
+/**
+ * `customers` customers who each pause between streams, as people and agents do: a pause drawn
+ * from an exponential distribution of mean `thinkMs` (the first one from a uniform spread over
+ * it, so they do not start together), then a stream opened and a GET of `bytes`, until
+ * `seconds` are up (no stream starts after). The offered rate is about customers / think time; unlike
+ * `latencyRun` it does not grow to whatever the proxy can take, so the latencies are those of a
+ * proxy under that load, not of a queue in front of a saturated one.
+ */
+export async function thinkTimeRun(opts: {
+  route: Route;
+  target: Target;
+  customers: number;
+  thinkMs: number;
+  seconds: number;
+  bytes: number;
+}): Promise<LatencyRun> {
+  const out: LatencyRun = { setup: [], total: [], errors: 0, seconds: opts.seconds };
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const end = performance.now() + opts.seconds * 1000;
+  const customer = async () => {
+    for (let wait = Math.random() * opts.thinkMs; ; wait = -Math.log(1 - Math.random()) * opts.thinkMs) {
+      if (performance.now() + wait >= end) return;
+      await pause(wait);
+      await timedStream(out, opts.route, opts.target, opts.bytes);
+    }
+  };
+  await Promise.all(Array.from({ length: opts.customers }, customer));
   return out;
 }
 
@@ -213,6 +248,51 @@ export function percentile(xs: number[], p: number): number {
   if (!xs.length) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/**
+ * The machine's CPU time from now (/proc/stat, all cores): `stolen()` is the share the hypervisor
+ * gave to other machines (steal) while this one wanted it. Runs on a shared host differ by it.
+ */
+export function stealMeter(): { stolen(): number } {
+  const read = () => {
+    const n = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    return { steal: n[7] ?? 0, all: n.slice(0, 8).reduce((a, b) => a + b, 0) };
+  };
+  const start = read();
+  return {
+    stolen() {
+      const now = read();
+      return (now.steal - start.steal) / Math.max(1, now.all - start.all);
+    },
+  };
+}
+
+/**
+ * Every process's CPU time (utime + stime, s) by pid with its name (a node process's script), from
+ * /proc: read twice around a stretch, it names what was using the machine.
+ */
+export function allProcessCpu(): Map<number, { name: string; cpuSeconds: number }> {
+  const out = new Map<number, { name: string; cpuSeconds: number }>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // A node process by its script (relay-node/main.ts, bench/fleet/main.ts...), else its command.
+      const script = readFileSync(`/proc/${entry}/cmdline`, "utf8")
+        .split("\0")
+        .find((a) => /\.(ts|js|mjs)$/.test(a));
+      const name = script
+        ? script.split("/").slice(-2).join("/")
+        : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(Number(entry), { name, cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+    } catch {
+      // gone between the listing and the read
+    }
+  }
+  return out;
 }
 
 /** A process's resident memory (KiB) and CPU time (s) from /proc. */

@@ -37,13 +37,15 @@ export function markdownTable(rows: Row[]): string {
 
 export interface Series {
   name: string;
-  /** drawn dashed (a second concurrency of the same route) */
-  dashed?: boolean;
+  /** the line's pattern, so one route's runs (its colour) tell apart: solid unless given */
+  line?: "dashed" | "dotted";
   /** the colour of series `color` (index), so a route keeps its colour across concurrencies */
   color?: number;
   /** percentile -> ms */
   points: { p: number; ms: number }[];
 }
+
+const DASHES = { dashed: "6 4", dotted: "2 3" };
 
 const COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
@@ -85,13 +87,13 @@ export function latencySvg(title: string, series: Series[]): string {
     const pts = s.points.filter((p) => Number.isFinite(p.ms));
     if (pts.length)
       out.push(
-        `<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""} points="${pts.map((p) => `${x(p.p).toFixed(1)},${y(p.ms).toFixed(1)}`).join(" ")}"/>`,
+        `<polyline fill="none" stroke="${color}" stroke-width="2"${s.line ? ` stroke-dasharray="${DASHES[s.line]}"` : ""} points="${pts.map((p) => `${x(p.p).toFixed(1)},${y(p.ms).toFixed(1)}`).join(" ")}"/>`,
       );
     for (const p of pts)
       out.push(`<circle cx="${x(p.p).toFixed(1)}" cy="${y(p.ms).toFixed(1)}" r="3" fill="${color}"/>`);
     const ly = m.t + 10 + i * 18;
     out.push(
-      `<line x1="${m.l + pw + 12}" y1="${ly}" x2="${m.l + pw + 28}" y2="${ly}" stroke="${color}" stroke-width="3"${s.dashed ? ' stroke-dasharray="4 3"' : ""}/>`,
+      `<line x1="${m.l + pw + 12}" y1="${ly}" x2="${m.l + pw + 28}" y2="${ly}" stroke="${color}" stroke-width="3"${s.line ? ` stroke-dasharray="${DASHES[s.line]}"` : ""}/>`,
     );
     out.push(`<text x="${m.l + pw + 32}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
   });

@@ -187,13 +187,21 @@ export async function hashTunnels(opts: {
 
 // --- Process and store probes --------------------------------------------------------------------
 
-/** Sums a Prometheus metric over its labels (NaN when absent or the endpoint is down). */
-export async function scrapeMetric(url: string, name: string): Promise<number> {
+/**
+ * Sums a Prometheus metric over its labels, or over the series whose labels include `where`
+ * (a histogram's `{ le: "0.01" }` bucket); NaN when absent or the endpoint is down.
+ */
+export async function scrapeMetric(
+  url: string,
+  name: string,
+  where: Record<string, string> = {},
+): Promise<number> {
   try {
     const text = await (await fetch(url)).text();
-    const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)`, "gm"))].map((m) =>
-      Number(m[1]),
-    );
+    const wanted = Object.entries(where).map(([k, v]) => `${k}="${v}"`);
+    const values = [...text.matchAll(new RegExp(`^${name}(?:\\{([^}]*)\\})?\\s+(\\S+)`, "gm"))]
+      .filter((m) => wanted.every((w) => (m[1] ?? "").split(",").includes(w)))
+      .map((m) => Number(m[2]));
     return values.length ? values.reduce((a, b) => a + b, 0) : Number.NaN;
   } catch {
     return Number.NaN;

@@ -37,13 +37,17 @@ describe("npm run bench -- --smoke", () => {
     );
     expect(row(/endpoints verified by the prober and listed/)).toContain("20 of 20");
     expect(row(/CONNECT setup p50, concurrency 4/)).toMatch(/\| \d+(\.\d+)? ms +\| direct/);
+    // ... and for paced customers (a pause between streams), beside the same customers going direct.
+    expect(row(/CONNECT setup p50 \/ p99, 4 customers pausing 1 s on average/)).toMatch(
+      /\| \d+(\.\d+)? ms \/ \d+(\.\d+)? ms +\| direct \d/,
+    );
     // Figure 3: through a device alone in its SDK process (the headline) and one of the simulator's.
     expect(row(/one tunnel, to a device alone in its process \(as deployed\), 4 MiB/)).toMatch(
       /\| \d+ MB\/s +\|/,
     );
     expect(row(/one tunnel, to a device among the simulator's .*, 4 MiB/)).toMatch(/\| \d+ MB\/s +\|/);
     expect(row(/one tunnel, to a device alone .*CPU seconds per GB/)).toMatch(
-      /gateway \d+\.\d+, relays \d+\.\d+, fleet/,
+      /gateway \d+\.\d+, relays \d+\.\d+, fleet.*; in GC: gateway \d+\.\d+, relay \d+\.\d+/,
     );
     // Figure 2's cost per stream, Redis included.
     expect(row(/streams opened per second at concurrency/)).toMatch(
