@@ -286,8 +286,7 @@ export function allProcessCpu(): Map<number, { name: string; cpuSeconds: number 
       const name = script
         ? script.split("/").slice(-2).join("/")
         : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(Number(entry), { name, cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+      out.set(Number(entry), { name, cpuSeconds: statCpuSeconds(stat) });
     } catch {
       // gone between the listing and the read
     }
@@ -295,18 +294,21 @@ export function allProcessCpu(): Map<number, { name: string; cpuSeconds: number 
   return out;
 }
 
+/** utime + stime in seconds from a /proc/<pid>/stat line (user-hz ticks are 1/100 s). */
+function statCpuSeconds(stat: string): number {
+  // Fields after the command name (which may hold spaces): utime is the 14th field, stime the 15th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** A process's resident memory (KiB) and CPU time (s) from /proc. */
 export function procStats(pid: number): { rssKiB: number; cpuSeconds: number; writes: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   // write-family system calls (write, writev, sendmsg...): one per message a process hands the kernel
   const io = readFileSync(`/proc/${pid}/io`, "utf8");
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name (which may hold spaces): utime is the 14th field, stime the 15th.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]);
   return {
     rssKiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0),
-    cpuSeconds: ticks / 100,
+    cpuSeconds: statCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8")),
     writes: Number(/syscw:\s+(\d+)/.exec(io)?.[1] ?? 0),
   };
 }

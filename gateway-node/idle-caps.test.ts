@@ -3,7 +3,7 @@
 // tunnel of the same key then downloads all it can, and finally all 100 spend at once. The key's
 // usage must end near its cap (reads in flight only), not a lapsed lease per tunnel above it.
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
 import { keys } from "../shared/keys.ts";
 import { delistEndpoint, listEndpoint } from "../shared/pool.ts";
@@ -98,10 +98,17 @@ afterAll(async () => {
   await redis.close();
 });
 
-/** A CONNECT tunnel as a customer; resolves with the socket once the gateway said 200, counting what arrives. */
-function openTunnel(auth: string): Promise<{ socket: Socket; received: () => number }> {
+/**
+ * A CONNECT tunnel as a customer (its socket added to `opened`); resolves with the socket once the
+ * gateway said 200, counting what arrives.
+ */
+function openTunnel(
+  auth: string,
+  opened: Socket[] = [],
+): Promise<{ socket: Socket; received: () => number }> {
   return new Promise((resolve, reject) => {
     const s = connect(gw.httpPort, "127.0.0.1");
+    opened.push(s);
     let got = 0;
     let established = false;
     s.on("error", () => {});
@@ -126,8 +133,14 @@ describe("caps with idle tunnels", () => {
     const cap = 30 * MiB;
     const cred = await makeCredential(redis, { capBytes: cap });
     const auth = Buffer.from(`${cred.username(`mbl-${COUNTRY}`)}:${cred.secret}`).toString("base64");
-    const idle = [];
-    for (let i = 0; i < 100; i++) idle.push(await openTunnel(auth));
+    const idle: Awaited<ReturnType<typeof openTunnel>>[] = [];
+    const customers: Socket[] = [];
+    // A failed attempt must not leave its 101 tunnels holding the modems' slots for its retry.
+    onTestFinished(async () => {
+      for (const s of [...customers, ...held]) s.destroy();
+      await waitUntil(async () => gw.ctx.tunnels.size === 0, 10_000, "tunnels closed");
+    });
+    for (let i = 0; i < 100; i++) idle.push(await openTunnel(auth, customers));
     await waitUntil(async () => held.size === 100, 5000, "100 tunnels at the modem");
     const idleSockets = [...held];
     // Past the lease lifetime (max(10 s, 10 x flush)): an unrenewed lease would have lapsed by now.
@@ -136,7 +149,7 @@ describe("caps with idle tunnels", () => {
     const live = Object.values(leases).filter((v) => Number(v.split(":")[1]) > Date.now()).length;
 
     // Another tunnel of the key downloads everything it is allowed.
-    const greedy = await openTunnel(auth);
+    const greedy = await openTunnel(auth, customers);
     await waitUntil(async () => held.size === 101, 5000, "greedy tunnel at the modem");
     const greedyExit = [...held].find((s) => !idleSockets.includes(s));
     if (!greedyExit) throw new Error("no greedy tunnel");
