@@ -1,4 +1,4 @@
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProcess, waitUntil } from "../dev/proc.ts";
@@ -6,7 +6,13 @@ import { keys } from "../shared/keys.ts";
 import { selectEndpoint } from "../shared/pool.ts";
 import { tcpRedis } from "../shared/redis.node.ts";
 import { stateEnv } from "../test/helpers/env.ts";
-import { type ModemExit, makeCredential, startModemExit, testGatewayEnv } from "./testing.ts";
+import {
+  type ModemExit,
+  makeCredential,
+  openConnectTunnel,
+  startModemExit,
+  testGatewayEnv,
+} from "./testing.ts";
 
 const COUNTRY = "qp";
 const LEASE_MS = 1500;
@@ -30,21 +36,9 @@ async function startGatewayProcess() {
   return { gw, httpPort: Number(m[1]), adminPort: Number(m[3]) };
 }
 
-/** A CONNECT tunnel held open by the test; resolves once the gateway answered 200. */
-function openTunnel(port: number, username: string, secret: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, "127.0.0.1");
-    const auth = Buffer.from(`${username}:${secret}`).toString("base64");
-    s.write(
-      `CONNECT 127.0.0.1:${exit.targets.httpPort} HTTP/1.1\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
-    );
-    s.once("data", (d) =>
-      d.toString().startsWith("HTTP/1.1 200") ? resolve(s) : reject(new Error(d.toString())),
-    );
-    s.on("error", reject);
-    s.on("close", () => reject(new Error("closed before an answer")));
-  });
-}
+/** A CONNECT tunnel to the modem's HTTP target, held open by the test. */
+const openTunnel = (port: number, username: string, secret: string) =>
+  openConnectTunnel(port, { username, secret }, exit.targets.httpPort);
 
 function get(s: Socket): Promise<string> {
   return new Promise((resolve) => {

@@ -1,6 +1,7 @@
 import { type AddressInfo, connect, createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitUntil } from "../dev/proc.ts";
+import { fixedClock } from "../shared/clock.ts";
 import { keys } from "../shared/keys.ts";
 import { memoryLogger } from "../shared/log.ts";
 import { delistEndpoint } from "../shared/pool.ts";
@@ -428,7 +429,7 @@ describe("gateway end to end through a tinyproxy modem exit", () => {
     const offset = 30_000 - (Date.now() % 60_000);
     const strict = await startGateway(gatewayEnv({ GATEWAY_AUTH_FAIL_LIMIT: "2" }), {
       redis,
-      now: () => Date.now() + offset,
+      sharedClock: fixedClock(() => Date.now() + offset),
     });
     try {
       const cred = await makeCredential(redis);

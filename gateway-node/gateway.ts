@@ -5,6 +5,7 @@
 import { lookup } from "node:dns/promises";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createNetServer, type Socket } from "node:net";
+import { type SharedClock, startSharedClock } from "../shared/clock.ts";
 import { listen } from "../shared/listen.node.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { serveMetrics } from "../shared/metrics.ts";
@@ -22,8 +23,13 @@ import type { GatewayContext } from "./tunnel.ts";
 
 export interface GatewayDeps {
   redis: RedisClient;
-  /** injectable clock (ms) */
+  /**
+   * This host's clock (ms; default Date.now). Shared deadlines (holds, byte leases, expiries, the
+   * login-failure window) are stamped with Redis's clock, measured against this one.
+   */
   now?: () => number;
+  /** Test seam: the shared clock itself, used as given instead of following Redis's. */
+  sharedClock?: SharedClock;
   /** name -> addresses for modem targets (default: the system resolver) */
   lookup?: Lookup;
   /** Structured log (default: JSON lines on stdout, warnings and errors only; main.ts logs info). */
@@ -43,12 +49,16 @@ export interface Gateway {
 }
 
 export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
+  const log = deps.log ?? createLogger({ service: "gateway", level: "warn" });
+  const clock =
+    deps.sharedClock ??
+    (await startSharedClock({ serverTime: () => deps.redis.time(), local: deps.now ?? Date.now, log }));
   const ctx: GatewayContext = {
     config,
     redis: deps.redis,
-    now: deps.now ?? Date.now,
+    now: clock.now,
     metrics: newMetrics(),
-    log: deps.log ?? createLogger({ service: "gateway", level: "warn" }),
+    log,
     tunnels: new Set(),
     draining: false,
     lookup: deps.lookup ?? systemLookup,
@@ -59,7 +69,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
       total: config.GATEWAY_UNAUTH_TOTAL,
     }),
   };
-  registerGatewayMetrics(ctx.metrics, { tunnels: () => ctx.tunnels.size, draining: () => ctx.draining });
+  registerGatewayMetrics(ctx.metrics, {
+    tunnels: () => ctx.tunnels.size,
+    draining: () => ctx.draining,
+    clockOffsetMs: clock.offsetMs,
+  });
   const tooMany = new GatewayError("E_RATE_LIMITED", "too many unauthenticated connections; retry shortly");
 
   // headersTimeout covers later requests on a kept-alive connection; the first is the guard's.
@@ -121,6 +135,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
         proxy.closeAllConnections();
         await stopped;
         await ctx.modemBytes?.stop();
+        clock.stop();
         await new Promise((r) => admin.close(r));
       })();
       return closing;

@@ -69,12 +69,21 @@ export function poolBytes(m: Metrics, pool: string): PoolBytes {
 }
 
 /** Registers what is read at scrape time: live tunnels, draining, and the plain counters. */
-export function registerGatewayMetrics(m: Metrics, live: { tunnels: () => number; draining: () => boolean }) {
+export function registerGatewayMetrics(
+  m: Metrics,
+  live: { tunnels: () => number; draining: () => boolean; clockOffsetMs: () => number },
+) {
   const r = m.registry;
   scrapedGauge(r, "gateway_tunnels_active", "Open customer tunnels.", () => [[{}, live.tunnels()]]);
   scrapedGauge(r, "gateway_draining", "1 while the gateway drains (SIGTERM).", () => [
     [{}, live.draining() ? 1 : 0],
   ]);
+  scrapedGauge(
+    r,
+    "gateway_clock_offset_seconds",
+    "Redis's clock minus this host's, as last measured: shared deadlines use Redis's (shared/clock.ts).",
+    () => [[{}, live.clockOffsetMs() / 1000]],
+  );
   scrapedCounter(r, "gateway_tunnels_opened_total", "Tunnels that reached an exit.", () => [
     [{}, m.tunnelsOpened],
   ]);

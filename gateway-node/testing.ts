@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import { type AddressInfo, createServer as createNetServer } from "node:net";
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Modem, startTinyproxy } from "../dev/modem.ts";
@@ -260,4 +260,32 @@ export async function curlStatusAndSize(proxyUrl: string, targetUrl: string): Pr
     targetUrl,
   ]);
   return r.stdout;
+}
+
+/**
+ * A CONNECT tunnel through the gateway's HTTP port to 127.0.0.1:`targetPort`, held open by the test;
+ * resolves with the socket once the gateway answered 200, rejects with the gateway's whole answer.
+ */
+export function openConnectTunnel(
+  port: number,
+  auth: { username: string; secret: string },
+  targetPort: number,
+): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, "127.0.0.1");
+    const basic = Buffer.from(`${auth.username}:${auth.secret}`).toString("base64");
+    s.write(`CONNECT 127.0.0.1:${targetPort} HTTP/1.1\r\nProxy-Authorization: Basic ${basic}\r\n\r\n`);
+    let head = "";
+    const onData = (d: Buffer) => {
+      head += d.toString();
+      if (head.startsWith("HTTP/1.1 200")) {
+        s.off("data", onData);
+        resolve(s);
+      }
+    };
+    s.on("data", onData);
+    s.on("error", reject);
+    // a refusal is a whole answer, then the close
+    s.on("close", () => reject(new Error(head || "closed before an answer")));
+  });
 }

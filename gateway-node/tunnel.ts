@@ -25,6 +25,7 @@ import { checkTarget, type Lookup, resolveForExit, type Target, type TargetPolic
 export interface GatewayContext {
   config: GatewayConfig;
   redis: RedisClient;
+  /** Redis's clock as this host reads it (shared/clock.ts): every deadline other processes see */
   now: () => number;
   metrics: Metrics;
   log: Logger;

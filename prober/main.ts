@@ -1,5 +1,6 @@
 // The prober process: `node prober/main.ts`. Reads its configuration once (failing closed with the
 // variable's name), then grades every online device and modem until SIGINT/SIGTERM.
+import { startSharedClock } from "../shared/clock.ts";
 import { processEnv } from "../shared/config.ts";
 import { createPool, type Pool } from "../shared/db/pool.ts";
 import { loggerFromEnv } from "../shared/log.ts";
@@ -47,7 +48,9 @@ let pool: Pool | null = null;
 if (config.DATABASE_URL) pool = createPool(config.DATABASE_URL, config.NEON_WS_PROXY, { log });
 else log.warn("DATABASE_URL not set, probe history is off");
 
-const prober = startProber(config, { redis: proberRedis(redis), db: pool, target, log });
+// Probe deadlines and presence scores are Redis's clock, whatever this host's says (shared/clock.ts).
+const clock = await startSharedClock({ serverTime: () => redis.time(), log });
+const prober = startProber(config, { redis: proberRedis(redis), db: pool, target, log, now: clock.now });
 
 // The fleet watchdog buys through the gateway like a customer; it only records and alerts.
 const wd = watchdogConfigFrom(config, target);
@@ -75,6 +78,7 @@ const shutdown = async () => {
   await admin.close();
   await watchdog?.stop();
   await prober.stop();
+  clock.stop();
   await redis.close();
   await pool?.end().catch(() => {});
   await local?.stop();

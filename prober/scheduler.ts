@@ -61,6 +61,7 @@ export interface ProberDeps {
   db: Queryable | null;
   /** Structured log (default: JSON lines on stdout, warnings and errors only; main.ts logs info). */
   log?: Logger;
+  /** The clock of probe deadlines and presence scores: main.ts passes Redis's (shared/clock.ts). */
   now?: () => number;
   /** every finished probe, after its state was written (tests and metrics) */
   onResult?: (r: ProbeResult, outcome: GateOutcome, trigger: ProbeTrigger) => void;

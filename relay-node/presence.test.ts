@@ -160,6 +160,32 @@ describe("presence in Redis", () => {
     expect(await redis.raw.zscore(keys.relaysAlive(), url)).toBeNull();
   });
 
+  it("a relay whose host clock runs two hours ahead stamps presence and liveness with Redis's clock, and sweeps no other relay's devices", async () => {
+    const ahead = await startTestRelay({}, { now: () => Date.now() + 2 * 3600_000 });
+    // A device another relay refreshed just now, by the right clock.
+    const elsewhere = `agent_${randomHex(8)}`;
+    await redis.raw.zadd(keys.onlineDevices(), Date.now(), elsewhere);
+    try {
+      const id = ahead.newDeviceId();
+      // Its tokens are checked by its own clock (the device's refresh handles that): one valid then.
+      const exp = Math.floor((Date.now() + 2 * 3600_000) / 1000) + 600;
+      const peer = await connectPeer({ url: ahead.relay.wsUrl, token: await ahead.token(id, { exp }) });
+      await peer.waitFor("connected");
+      await expect.poll(() => redis.raw.zscore(keys.onlineDevices(), id)).not.toBeNull();
+      expect(Number(await redis.raw.zscore(keys.onlineDevices(), id))).toBeLessThan(Date.now() + 5_000);
+      expect(await redis.raw.zscore(keys.onlineDevices(), elsewhere)).not.toBeNull();
+      const aliveUntil = Number(
+        await redis.raw.zscore(keys.relaysAlive(), normaliseRelayUrl(ahead.relay.wsUrl)),
+      );
+      expect(aliveUntil).toBeLessThan(Date.now() + 60_000);
+      expect(ahead.logs.join("\n")).toMatch(/this host's clock is 7200\.0 s ahead of Redis's/);
+      peer.close();
+    } finally {
+      await redis.raw.zrem(keys.onlineDevices(), elsewhere);
+      await ahead.close();
+    }
+  });
+
   it("a killed relay stops being handed out within three alive refreshes, long before its presence TTL", async () => {
     const relay = await startRelayProcess({
       RELAY_ID: `relay_alive_${randomHex(4)}`,

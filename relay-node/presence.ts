@@ -32,7 +32,7 @@ export async function refreshPresence(state: RelayState, device: Device): Promis
     [keys.presence(device.id), keys.onlineDevices(), keys.endpoint(device.id)],
     [
       state.config.PRESENCE_TTL_SECONDS,
-      state.now(),
+      state.sharedClock.now(),
       device.id,
       state.internalUrl,
       ...presenceFields(state, device),
@@ -63,7 +63,7 @@ const FORGET_DEAD_RELAY_MS = 24 * 3600 * 1000;
  * costs only new placements.
  */
 export async function refreshRelayAlive(state: RelayState): Promise<void> {
-  const now = state.now();
+  const now = state.sharedClock.now();
   const window = Math.min(state.config.PRESENCE_TTL_SECONDS * 1000, 3 * state.config.RELAY_ALIVE_REFRESH_MS);
   const aliveUntil = state.draining ? 0 : now + window;
   await runScript(
@@ -90,7 +90,7 @@ async function writeRelayInfo(state: RelayState): Promise<void> {
     devices: String(state.devices.size),
     sockets: String(sockets),
     draining: state.draining ? "1" : "0",
-    updatedAt: String(state.now()),
+    updatedAt: String(state.sharedClock.now()),
   });
   await state.redis.expire(key, state.config.PRESENCE_TTL_SECONDS);
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { type AsnTable, parseAsnTable } from "../shared/asn.ts";
+import { startSharedClock } from "../shared/clock.ts";
 import { listen } from "../shared/listen.node.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { deviceBytesFlush, presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
@@ -21,6 +22,7 @@ export interface RelayDeps {
   revocations?: RevocationFeed;
   /** Structured log (default: JSON lines on stdout, warnings and errors only; main.ts logs info). */
   log?: Logger;
+  /** This host's clock (default Date.now); shared deadlines follow Redis's, measured against it. */
   now?: () => number;
 }
 
@@ -42,6 +44,7 @@ export function relayRedis(redis: TcpRedis): RelayRedis {
     expire: redis.expire,
     del: redis.del,
     eval: redis.eval,
+    time: redis.time,
     evalsha: redis.evalsha,
     scriptLoad: redis.scriptLoad,
     hget: (key, field) => redis.raw.hget(key, field),
@@ -71,12 +74,14 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     [presenceRefresh, presenceRemove, deviceBytesFlush].map((s) => deps.redis.scriptLoad(s.source)),
   );
 
+  const sharedClock = await startSharedClock({ serverTime: () => deps.redis.time(), local: now, log });
   const metrics = newMetrics();
   const state: RelayState = {
     config,
     redis: deps.redis,
     log,
     now,
+    sharedClock,
     metrics,
     counters: createByteCounters({
       redis: deps.redis,
@@ -130,6 +135,7 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
       stopSweep();
       await stopListener?.().catch(() => {});
       await state.counters.stop();
+      sharedClock.stop();
       await Promise.all(devices.map((id) => removePresence(state, id).catch(() => {})));
       await state.redis.del(`relay:${config.RELAY_ID}`).catch(() => 0);
       internalServer.closeAllConnections();

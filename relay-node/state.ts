@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import type { AsnTable } from "../shared/asn.ts";
+import type { SharedClock } from "../shared/clock.ts";
 import type { GrowingWindow } from "../shared/frame.ts";
 import type { Logger } from "../shared/log.ts";
 import type { RedisClient } from "../shared/redis.ts";
@@ -10,7 +11,7 @@ import type { WireSocket } from "./wire.ts";
 
 /** The Redis surface the relay needs; tcpRedis plus an HGET adapter satisfies it (see relay.ts). */
 export interface RelayRedis
-  extends Pick<RedisClient, "get" | "hset" | "expire" | "del" | "eval" | "evalsha" | "scriptLoad"> {
+  extends Pick<RedisClient, "get" | "hset" | "expire" | "del" | "eval" | "evalsha" | "scriptLoad" | "time"> {
   hget(key: string, field: string): Promise<string | null>;
 }
 
@@ -119,7 +120,13 @@ export interface RelayState {
   config: RelayConfig;
   redis: RelayRedis;
   log: Logger;
+  /** This host's clock: socket timings, and peer tokens (signed by the API, refreshed by the peer). */
   now: () => number;
+  /**
+   * Redis's clock as this host reads it (shared/clock.ts), for what other processes compare:
+   * presence scores, the alive entry, the relay's record.
+   */
+  sharedClock: SharedClock;
   metrics: Metrics;
   counters: ByteCounters;
   devices: Map<string, Device>;

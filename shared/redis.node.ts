@@ -1,6 +1,6 @@
 import { Redis as IORedis } from "ioredis";
 import { type ConnectionLog, ERROR_LOG_WINDOW_MS, errorLimiter, stderrLog } from "./log-core.ts";
-import type { RedisClient } from "./redis.ts";
+import { type RedisClient, timeMs } from "./redis.ts";
 
 export interface TcpRedis extends RedisClient {
   /** The underlying client, for pipelines in long-lived processes; close() ends it. */
@@ -100,6 +100,7 @@ export function tcpRedis(url: string, opts: { log?: ConnectionLog } = {}): TcpRe
     raw: r,
     lastError: () => last,
     ping: () => r.ping(),
+    time: async () => timeMs(await r.time()),
     get: (key) => r.get(key),
     async set(key, value, opts = {}) {
       const args: (string | number)[] = [key, value];

@@ -6,6 +6,8 @@ import { Redis as Upstash } from "@upstash/redis";
  */
 export interface RedisClient {
   ping(): Promise<string>;
+  /** Redis's clock (TIME), in ms since the epoch: the one clock shared deadlines use (shared/clock.ts). */
+  time(): Promise<number>;
   get(key: string): Promise<string | null>;
   set(key: string, value: string, opts?: { pxMs?: number; nx?: boolean }): Promise<boolean>;
   del(...keys: string[]): Promise<number>;
@@ -27,6 +29,7 @@ export function upstashRedis(url: string, token: string): RedisClient {
   const r = new Upstash({ url, token, automaticDeserialization: false, enableTelemetry: false });
   return {
     ping: () => r.ping(),
+    time: async () => timeMs(await r.time()),
     get: (key) => r.get<string>(key),
     async set(key, value, opts = {}) {
       const res =
@@ -58,4 +61,9 @@ export function upstashRedis(url: string, token: string): RedisClient {
     evalsha: (sha, keys, args) => r.evalsha(sha, keys, args),
     scriptLoad: (script) => r.scriptLoad(script),
   };
+}
+
+/** TIME's [seconds, microseconds] as ms since the epoch (fractional). */
+export function timeMs(reply: readonly (string | number)[]): number {
+  return Number(reply[0]) * 1000 + Number(reply[1]) / 1000;
 }

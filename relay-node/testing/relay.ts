@@ -43,7 +43,11 @@ export function peerToken(
   );
 }
 
-export async function startTestRelay(env: Record<string, string> = {}): Promise<TestRelay> {
+/** `deps.now` is the relay host's clock (default Date.now). */
+export async function startTestRelay(
+  env: Record<string, string> = {},
+  deps: { now?: () => number } = {},
+): Promise<TestRelay> {
   const jwtSecret = `jwt-${randomHex(16)}`;
   const sharedSecret = `rss-${randomHex(16)}`;
   const config = loadRelayConfig({
@@ -62,6 +66,7 @@ export async function startTestRelay(env: Record<string, string> = {}): Promise<
     redis: relayRedis(redis),
     revocations: redisRevocationFeed(redis),
     log: memoryLogger(logs, "relay"),
+    ...(deps.now ? { now: deps.now } : {}),
   });
   return {
     relay,
