@@ -301,6 +301,16 @@ function statCpuSeconds(stat: string): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/**
+ * A process's CPU time (s) on its main thread and on all its other threads. In a Node process the
+ * others are mostly V8's helpers: concurrent marking and sweeping of major GCs, which GC pause
+ * metrics (nodejs_gc_duration_seconds) do not count.
+ */
+export function threadCpu(pid: number): { main: number; others: number } {
+  const main = statCpuSeconds(readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8"));
+  return { main, others: statCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8")) - main };
+}
+
 /** A process's resident memory (KiB) and CPU time (s) from /proc. */
 export function procStats(pid: number): { rssKiB: number; cpuSeconds: number; writes: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");

@@ -27,6 +27,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { killAllNow, type Service, startProcess } from "../dev/proc.ts";
+import { MAX_TARGET_BYTES } from "../prober/target.ts";
 import { keys } from "../shared/keys.ts";
 import {
   type Anchor,
@@ -52,11 +53,20 @@ import {
   stealMeter,
   type Target,
   thinkTimeRun,
+  threadCpu,
   throughput,
 } from "./measure.ts";
 import { type BenchNetwork, startBenchNetwork } from "./network.ts";
 import { fmtMs, fmtRate, latencySvg, markdownTable, type Row, ratio, type Series } from "./report.ts";
-import { fullGc, inspectorUrl, profileWindow, type SoakSettings, scrapeMetric, soakFigure } from "./soak.ts";
+import {
+  fullGc,
+  inspectorUrl,
+  perfWindow,
+  profileWindow,
+  type SoakSettings,
+  scrapeMetric,
+  soakFigure,
+} from "./soak.ts";
 
 const root = join(import.meta.dirname, "..");
 const args = process.argv.slice(2);
@@ -86,6 +96,13 @@ const cfg = {
   faultDevices: num("BENCH_FAULT_DEVICES", 625, 4),
   faultSockets: num("BENCH_FAULT_SOCKETS", 8, 2),
 };
+// One tunnel is one GET from the bench's target, which serves at most MAX_TARGET_BYTES a request.
+if (!(cfg.tunnelMiB >= 1 && cfg.tunnelMiB * 1048576 <= MAX_TARGET_BYTES)) {
+  console.error(
+    `BENCH_TUNNEL_MIB=${process.env.BENCH_TUNNEL_MIB}: one tunnel is one GET from the bench target, which serves 1 to ${MAX_TARGET_BYTES / 1048576} MiB`,
+  );
+  process.exit(2);
+}
 /** BENCH_FAULTS: which of figure 5's faults run (default all: "abcd"; the smoke skips d, a minute long). */
 const faultsToRun = process.env.BENCH_FAULTS ?? (smoke ? "abc" : "abcd");
 const soak: SoakSettings = {
@@ -124,7 +141,10 @@ const ratholeBuilt =
 // Relays and gateways run with their inspector on loopback so memory figures can also be read
 // after a full GC (HeapProfiler.collectGarbage): RSS growth alone counts V8's garbage and headroom.
 // Two of each (the faults kill one); figures 1-3 measure the first relay and the first gateway.
-const inspect = { NODE_OPTIONS: "--inspect=127.0.0.1:0" };
+// With BENCH_PERF_DIR each also writes /tmp/perf-<pid>.map, so perf names its JavaScript frames.
+const inspect = {
+  NODE_OPTIONS: `--inspect=127.0.0.1:0${process.env.BENCH_PERF_DIR ? " --perf-basic-prof-only-functions" : ""}`,
+};
 // As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml); the bare-ws anchor too.
 const deployedMalloc = { MALLOC_ARENA_MAX: "2" };
 // BENCH_RELAY_NODE_OPTIONS adds to the relays' NODE_OPTIONS, e.g. "--cpu-prof --cpu-prof-dir=DIR"
@@ -308,23 +328,33 @@ function pacedLabel(setups: number[], name: string): string {
 /**
  * BENCH_PROFILE_DIR=DIR: CPU profiles of the gateway, the relays and the fleet processes over one
  * stretch of peerproxy's traffic (`label`; undefined for an anchor's), as
- * DIR/<label>-<process>.cpuprofile; nothing without it.
+ * DIR/<label>-<process>.cpuprofile; nothing without it. BENCH_PERF_DIR=DIR: the same stretch's
+ * on-CPU samples by `perf record`, as DIR/<label>-<process>.txt (symbols by self time).
  */
 async function profiled<T>(label: string | undefined, run: () => Promise<T>): Promise<T> {
   const dir = process.env.BENCH_PROFILE_DIR;
-  if (!dir || !label) return run();
-  const window = await profileWindow(
-    [
-      [`${label}-gateway`, gateway.service],
-      ...net.relays.map((r, i) => [`${label}-relay-${i + 1}`, r.service] as [string, Service]),
-      ...fleets.map((f, i) => [`${label}-fleet-${i + 1}`, f] as [string, Service]),
-    ],
-    dir,
-  );
+  const perfDir = process.env.BENCH_PERF_DIR;
+  if ((!dir && !perfDir) || !label) return run();
+  const services: [string, Service][] = [
+    [`${label}-gateway`, gateway.service],
+    ...net.relays.map((r, i) => [`${label}-relay-${i + 1}`, r.service] as [string, Service]),
+    ...fleets.map((f, i) => [`${label}-fleet-${i + 1}`, f] as [string, Service]),
+  ];
+  const windows = [
+    ...(dir ? [await profileWindow(services, dir)] : []),
+    ...(perfDir
+      ? [
+          await perfWindow(
+            services.map(([name, s]) => [name, s.child.pid!] as [string, number]),
+            perfDir,
+          ),
+        ]
+      : []),
+  ];
   try {
     return await run();
   } finally {
-    log(`profiles: ${(await window.stop()).join(", ")}`);
+    for (const w of windows) log(`profiles: ${(await w.stop()).join(", ")}`);
   }
 }
 
@@ -1050,20 +1080,39 @@ async function windowsGrown(): Promise<() => Promise<string>> {
 /** The first gateway's and relay's time in garbage collection from now (nodejs_gc_duration_seconds). */
 async function gcClock() {
   const urls = [gateway.metrics, relay.metrics];
+  const pids = [gateway.service.child.pid!, relay.service.child.pid!];
   // The histogram has no series before its first observation (and observes from its first scrape).
-  const gcs = () =>
-    Promise.all(urls.map(async (url) => (await scrapeMetric(url, "nodejs_gc_duration_seconds_sum")) || 0));
-  const start = await gcs();
-  const gcSince = async () => (await gcs()).map((v, i) => v - start[i]!);
+  const read = () =>
+    Promise.all(
+      urls.map(async (url, i) => ({
+        pause: (await scrapeMetric(url, "nodejs_gc_duration_seconds_sum")) || 0,
+        majors: (await scrapeMetric(url, "nodejs_gc_duration_seconds_count", { kind: "major" })) || 0,
+        helpers: threadCpu(pids[i]!).others,
+      })),
+    );
+  const start = await read();
+  const since = async () =>
+    (await read()).map((v, i) => ({
+      pause: v.pause - start[i]!.pause,
+      majors: v.majors - start[i]!.majors,
+      helpers: v.helpers - start[i]!.helpers,
+    }));
   return {
-    /** their GC as seconds per GB moved: the part of their CPU per GB the collector took */
+    /**
+     * their GC per GB moved: pauses on the main thread and CPU on the other threads (mostly V8's
+     * concurrent marking and sweeping), in seconds, and how many major GCs ran
+     */
     async perGB(bytes: number): Promise<string> {
-      const [gw, rl] = (await gcSince()).map((v) => ((v * 1e9) / bytes).toFixed(2));
-      return `in GC: gateway ${gw}, relay ${rl}`;
+      const [gw, rl] = (await since()).map((v) => ({
+        pause: ((v.pause * 1e9) / bytes).toFixed(2),
+        helpers: ((v.helpers * 1e9) / bytes).toFixed(2),
+        majors: v.majors,
+      }));
+      return `in GC: gateway ${gw!.pause}, relay ${rl!.pause}; off the main thread: gateway ${gw!.helpers}, relay ${rl!.helpers}; major GCs: gateway ${gw!.majors}, relay ${rl!.majors}`;
     },
     /** their GC time in all since the start */
     async total(): Promise<string> {
-      const [gw, rl] = (await gcSince()).map((v) => fmtMs(v * 1000));
+      const [gw, rl] = (await since()).map((v) => fmtMs(v.pause * 1000));
       return `in GC: gateway ${gw}, relay ${rl}`;
     },
   };

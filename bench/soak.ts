@@ -4,6 +4,7 @@
 // against the bytes moved (the documented overhead is 0: docs/protocol.md "Metering"), and what
 // the relays, the gateways and Redis hold afterwards against before (file descriptors, sockets,
 // RSS after a full GC, keys). Also the hash target and the process probes the fault figures use.
+import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Socket } from "node:net";
@@ -287,6 +288,46 @@ export async function profileWindow(services: [string, Service][], dir: string) 
         writeFileSync(file, JSON.stringify(profile));
         files.push(file);
         session.close();
+      }
+      return files;
+    },
+  };
+}
+
+/**
+ * On-CPU samples of the named processes over one stretch, by `perf record` (each process must run
+ * under `--perf-basic-prof-only-functions` for its JavaScript to have names): `stop()` writes
+ * `<dir>/<name>.data` and `<dir>/<name>.txt`, the symbols by self time, and returns the .txt files.
+ * Unlike the inspector's profiler it does not slow the process and counts only time on a core.
+ */
+export async function perfWindow(procs: [string, number][], dir: string) {
+  mkdirSync(dir, { recursive: true });
+  const running = procs.map(([name, pid]) => {
+    const data = join(dir, `${name}.data`);
+    const child = spawn("perf", ["record", "-q", "-F", "1999", "-p", String(pid), "-o", data], {
+      stdio: "ignore",
+    });
+    return { name, data, child, exited: new Promise((r) => child.once("exit", r)) };
+  });
+  // perf attaches within a few ms; the stretch must not start before it samples
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    async stop(): Promise<string[]> {
+      const files: string[] = [];
+      for (const r of running) {
+        r.child.kill("SIGINT");
+        await r.exited;
+        const txt = join(dir, `${r.name}.txt`);
+        const report = await new Promise<string>((resolve) =>
+          execFile(
+            "perf",
+            ["report", "-i", r.data, "--stdio", "--no-children", "--sort", "sym", "--percent-limit", "0.3"],
+            { maxBuffer: 64 * 1024 * 1024 },
+            (err, stdout, stderr) => resolve(err ? `perf report failed: ${stderr || err.message}` : stdout),
+          ),
+        );
+        writeFileSync(txt, report);
+        files.push(txt);
       }
       return files;
     },

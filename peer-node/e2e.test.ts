@@ -8,6 +8,7 @@ import { loadRelayConfig } from "../relay-node/config.ts";
 import { type RunningRelay, relayRedis, startRelay } from "../relay-node/relay.ts";
 import { requestTunnel } from "../relay-node/testing/tunnel-client.ts";
 import { createAccountWithKey } from "../shared/accounts.ts";
+import { fixedClock } from "../shared/clock.ts";
 import { createPool, type Pool } from "../shared/db/pool.ts";
 import { deriveDeviceId } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
@@ -246,8 +247,9 @@ describe("peer CLI against the real API and relay", () => {
   });
 
   it("an expired token is refused with 4002 and exactly one refresh serves all 4 sockets", async () => {
-    // The relay's clock runs two hours ahead, so the peer's live JWT (1 h) is expired to it. The
-    // clock returns to real time the moment the refresh reaches the API, before the new token exists.
+    // The relay's shared clock (tokens are checked by it) runs two hours ahead, so the peer's live
+    // JWT (1 h) is expired to it. The clock returns to real time the moment the refresh reaches the
+    // API, before the new token exists.
     let skewMs = 2 * 3600_000;
     recorder.onRefresh = () => {
       skewMs = 0;
@@ -263,7 +265,7 @@ describe("peer CLI against the real API and relay", () => {
     inProcessRedis = tcpRedis(e.REDIS_URL);
     inProcessRelay = await startRelay(loadRelayConfig(relayEnv()), {
       redis: relayRedis(inProcessRedis),
-      now: () => Date.now() + skewMs,
+      sharedClock: fixedClock(() => Date.now() + skewMs),
       log: silentLogger(),
     });
     await waitUntil(async () => acks() === before.acks + 4, 20_000, "4 sockets back with the new token");

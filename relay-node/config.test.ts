@@ -31,6 +31,7 @@ describe("relay config", () => {
       PRESENCE_REFRESH_MS: 10_000,
       COUNTER_FLUSH_MS: 2_000,
       MAX_SOCKETS_PER_DEVICE: 8,
+      RELAY_HEAP_GROWING_PERCENT: 100,
       REGION_RELAYS: {},
     });
     expect(c.RELAY_ID).toMatch(/^relay_[0-9a-f]{12}$/);

@@ -47,6 +47,12 @@ const schema = z.object({
       }
     }),
   IDLE_TIMEOUT_MS: ms(90_000),
+  /**
+   * While tunnels are open, how far V8 lets the old generation grow past what the last major GC
+   * kept, in percent (V8's --heap-growing-percent, which NODE_OPTIONS refuses); 0 leaves V8 its own
+   * factor. relay-node/heap.ts, ADR 0032.
+   */
+  RELAY_HEAP_GROWING_PERCENT: z.coerce.number().int().min(0).max(400).default(100),
   CONNECT_TIMEOUT_MS: ms(10_000),
   /** Presence hash TTL; the relay refreshes every PRESENCE_REFRESH_MS, well inside it. */
   PRESENCE_TTL_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),

@@ -92,13 +92,15 @@ export function createPeerServer(state: RelayState): PeerServer {
   const idleTimer = setInterval(
     () => {
       const now = state.now();
+      // tokens carry the API's time: compared by Redis's clock, not this host's (ADR 0031)
+      const tokenNow = state.sharedClock.now();
       const idleMs = state.config.IDLE_TIMEOUT_MS;
       for (const device of state.devices.values()) {
         for (const conn of device.conns) {
           // Token expiry rides this sweep (a shared wheel, no timer per socket): a token that
           // expires on an open socket ends it with 4002, so the peer refreshes its identity
           // (PROTOCOL.md section 2) instead of serving on a credential that is no longer valid.
-          if (now >= conn.expiresAt) {
+          if (tokenNow >= conn.expiresAt) {
             revokeConn(state, conn, "expired");
             continue;
           }
@@ -188,7 +190,7 @@ export function createPeerServer(state: RelayState): PeerServer {
   return {
     onUpgrade(req, socket, head) {
       socket.on("error", ignoreSocketError);
-      const nowSec = Math.floor(state.now() / 1000);
+      const nowSec = Math.floor(state.sharedClock.now() / 1000);
       authenticatePeer(req, {
         secret: state.config.JWT_SECRET,
         previousSecret: state.config.JWT_SECRET_PREVIOUS,

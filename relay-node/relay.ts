@@ -1,13 +1,14 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { type AsnTable, parseAsnTable } from "../shared/asn.ts";
-import { startSharedClock } from "../shared/clock.ts";
+import { type SharedClock, startSharedClock } from "../shared/clock.ts";
 import { listen } from "../shared/listen.node.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { deviceBytesFlush, presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
 import type { TcpRedis } from "../shared/redis.node.ts";
 import type { RelayConfig } from "./config.ts";
 import { createByteCounters } from "./counters.ts";
+import { heapGrowth } from "./heap.ts";
 import { handleInternalRequest, handleInternalUpgrade } from "./internal.ts";
 import { newMetrics, registerStateMetrics } from "./metrics.ts";
 import { createPeerServer } from "./peers.ts";
@@ -24,6 +25,8 @@ export interface RelayDeps {
   log?: Logger;
   /** This host's clock (default Date.now); shared deadlines follow Redis's, measured against it. */
   now?: () => number;
+  /** Test seam: the shared clock itself (token expiry, presence), used as given. */
+  sharedClock?: SharedClock;
 }
 
 export interface RunningRelay {
@@ -74,7 +77,8 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     [presenceRefresh, presenceRemove, deviceBytesFlush].map((s) => deps.redis.scriptLoad(s.source)),
   );
 
-  const sharedClock = await startSharedClock({ serverTime: () => deps.redis.time(), local: now, log });
+  const sharedClock =
+    deps.sharedClock ?? (await startSharedClock({ serverTime: () => deps.redis.time(), local: now, log }));
   const metrics = newMetrics();
   const state: RelayState = {
     config,
@@ -95,6 +99,7 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
     internalUrl: "",
     draining: false,
     grownWindowBytes: 0,
+    heapGrowth: heapGrowth(config.RELAY_HEAP_GROWING_PERCENT),
     ...(config.RELAY_ASN_TABLE ? { asnTable: loadAsnTable(config.RELAY_ASN_TABLE) } : {}),
   };
 

@@ -6,6 +6,7 @@ import type { Logger } from "../shared/log.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { RelayConfig } from "./config.ts";
 import type { ByteCounters } from "./counters.ts";
+import type { HeapGrowth } from "./heap.ts";
 import type { Metrics } from "./metrics.ts";
 import type { WireSocket } from "./wire.ts";
 
@@ -120,11 +121,11 @@ export interface RelayState {
   config: RelayConfig;
   redis: RelayRedis;
   log: Logger;
-  /** This host's clock: socket timings, and peer tokens (signed by the API, refreshed by the peer). */
+  /** This host's clock: socket timings (idle, setup). */
   now: () => number;
   /**
-   * Redis's clock as this host reads it (shared/clock.ts), for what other processes compare:
-   * presence scores, the alive entry, the relay's record.
+   * Redis's clock as this host reads it (shared/clock.ts), for times other hosts set or compare:
+   * peer tokens' expiry (the API signs them), presence scores, the alive entry, the relay's record.
    */
   sharedClock: SharedClock;
   metrics: Metrics;
@@ -136,6 +137,8 @@ export interface RelayState {
   draining: boolean;
   /** flow-v1: bytes of window granted beyond INITIAL_WINDOW over all open sessions (capped). */
   grownWindowBytes: number;
+  /** V8's heap growing factor follows the open tunnels (heap.ts) */
+  heapGrowth: HeapGrowth;
   /** RELAY_ASN_TABLE, parsed: classifies each socket's own address (ADR 0011); absent = trust tokens */
   asnTable?: AsnTable;
 }

@@ -149,6 +149,7 @@ export function openTunnel(
     log: state.log.child({ requestId: requestId || undefined, deviceId: device.id, sessionId: id }),
   };
   state.sessions.set(s.id, s);
+  state.heapGrowth.update(state.sessions.size);
   conn.sessions ??= new Map();
   conn.sessions.set(s.id, s);
 
@@ -396,6 +397,7 @@ function forget(state: RelayState, s: Session) {
   if (s.state !== "closed") state.grownWindowBytes -= s.window - INITIAL_WINDOW;
   s.state = "closed";
   state.sessions.delete(s.id);
+  state.heapGrowth.update(state.sessions.size);
   s.conn.sessions?.delete(s.id);
   s.conn.waitingForWsDrain?.delete(s);
   releaseWs(s.conn, s);

@@ -47,7 +47,7 @@ describe("npm run bench -- --smoke", () => {
     );
     expect(row(/one tunnel, to a device among the simulator's .*, 4 MiB/)).toMatch(/\| \d+ MB\/s +\|/);
     expect(row(/one tunnel, to a device alone .*CPU seconds per GB/)).toMatch(
-      /gateway \d+\.\d+, relays \d+\.\d+, fleet.*; in GC: gateway \d+\.\d+, relay \d+\.\d+/,
+      /gateway \d+\.\d+, relays \d+\.\d+, fleet.*; in GC: gateway \d+\.\d+, relay \d+\.\d+; off the main thread: gateway \d+\.\d+, relay \d+\.\d+; major GCs: gateway \d+, relay \d+/,
     );
     // Figure 2's cost per stream, Redis included.
     expect(row(/streams opened per second at concurrency/)).toMatch(

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Service, startProcess, waitUntil } from "../dev/proc.ts";
 import { loadRelayConfig } from "../relay-node/config.ts";
 import { type RunningRelay, relayRedis, startRelay } from "../relay-node/relay.ts";
+import { fixedClock } from "../shared/clock.ts";
 import { deriveDeviceId } from "../shared/jwt.ts";
 import { keys } from "../shared/keys.ts";
 import { silentLogger } from "../shared/log.ts";
@@ -144,8 +145,9 @@ describe("Go peer binary against the local network", () => {
   });
 
   it("an expired token is refused with 4002 and exactly one refresh serves all 4 sockets", async () => {
-    // The relay's clock runs two hours ahead, so the peer's live JWT (1 h) is expired to it. The
-    // clock returns to real time the moment the refresh reaches the API, before the new token exists.
+    // The relay's shared clock (tokens are checked by it) runs two hours ahead, so the peer's live
+    // JWT (1 h) is expired to it. The clock returns to real time the moment the refresh reaches the
+    // API, before the new token exists.
     let skewMs = 2 * 3600_000;
     recorder.onRefresh = () => {
       skewMs = 0;
@@ -160,7 +162,7 @@ describe("Go peer binary against the local network", () => {
     inProcessRedis = tcpRedis(net.relayEnv.REDIS_URL!);
     inProcessRelay = await startRelay(loadRelayConfig(net.relayEnv), {
       redis: relayRedis(inProcessRedis),
-      now: () => Date.now() + skewMs,
+      sharedClock: fixedClock(() => Date.now() + skewMs),
       log: silentLogger(),
     });
     await waitUntil(async () => acks() === before.acks + 4, 30_000, "4 sockets back with the new token");
