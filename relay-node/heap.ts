@@ -17,7 +17,10 @@ export interface HeapGrowth {
   update(openTunnels: number): void;
 }
 
-/** `percent` 0 leaves V8 its own factor always (RELAY_HEAP_GROWING_PERCENT). */
+/**
+ * `percent` 0 leaves V8 its own factor always (RELAY_HEAP_GROWING_PERCENT). The flag is the
+ * process's: one relay per process, as deployed (relays started inside one test process share it).
+ */
 export function heapGrowth(percent: number, setFlags = setFlagsFromString): HeapGrowth {
   let busy = false;
   return {

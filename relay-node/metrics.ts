@@ -99,7 +99,7 @@ export function registerStateMetrics(state: RelayState): void {
   scrapedGauge(
     r,
     "relay_clock_offset_seconds",
-    "Redis's clock minus this host's, as last measured: presence and liveness use Redis's (shared/clock.ts).",
+    "Redis's clock minus this host's, as last measured: token expiry, presence and liveness use Redis's (shared/clock.ts).",
     () => [[{}, state.sharedClock.offsetMs() / 1000]],
   );
   scrapedGauge(r, "relay_devices", "Devices with at least one open socket.", () => [
