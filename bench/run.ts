@@ -384,9 +384,10 @@ async function setupClocks() {
 type SetupClocks = Awaited<ReturnType<typeof setupClocks>>;
 
 /**
- * Mean milliseconds per stream of one run: the customer's whole setup, the gateway's part after
- * authentication (byte lease, select, exit), the select script within it, and the relay's wait
- * for the peer (tunnel_connect to its answer: the peer's dial of the target).
+ * Mean milliseconds per stream of one run: the customer's whole setup, the gateway's part (byte
+ * lease, select, exit; for a key it has let in before, the login too, which goes out beside them:
+ * ADR 0033), the select script within it, and the relay's wait for the peer (tunnel_connect to its
+ * answer: the peer's dial of the target).
  */
 function setupBreakdown(run: LatencyRun, a: SetupClocks, b: SetupClocks): string {
   const mean = (k: keyof SetupClocks) =>
@@ -394,7 +395,7 @@ function setupBreakdown(run: LatencyRun, a: SetupClocks, b: SetupClocks): string
   const customer = run.setup.reduce((x, y) => x + y, 0) / Math.max(1, run.setup.length);
   return [
     `customer ${fmtMs(customer)}`,
-    `gateway after auth ${fmtMs(mean("tunnel"))}`,
+    `gateway's part ${fmtMs(mean("tunnel"))}`,
     `select ${fmtMs(mean("select"))}`,
     `relay waiting for the peer ${fmtMs(mean("peer"))}`,
   ].join(", ");
@@ -410,7 +411,7 @@ function slowSetups(run: LatencyRun, a: SetupClocks, b: SetupClocks): string {
   const slow = (k: keyof SetupClocks) => b[k].count - a[k].count - (b[k].within10ms - a[k].within10ms);
   return [
     `customer ${run.setup.filter((ms) => ms > 10).length} of ${run.setup.length}`,
-    `gateway after auth ${slow("tunnel")}`,
+    `gateway's part ${slow("tunnel")}`,
     `select ${slow("select")}`,
     `relay waiting for the peer ${slow("peer")}`,
   ].join(", ");

@@ -39,6 +39,17 @@ export function basicCredentials(
   return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
+/** The SHA-256 (hex) a well-formed pak_ secret is stored under (credsecret:); undefined when malformed. */
+export function secretHash(secret: string): string | undefined {
+  if (!secret.startsWith("pak_") || secret.length > 200) return undefined;
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+/** Quality contract: a key sold for one pool routes only to that pool, whatever the username asks. */
+export function routeFor(route: RouteRequest, tier: Pool): RouteRequest {
+  return tier === "any" ? route : { ...route, pool: tier };
+}
+
 /**
  * Authenticates a customer from the Redis credentials cache (never Postgres): the pak_ secret's
  * SHA-256 names the key, the key's accountLabel must be the username's psx_<account>, and the key
@@ -50,15 +61,15 @@ export async function authenticate(
 ): Promise<Principal> {
   const window = Math.floor(deps.now() / WINDOW_MS);
   const failKey = keys.rateLimit("gwauth", input.clientIp, String(window));
-  const secret = input.credentials?.password ?? "";
-  const wellFormed = secret.startsWith("pak_") && secret.length <= 200;
+  const hash = secretHash(input.credentials?.password ?? "");
+  const wellFormed = hash !== undefined;
   // One round trip on the CONNECT path: the failure counter, the secret's key and the key's cached
   // credential, read together (shared/lua/cred_auth.lua). The checks below still run in their
   // order, so the answers are the same.
   const reply = (await runScript(
     deps.redis,
     credAuth,
-    [failKey, keys.credentialSecret(wellFormed ? createHash("sha256").update(secret).digest("hex") : "-")],
+    [failKey, keys.credentialSecret(hash ?? "-")],
     [wellFormed ? 1 : 0],
   )) as unknown[];
   const failures = Number(reply[0] ?? 0);
@@ -94,8 +105,7 @@ export async function authenticate(
     throw new GatewayError("E_CREDENTIAL_SUSPENDED", "credential suspended");
   }
   const tier = (["mbl", "peer", "any"].includes(cred.tier ?? "") ? cred.tier : "any") as Pool;
-  // Quality contract: a key sold for one pool routes only to that pool, whatever the username asks.
-  const effective: RouteRequest = tier === "any" ? route : { ...route, pool: tier };
+  const effective = routeFor(route, tier);
   return {
     keyId,
     accountId: cred.accountId ?? "",

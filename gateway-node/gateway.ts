@@ -15,6 +15,7 @@ import { GatewayError, newRequestId, rawHttpError } from "./errors.ts";
 import { HandshakeGuard } from "./handshakes.ts";
 import { handleConnect } from "./http-connect.ts";
 import { handleForward } from "./http-forward.ts";
+import { LoginCache } from "./login.ts";
 import { newMetrics, registerGatewayMetrics } from "./metrics.ts";
 import { startModemByteCounters } from "./modem-bytes.ts";
 import { handleSocks } from "./socks5.ts";
@@ -68,6 +69,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps): Pr
       perIp: config.GATEWAY_UNAUTH_PER_IP,
       total: config.GATEWAY_UNAUTH_TOTAL,
     }),
+    logins: new LoginCache(),
   };
   registerGatewayMetrics(ctx.metrics, {
     tunnels: () => ctx.tunnels.size,

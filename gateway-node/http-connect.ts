@@ -1,11 +1,12 @@
 /** HTTP CONNECT mode: `CONNECT host:port` -> authenticated, metered raw tunnel through an exit. */
 import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { authenticate, basicCredentials } from "./auth.ts";
+import { basicCredentials } from "./auth.ts";
 import { asGatewayError, GatewayError, rawHttpError } from "./errors.ts";
 import type { Target } from "./exits.ts";
+import { loginAndOpen } from "./login.ts";
 import { countError, requestIdFrom } from "./requests.ts";
-import { type GatewayContext, openTunnel } from "./tunnel.ts";
+import type { GatewayContext } from "./tunnel.ts";
 
 /** `host:port` or `[v6]:port` from a CONNECT request line. */
 export function parseAuthority(authority: string): Target | undefined {
@@ -27,15 +28,16 @@ export async function handleConnect(
   try {
     const target = parseAuthority(req.url ?? "");
     if (!target) throw new GatewayError("E_TARGET_UNREACHABLE", "CONNECT needs host:port");
-    const principal = await authenticate(
-      { redis: ctx.redis, now: ctx.now, authFailLimit: ctx.config.GATEWAY_AUTH_FAIL_LIMIT },
+    const tunnel = await loginAndOpen(
+      ctx,
       {
         credentials: basicCredentials(req.headers["proxy-authorization"]),
         clientIp: socket.remoteAddress ?? "",
+        socket,
       },
+      target,
+      requestId,
     );
-    ctx.handshakes.done(socket);
-    const tunnel = await openTunnel(ctx, principal, target, requestId);
     if (socket.destroyed) {
       await tunnel.close();
       return;

@@ -5,10 +5,11 @@
 import { type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { duplexPair } from "node:stream";
-import { authenticate, basicCredentials } from "./auth.ts";
+import { basicCredentials } from "./auth.ts";
 import { asGatewayError, GatewayError, httpError } from "./errors.ts";
+import { loginAndOpen } from "./login.ts";
 import { countError, requestIdFrom } from "./requests.ts";
-import { type GatewayContext, openTunnel, type Tunnel } from "./tunnel.ts";
+import type { GatewayContext, Tunnel } from "./tunnel.ts";
 
 const HOP_BY_HOP = new Set([
   "connection",
@@ -51,17 +52,13 @@ export async function handleForward(
     } catch {}
     if (url?.protocol !== "http:")
       throw new GatewayError("E_TARGET_UNREACHABLE", "send an absolute http:// URI, or CONNECT for https");
-    const principal = await authenticate(
-      { redis: ctx.redis, now: ctx.now, authFailLimit: ctx.config.GATEWAY_AUTH_FAIL_LIMIT },
+    const t = await loginAndOpen(
+      ctx,
       {
         credentials: basicCredentials(req.headers["proxy-authorization"]),
         clientIp: req.socket.remoteAddress ?? "",
+        socket: req.socket,
       },
-    );
-    ctx.handshakes.done(req.socket);
-    const t = await openTunnel(
-      ctx,
-      principal,
       { host: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 80) },
       requestId,
     );

@@ -27,6 +27,8 @@ export interface Metrics {
   tunnelsClosed: number;
   authFailures: number;
   exitFailures: number;
+  /** a returning key's CONNECT picked beside its login (login.ts): how the login's answer came out */
+  loginGuesses: { confirmed: number; repicked: number; refused: number };
   errors: Map<string, number>;
   bytes: Map<string, PoolBytes>;
 }
@@ -53,6 +55,7 @@ export function newMetrics(): Metrics {
     tunnelsClosed: 0,
     authFailures: 0,
     exitFailures: 0,
+    loginGuesses: { confirmed: 0, repicked: 0, refused: 0 },
     errors: new Map(),
     bytes: new Map(),
   };
@@ -110,6 +113,13 @@ export function registerGatewayMetrics(
     "gateway_auth_failures_total",
     "Logins refused for a wrong key or username (E_AUTH_INVALID); a rising rate is a guessing client.",
     () => [[{}, m.authFailures]],
+  );
+  scrapedCounter(
+    r,
+    "gateway_login_guesses_total",
+    "Returning keys' CONNECTs whose lease and pick went out beside the login, by what the login said: confirmed, repicked (pool or limits changed), refused (hold and lease given back).",
+    () => Object.entries(m.loginGuesses).map(([outcome, n]) => [{ outcome }, n]),
+    ["outcome"],
   );
   scrapedCounter(
     r,

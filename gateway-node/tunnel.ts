@@ -17,10 +17,18 @@ import type { GatewayConfig } from "./config.ts";
 import { GatewayError } from "./errors.ts";
 import { openExit } from "./exits.ts";
 import type { HandshakeGuard } from "./handshakes.ts";
+import type { LoginCache } from "./login.ts";
 import { TunnelMeter } from "./metering.ts";
 import { type Metrics, type PoolBytes, poolBytes } from "./metrics.ts";
 import type { ModemByteCounters } from "./modem-bytes.ts";
-import { checkTarget, type Lookup, resolveForExit, type Target, type TargetPolicy } from "./targets.ts";
+import {
+  type CheckedTarget,
+  checkTarget,
+  type Lookup,
+  resolveForExit,
+  type Target,
+  type TargetPolicy,
+} from "./targets.ts";
 
 export interface GatewayContext {
   config: GatewayConfig;
@@ -36,6 +44,8 @@ export interface GatewayContext {
   handshakes: HandshakeGuard;
   /** bytes each modem exit served, for its farmer (ADR 0017); absent in tests that do not count */
   modemBytes?: ModemByteCounters;
+  /** the last login of each secret: a returning key's login, lease and pick share a round trip */
+  logins: LoginCache;
 }
 
 export function targetPolicy(config: GatewayConfig): TargetPolicy {
@@ -275,19 +285,27 @@ export class Tunnel {
   }
 }
 
-/** Authenticated principal + target -> a live tunnel, or a GatewayError saying why not. */
+/**
+ * Authenticated principal + target -> a live tunnel, or a GatewayError saying why not. With
+ * `login`, `principal` is only what the last login of the same secret said (login.ts): the lease
+ * and the pick go out beside the login, and nothing opens before `login` confirms it.
+ */
 export async function openTunnel(
   ctx: GatewayContext,
   principal: Principal,
   target: Target,
   requestId: string,
+  login?: Promise<Principal>,
 ): Promise<Tunnel> {
-  if (ctx.draining) throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
+  if (ctx.draining) {
+    await login; // a refused login is answered as such
+    throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
+  }
   const started = performance.now();
   const pool = principal.route.pool;
   const log = ctx.log.child({ requestId, keyId: principal.keyId });
   try {
-    const tunnel = await pickAndOpen(ctx, principal, target, requestId, log);
+    const tunnel = await pickAndOpen(ctx, principal, target, requestId, log, login);
     ctx.metrics.tunnelSetupSeconds.observe({ pool, result: "ok" }, (performance.now() - started) / 1000);
     return tunnel;
   } catch (err) {
@@ -297,18 +315,57 @@ export async function openTunnel(
   }
 }
 
+/** What select_endpoint is asked for a principal, but for the time and the exits that failed. */
+function selection(config: GatewayConfig, principal: Principal) {
+  const route = principal.route;
+  // Holds are bounded by what the key bought: one per GATEWAY_HOLD_BYTES it has left (at least one,
+  // from the usage read at login), and never more than its own maxConnections.
+  const left = principal.capBytes === undefined ? undefined : principal.capBytes - principal.usedBytes;
+  const byBytes = left === undefined ? 0 : Math.max(1, Math.ceil(left / config.GATEWAY_HOLD_BYTES));
+  const maxConnections =
+    principal.maxConnections > 0 && byBytes > 0
+      ? Math.min(principal.maxConnections, byBytes)
+      : principal.maxConnections || byBytes;
+  return {
+    keyId: principal.keyId,
+    pool: route.pool,
+    country: route.country,
+    ipType: route.iptype,
+    carrier: route.carrier,
+    city: route.city,
+    sid: route.sid,
+    rot: route.rot,
+    ttlSec: route.ttl,
+    maxConnections,
+    endpointId: principal.endpointId,
+    pinDevice: route.pinDevice,
+  };
+}
+
+function sameSelection(a: ReturnType<typeof selection>, b: ReturnType<typeof selection>): boolean {
+  for (const k of Object.keys(a) as (keyof typeof a)[]) if (a[k] !== b[k]) return false;
+  return true;
+}
+
 async function pickAndOpen(
   ctx: GatewayContext,
   principal: Principal,
   target: Target,
   requestId: string,
   log: Logger,
+  login?: Promise<Principal>,
 ): Promise<Tunnel> {
+  let who = principal;
   const policy = targetPolicy(ctx.config);
-  const checked = checkTarget(target, policy);
+  let checked: CheckedTarget;
+  try {
+    checked = checkTarget(target, policy);
+  } catch (err) {
+    await login; // a refused login is answered before a refused target, as without a guess
+    throw err;
+  }
   // Resolved once per request, and only if a modem is picked (peers resolve and check on their side).
   let modemTarget: Promise<Target> | undefined;
-  const route = principal.route;
   const meter = new TunnelMeter(
     {
       redis: ctx.redis,
@@ -318,52 +375,66 @@ async function pickAndOpen(
       flushMs: ctx.config.GATEWAY_FLUSH_MS,
       log,
     },
-    principal.keyId,
+    who.keyId,
     `${ctx.config.GATEWAY_ID}:${requestId}`,
   );
-  // Holds are bounded by what the key bought: one per GATEWAY_HOLD_BYTES it has left (at least one,
-  // from the usage read at login), and never more than its own maxConnections.
-  const left = principal.capBytes === undefined ? undefined : principal.capBytes - principal.usedBytes;
-  const byBytes = left === undefined ? 0 : Math.max(1, Math.ceil(left / ctx.config.GATEWAY_HOLD_BYTES));
-  const maxConnections =
-    principal.maxConnections > 0 && byBytes > 0
-      ? Math.min(principal.maxConnections, byBytes)
-      : principal.maxConnections || byBytes;
   const failed: string[] = [];
+  let asked = selection(ctx.config, who);
   const select = async () => {
     const selectStarted = performance.now();
     const picked = await selectEndpoint(ctx.redis, {
-      keyId: principal.keyId,
-      pool: route.pool,
-      country: route.country,
-      ipType: route.iptype,
-      carrier: route.carrier,
-      city: route.city,
-      sid: route.sid,
-      rot: route.rot,
-      ttlSec: route.ttl,
-      maxConnections,
+      ...asked,
       now: ctx.now(),
       leaseMs: ctx.config.GATEWAY_HOLD_LEASE_MS,
       exclude: failed,
-      endpointId: principal.endpointId,
-      pinDevice: route.pinDevice,
     });
     ctx.metrics.selectEndpointSeconds.observe(
-      { pool: route.pool },
+      { pool: asked.pool },
       (performance.now() - selectStarted) / 1000,
     );
     return picked;
   };
-  // The byte lease and the first pick go out together, one round trip rather than two; a refused
-  // lease gives the pick's hold straight back.
-  const firstPick = select();
+  // The byte lease and the first pick go out together (and beside the login, given one), one round
+  // trip rather than two; a refused lease gives the pick's hold straight back.
+  let firstPick = select();
   firstPick.catch(() => {}); // awaited below; never an unhandled rejection while the lease is out
   const giveBack = () =>
     firstPick.then((p) => (p.ok ? releaseHold(ctx.redis, p.hold, ctx.now()) : false)).catch(() => false);
+  const leased = meter.start();
+  leased.catch(() => {});
+  const giveAllBack = () =>
+    Promise.all([giveBack(), leased.then((ok) => (ok ? meter.close() : undefined)).catch(() => {})]);
+  if (login) {
+    let confirmed: Principal;
+    try {
+      confirmed = await login;
+    } catch (err) {
+      // Refused after all: nothing of what went out beside the login may stay.
+      ctx.metrics.loginGuesses.refused++;
+      await giveAllBack();
+      throw err;
+    }
+    const fresh = selection(ctx.config, confirmed);
+    if (fresh.keyId !== asked.keyId) {
+      // Never expected (a secret names one key for good); start over under the key Redis names.
+      await giveAllBack();
+      return pickAndOpen(ctx, confirmed, target, requestId, log);
+    }
+    who = confirmed;
+    if (sameSelection(fresh, asked)) ctx.metrics.loginGuesses.confirmed++;
+    else {
+      // Its pool or limits changed since the last login: pick again by what Redis says now.
+      ctx.metrics.loginGuesses.repicked++;
+      await giveBack();
+      asked = fresh;
+      firstPick = select();
+      firstPick.catch(() => {});
+    }
+  }
+  const route = who.route;
   let started: boolean;
   try {
-    started = await meter.start();
+    started = await leased;
   } catch (err) {
     await giveBack();
     throw err;
@@ -400,12 +471,12 @@ async function pickAndOpen(
         relaySecret: ctx.config.RELAY_SHARED_SECRET,
         timeoutMs: ctx.config.GATEWAY_CONNECT_TIMEOUT_MS,
         requestId,
-        buyerAccountId: principal.accountId,
+        buyerAccountId: who.accountId,
         modemUpstreamKey: ctx.config.MODEM_UPSTREAM_KEY,
       });
       if (exit.ok) {
         return new Tunnel(ctx, {
-          principal,
+          principal: who,
           endpoint: picked.endpoint,
           hold: picked.hold,
           meter,
@@ -431,7 +502,7 @@ async function pickAndOpen(
       // A target the exit cannot reach will not be reachable from the next one either; a session
       // pins one device, so moving it silently would break the customer's stickiness; and a
       // dedicated key has no other endpoint to move to.
-      if (exit.side === "target" || route.sid !== undefined || principal.endpointId || route.pinDevice) break;
+      if (exit.side === "target" || route.sid !== undefined || who.endpointId || route.pinDevice) break;
     }
     throw noneLeft();
   } catch (err) {

@@ -1,0 +1,211 @@
+/**
+ * A returning key's CONNECT waits for Redis once: its login, byte lease and endpoint pick go out
+ * together (ADR 0033). The pick runs before the login's answer is read, so every way a login can
+ * fail after an earlier success is tried here, and each must leave no hold, lease or slot behind.
+ */
+import { createHash } from "node:crypto";
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitUntil } from "../dev/proc.ts";
+import { fixedClock } from "../shared/clock.ts";
+import { keys } from "../shared/keys.ts";
+import { tcpRedis } from "../shared/redis.node.ts";
+import { stateEnv } from "../test/helpers/env.ts";
+import type { Principal } from "./auth.ts";
+import { loadGatewayConfig } from "./config.ts";
+import { type Gateway, startGateway } from "./gateway.ts";
+import { LoginCache } from "./login.ts";
+import {
+  type ModemExit,
+  makeCredential,
+  openConnectTunnel,
+  startModemExit,
+  type TestCredential,
+  testGatewayEnv,
+} from "./testing.ts";
+
+const COUNTRY = "qr";
+/** what the gateway's Redis is away: every answer waits this long (a Redis in another building) */
+const RTT_MS = 80;
+const redis = tcpRedis(stateEnv().REDIS_URL);
+const endpointId = `modem_${crypto.randomUUID().slice(0, 8)}`;
+let far: { port: number; server: Server; sockets: Set<Socket> };
+let farRedis: ReturnType<typeof tcpRedis>;
+let exit: ModemExit;
+let gw: Gateway;
+
+/** A TCP relay to the test Redis that holds each answer RTT_MS before passing it on (order kept). */
+async function distantRedis(): Promise<typeof far> {
+  const target = new URL(stateEnv().REDIS_URL);
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = netConnect(Number(target.port), target.hostname);
+    sockets.add(client).add(upstream);
+    client.on("data", (d) => upstream.write(d));
+    upstream.on("data", (d) => setTimeout(() => client.destroyed || client.write(d), RTT_MS));
+    for (const s of [client, upstream]) {
+      s.on("error", () => {});
+      s.on("close", () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  return { port, server, sockets };
+}
+
+beforeAll(async () => {
+  exit = await startModemExit(redis, { endpointId, country: COUNTRY });
+  far = await distantRedis();
+  farRedis = tcpRedis(`redis://127.0.0.1:${far.port}`);
+  gw = await startGateway(
+    loadGatewayConfig(testGatewayEnv({ GATEWAY_AUTH_FAIL_LIMIT: "3" })),
+    // the shared clock is the host's here: its start-up reads of Redis's TIME would cost 3 RTTs
+    { redis: farRedis, sharedClock: fixedClock(Date.now) },
+  );
+});
+
+afterAll(async () => {
+  await gw?.close();
+  await farRedis?.close();
+  for (const s of far?.sockets ?? []) s.destroy();
+  far?.server.close();
+  await exit?.stop();
+  await redis.close();
+});
+
+const user = (cred: TestCredential) => ({ username: cred.username(`mbl-${COUNTRY}`), secret: cred.secret });
+
+/** ms from the CONNECT to the gateway's 200; the tunnel is closed and given back before it returns */
+async function timedConnect(cred: TestCredential): Promise<number> {
+  const started = performance.now();
+  const s = await openConnectTunnel(gw.httpPort, user(cred), exit.targets.httpPort);
+  const ms = performance.now() - started;
+  s.destroy();
+  await waitUntil(async () => gw.ctx.tunnels.size === 0, 5000, "tunnel given back");
+  return ms;
+}
+
+/** The gateway's whole refusal of a CONNECT (it must refuse). */
+async function refusal(cred: TestCredential): Promise<string> {
+  try {
+    const s = await openConnectTunnel(gw.httpPort, user(cred), exit.targets.httpPort);
+    s.destroy();
+    return "HTTP/1.1 200 (the gateway let it in)";
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** Nothing of `cred` is left in Redis but its closed lease entries: no hold, no slot, no budget out. */
+async function nothingHeld(cred: TestCredential) {
+  // a refused CONNECT gives back in the background of its answer: wait for the last write
+  await waitUntil(
+    async () => (await redis.raw.zcard(keys.credentialConns(cred.keyId))) === 0,
+    5000,
+    "the key's holds given back",
+  );
+  const holds = await redis.raw.zrange(keys.poolHolds(), 0, -1);
+  expect(holds.filter((m) => m.endsWith(`|${cred.keyId}`))).toEqual([]);
+  expect(await redis.raw.hget(keys.endpoint(endpointId), "conns")).toBe("0");
+  await waitUntil(
+    async () => Number((await redis.get(keys.credentialLeaseSum(cred.keyId))) ?? 0) === 0,
+    5000,
+    "the key's leased bytes given back",
+  );
+}
+
+describe("the gateway's memory of logins", () => {
+  const last = { keyId: "pk_a", accountLabel: "Acme", tier: "mbl" } as Principal;
+  it("guesses only for a username of the same account, routed by the key's own pool", () => {
+    const cache = new LoginCache();
+    cache.remember("h1", last);
+    expect(cache.guess("h1", "psx_acme-peer-us")?.route.pool).toBe("mbl");
+    expect(cache.guess("h1", "psx_other-any-us")).toBeUndefined();
+    expect(cache.guess("h1", "psx_acme-nonsense!!")).toBeUndefined();
+    expect(cache.guess("h2", "psx_acme-any-us")).toBeUndefined();
+    cache.forget("h1");
+    expect(cache.guess("h1", "psx_acme-any-us")).toBeUndefined();
+  });
+
+  it("keeps at most its size, dropping the login used longest ago", () => {
+    const cache = new LoginCache(2);
+    cache.remember("h1", last);
+    cache.remember("h2", last);
+    cache.remember("h1", last); // used again: now the newest
+    cache.remember("h3", last);
+    expect(cache.size).toBe(2);
+    expect(cache.guess("h2", "psx_acme-any-us")).toBeUndefined();
+    expect(cache.guess("h1", "psx_acme-any-us")).toBeDefined();
+  });
+});
+
+describe("a returning key's CONNECT", () => {
+  it("waits for Redis once, where a first login waits twice", async () => {
+    const cred = await makeCredential(redis);
+    const first = await timedConnect(cred);
+    const again: number[] = [];
+    for (let i = 0; i < 5; i++) again.push(await timedConnect(cred));
+    again.sort((a, b) => a - b);
+    const median = again[2]!;
+    // Login, then lease and pick: two of Redis's answers in a row before the exit is asked.
+    expect(first).toBeGreaterThanOrEqual(2 * RTT_MS);
+    // All three in one: one answer, plus the modem's few milliseconds.
+    expect(median).toBeGreaterThanOrEqual(RTT_MS);
+    expect(median).toBeLessThan(1.5 * RTT_MS);
+  });
+
+  it("is refused and leaves nothing held once its key was deleted", async () => {
+    const cred = await makeCredential(redis);
+    await timedConnect(cred);
+    // as the API's cred_delete does: the secret's entry and the key's cached credential go
+    const secretKey = keys.credentialSecret(createHash("sha256").update(cred.secret).digest("hex"));
+    expect(await redis.raw.del(secretKey, keys.credential(cred.keyId))).toBe(2);
+    expect(await refusal(cred)).toMatch(/^HTTP\/1\.1 407[\s\S]*E_AUTH_INVALID/);
+    await nothingHeld(cred);
+  });
+
+  it("is refused and leaves nothing held once its key was suspended at its cap", async () => {
+    const cred = await makeCredential(redis);
+    await timedConnect(cred);
+    await redis.hset(keys.credential(cred.keyId), { enabled: "0", suspendedReason: "cap" });
+    expect(await refusal(cred)).toMatch(/^HTTP\/1\.1 402[\s\S]*E_CAP_EXCEEDED/);
+    await nothingHeld(cred);
+  });
+
+  it("is refused and leaves nothing held once it expired", async () => {
+    const cred = await makeCredential(redis);
+    await timedConnect(cred);
+    await redis.hset(keys.credential(cred.keyId), { expiresAt: String(Date.now() - 1000) });
+    expect(await refusal(cred)).toMatch(/^HTTP\/1\.1 403[\s\S]*E_CREDENTIAL_SUSPENDED/);
+    await nothingHeld(cred);
+  });
+
+  it("honours a connection limit lowered since its last login", async () => {
+    const cred = await makeCredential(redis, { maxConnections: 3 });
+    await timedConnect(cred);
+    const held = await openConnectTunnel(gw.httpPort, user(cred), exit.targets.httpPort);
+    try {
+      await redis.hset(keys.credential(cred.keyId), { maxConnections: "1" });
+      // A pick made with the limit read at the last login (3) would let this one in.
+      expect(await refusal(cred)).toMatch(/^HTTP\/1\.1 429[\s\S]*E_RATE_LIMITED/);
+      expect(await redis.raw.zcard(keys.credentialConns(cred.keyId))).toBe(1);
+    } finally {
+      held.destroy();
+    }
+    await nothingHeld(cred);
+    expect(gw.ctx.metrics.loginGuesses.repicked).toBeGreaterThan(0);
+  });
+
+  it("is refused from an address over its failed-login limit, with nothing held", async () => {
+    const cred = await makeCredential(redis);
+    await timedConnect(cred);
+    const wrong = { ...cred, secret: `pak_${"0".repeat(32)}` };
+    // (the deleted key above already counted one failure from this address)
+    for (let i = 0; i < 3; i++) expect(await refusal(wrong)).toMatch(/^HTTP\/1\.1 (407|429)/);
+    expect(await refusal(cred)).toMatch(/^HTTP\/1\.1 429[\s\S]*too many failed logins/);
+    await nothingHeld(cred);
+  });
+});
