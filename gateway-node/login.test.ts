@@ -142,6 +142,126 @@ describe("the gateway's memory of logins", () => {
   });
 });
 
+/** A SOCKS5 client one step at a time: reads exactly what each step expects. */
+async function socksClient() {
+  const s = netConnect(gw.socksPort, "127.0.0.1");
+  s.on("error", () => {});
+  let buf = Buffer.alloc(0);
+  let closed = false;
+  let wake = () => {};
+  s.on("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    wake();
+  });
+  s.on("close", () => {
+    closed = true;
+    wake();
+  });
+  const read = async (n: number): Promise<Buffer> => {
+    while (buf.length < n) {
+      if (closed) throw new Error(`closed after ${buf.length} of ${n} bytes`);
+      await new Promise<void>((r) => {
+        wake = r;
+      });
+    }
+    const out = buf.subarray(0, n);
+    buf = buf.subarray(n);
+    return out;
+  };
+  await new Promise((r) => s.once("connect", r));
+  return {
+    s,
+    /** greeting and RFC 1929 login: the status byte (0 = accepted) */
+    async login(cred: TestCredential): Promise<number> {
+      s.write(Buffer.from([5, 1, 2]));
+      expect([...(await read(2))]).toEqual([5, 2]);
+      const u = Buffer.from(user(cred).username);
+      const p = Buffer.from(cred.secret);
+      s.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
+      return (await read(2))[1]!;
+    },
+    /** a request for an IPv4 target (cmd 1 CONNECT, 2 BIND): the reply's REP byte */
+    async request(ip: number[], port: number, cmd = 1): Promise<number> {
+      s.write(Buffer.from([5, cmd, 0, 1, ...ip, port >> 8, port & 255]));
+      return (await read(10))[1]!;
+    },
+  };
+}
+
+describe("a returning key's SOCKS5 CONNECT", () => {
+  it("is answered without waiting for Redis: the lease and the pick went out with the login", async () => {
+    const cred = await makeCredential(redis);
+    const timed = async () => {
+      const c = await socksClient();
+      let t = performance.now();
+      expect(await c.login(cred)).toBe(0);
+      const login = performance.now() - t;
+      t = performance.now();
+      expect(await c.request([127, 0, 0, 1], exit.targets.httpPort)).toBe(0);
+      const request = performance.now() - t;
+      c.s.destroy();
+      await waitUntil(async () => gw.ctx.tunnels.size === 0, 5000, "tunnel given back");
+      return { login, request };
+    };
+    const first = await timed();
+    // A first login waits for Redis at the login; its lease and pick go out once it is accepted,
+    // while the client names its target, which it does at once here.
+    expect(first.login).toBeGreaterThanOrEqual(RTT_MS);
+    const again: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = await timed();
+      expect(t.login).toBeGreaterThanOrEqual(RTT_MS);
+      again.push(t.request);
+    }
+    again.sort((a, b) => a - b);
+    // On main the CONNECT waited one round trip for the lease and the pick.
+    expect(again[2]).toBeLessThan(RTT_MS / 2);
+  });
+
+  it("leaves nothing held when the client leaves after its login, first time or returning", async () => {
+    const cred = await makeCredential(redis);
+    for (let i = 0; i < 2; i++) {
+      const c = await socksClient();
+      expect(await c.login(cred)).toBe(0);
+      await new Promise((r) => setTimeout(r, 2 * RTT_MS)); // the reservation is taken by now
+      expect(await redis.raw.zcard(keys.credentialConns(cred.keyId))).toBe(1);
+      c.s.destroy();
+      await nothingHeld(cred);
+    }
+    expect(gw.ctx.metrics.loginGuesses.confirmed).toBeGreaterThan(0);
+  });
+
+  it("leaves nothing held for a refused target or command", async () => {
+    const cred = await makeCredential(redis);
+    for (const [ip, cmd, rep] of [
+      [[10, 1, 2, 3], 1, 0x02], // a private target (E_TARGET_BLOCKED)
+      [[127, 0, 0, 1], 2, 0x07], // BIND: command not supported
+    ] as const) {
+      const c = await socksClient();
+      expect(await c.login(cred)).toBe(0);
+      expect(await c.request([...ip], exit.targets.httpPort, cmd)).toBe(rep);
+      c.s.destroy();
+      await nothingHeld(cred);
+    }
+  });
+
+  it("is refused at the CONNECT, with nothing held, once its key was suspended at its cap", async () => {
+    const cred = await makeCredential(redis);
+    const c = await socksClient();
+    expect(await c.login(cred)).toBe(0);
+    expect(await c.request([127, 0, 0, 1], exit.targets.httpPort)).toBe(0);
+    c.s.destroy();
+    await nothingHeld(cred);
+    await redis.hset(keys.credential(cred.keyId), { enabled: "0", suspendedReason: "cap" });
+    const again = await socksClient();
+    expect(await again.login(cred)).toBe(0); // a cap is answered on the CONNECT (RFC 1928 REP)
+    expect(await again.request([127, 0, 0, 1], exit.targets.httpPort)).toBe(0x02);
+    again.s.destroy();
+    await nothingHeld(cred);
+    expect(gw.ctx.metrics.loginGuesses.refused).toBeGreaterThan(0);
+  });
+});
+
 describe("a returning key's CONNECT", () => {
   it("waits for Redis once, where a first login waits twice", async () => {
     const cred = await makeCredential(redis);

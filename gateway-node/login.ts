@@ -57,20 +57,16 @@ export class LoginCache {
   }
 }
 
+type Credentials = { username: string; password: string };
+
 /**
- * authenticate + openTunnel, with the login sent beside the lease and the pick when this secret
- * logged in here before. `onLogin` runs once the login itself is accepted (the handshake is over).
+ * Starts a login (authenticate) that the cache learns from, and says what the cache guesses for
+ * it: a principal to send the lease and the pick with, beside the login, or undefined.
  */
-export async function loginAndOpen(
+export function startLogin(
   ctx: GatewayContext,
-  input: {
-    credentials: { username: string; password: string } | undefined;
-    clientIp: string;
-    socket: Socket;
-  },
-  target: Target,
-  requestId: string,
-): Promise<Tunnel> {
+  input: { credentials: Credentials | undefined; clientIp: string },
+): { login: Promise<Principal>; guess: Principal | undefined } {
   const hash = input.credentials ? secretHash(input.credentials.password) : undefined;
   const login = authenticate(
     { redis: ctx.redis, now: ctx.now, authFailLimit: ctx.config.GATEWAY_AUTH_FAIL_LIMIT },
@@ -78,7 +74,6 @@ export async function loginAndOpen(
   ).then(
     (principal) => {
       if (hash) ctx.logins.remember(hash, principal);
-      ctx.handshakes.done(input.socket);
       return principal;
     },
     (err: unknown) => {
@@ -87,7 +82,25 @@ export async function loginAndOpen(
     },
   );
   const guess = hash && input.credentials ? ctx.logins.guess(hash, input.credentials.username) : undefined;
-  if (!guess) return openTunnel(ctx, await login, target, requestId);
-  login.catch(() => {}); // awaited by openTunnel before anything is answered
-  return openTunnel(ctx, guess, target, requestId, login);
+  return { login, guess };
+}
+
+/**
+ * authenticate + openTunnel (HTTP), with the login sent beside the lease and the pick when this
+ * secret logged in here before. The handshake is over once the login itself is accepted.
+ */
+export async function loginAndOpen(
+  ctx: GatewayContext,
+  input: { credentials: Credentials | undefined; clientIp: string; socket: Socket },
+  target: Target,
+  requestId: string,
+): Promise<Tunnel> {
+  const { login, guess } = startLogin(ctx, input);
+  const accepted = login.then((principal) => {
+    ctx.handshakes.done(input.socket);
+    return principal;
+  });
+  if (!guess) return openTunnel(ctx, await accepted, target, requestId);
+  accepted.catch(() => {}); // awaited by openTunnel before anything is answered
+  return openTunnel(ctx, guess, target, requestId, accepted);
 }

@@ -3,11 +3,12 @@
  * username/password. Failures before the tunnel is up answer the closest REP code.
  */
 import type { Socket } from "node:net";
-import { authenticate } from "./auth.ts";
 import { asGatewayError, GatewayError, newRequestId } from "./errors.ts";
 import type { Target } from "./exits.ts";
+import { startLogin } from "./login.ts";
 import { countError } from "./requests.ts";
-import { type GatewayContext, openTunnel } from "./tunnel.ts";
+import { checkTarget } from "./targets.ts";
+import { type GatewayContext, Reservation, targetPolicy } from "./tunnel.ts";
 
 /** Buffered reads of exact byte counts from a socket, for the handshake only. */
 class HandshakeReader {
@@ -88,6 +89,7 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
   // The handshake's absolute deadline and the unauthenticated caps are ctx.handshakes' (gateway.ts).
   const r = new HandshakeReader(socket);
   let authed = false;
+  let reservation: Reservation | undefined;
   try {
     const [ver, nmethods = 0] = await r.read(2);
     if (ver !== 0x05) {
@@ -109,10 +111,13 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
     const username = (await r.read(ulen)).toString("utf8");
     const [plen = 0] = await r.read(1);
     const password = (await r.read(plen)).toString("utf8");
-    const principal = await authenticate(
-      { redis: ctx.redis, now: ctx.now, authFailLimit: ctx.config.GATEWAY_AUTH_FAIL_LIMIT },
-      { credentials: { username, password }, clientIp: socket.remoteAddress ?? "" },
-    ).catch((err: unknown) => {
+    const { login, guess } = startLogin(ctx, {
+      credentials: { username, password },
+      clientIp: socket.remoteAddress ?? "",
+    });
+    // A secret that logged in here before: the lease and the pick go out beside the login.
+    if (guess) reservation = new Reservation(ctx, guess, requestId, login);
+    const principal = await login.catch((err: unknown) => {
       const g = asGatewayError(err);
       // Failures of the login itself end at RFC 1929's status byte; the rest (cap, suspended)
       // are answered on the CONNECT with a REP code once the client asks for a target.
@@ -126,16 +131,22 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
       return g;
     });
     authed = true;
-    if (!(principal instanceof GatewayError)) ctx.handshakes.authenticated(socket);
+    if (!(principal instanceof GatewayError)) {
+      ctx.handshakes.authenticated(socket);
+      // Otherwise they go out now, while the client names its target: the CONNECT need not wait
+      // for Redis once it comes. Every way out below gives them back.
+      reservation ??= new Reservation(ctx, principal, requestId);
+    }
     socket.write(Buffer.from([0x01, 0x00]));
     const target = await readTarget(r);
     ctx.handshakes.done(socket);
     if (typeof target === "number") {
+      await reservation?.giveBack();
       socket.end(reply(target));
       return;
     }
-    if (principal instanceof GatewayError) throw principal;
-    const tunnel = await openTunnel(ctx, principal, target, requestId);
+    if (principal instanceof GatewayError || !reservation) throw principal;
+    const tunnel = await reservation.open(checkTarget(target, targetPolicy(ctx.config)));
     if (socket.destroyed) {
       await tunnel.close();
       return;
@@ -144,6 +155,8 @@ export async function handleSocks(ctx: GatewayContext, socket: Socket): Promise<
     socket.write(reply(0x00));
     tunnel.splice(socket, early);
   } catch (err) {
+    // Not opened (the client left, a refused target, a refused login): nothing stays held.
+    void reservation?.giveBack();
     if (r.gone) {
       socket.destroy();
       return;

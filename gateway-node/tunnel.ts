@@ -9,7 +9,14 @@ import { keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
 import { runScript } from "../shared/lua/script.ts";
 import { tunnelFailure } from "../shared/lua/scripts.gen.ts";
-import { type Hold, releaseHold, renewHold, type SelectedEndpoint, selectEndpoint } from "../shared/pool.ts";
+import {
+  type Hold,
+  releaseHold,
+  renewHold,
+  type SelectedEndpoint,
+  type SelectResult,
+  selectEndpoint,
+} from "../shared/pool.ts";
 import type { RedisClient } from "../shared/redis.ts";
 import type { PooledSink } from "../shared/tunnel-open.node.ts";
 import type { Principal } from "./auth.ts";
@@ -297,22 +304,15 @@ export async function openTunnel(
   requestId: string,
   login?: Promise<Principal>,
 ): Promise<Tunnel> {
-  if (ctx.draining) {
-    await login; // a refused login is answered as such
-    throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
-  }
-  const started = performance.now();
-  const pool = principal.route.pool;
-  const log = ctx.log.child({ requestId, keyId: principal.keyId });
+  let checked: CheckedTarget;
   try {
-    const tunnel = await pickAndOpen(ctx, principal, target, requestId, log, login);
-    ctx.metrics.tunnelSetupSeconds.observe({ pool, result: "ok" }, (performance.now() - started) / 1000);
-    return tunnel;
+    checked = checkTarget(target, targetPolicy(ctx.config));
+    if (ctx.draining) throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
   } catch (err) {
-    const code = err instanceof GatewayError ? err.code : "E_INTERNAL";
-    ctx.metrics.tunnelSetupSeconds.observe({ pool, result: code }, (performance.now() - started) / 1000);
-    throw err; // logged once, with the request id, where it is answered (countError)
+    await login; // a refused login is answered before a refused target, as without a guess
+    throw err;
   }
+  return new Reservation(ctx, principal, requestId, login).open(checked);
 }
 
 /** What select_endpoint is asked for a principal, but for the time and the exits that failed. */
@@ -347,167 +347,234 @@ function sameSelection(a: ReturnType<typeof selection>, b: ReturnType<typeof sel
   return true;
 }
 
-async function pickAndOpen(
-  ctx: GatewayContext,
-  principal: Principal,
-  target: Target,
-  requestId: string,
-  log: Logger,
-  login?: Promise<Principal>,
-): Promise<Tunnel> {
-  let who = principal;
-  const policy = targetPolicy(ctx.config);
-  let checked: CheckedTarget;
-  try {
-    checked = checkTarget(target, policy);
-  } catch (err) {
-    await login; // a refused login is answered before a refused target, as without a guess
-    throw err;
+/**
+ * A tunnel's first byte lease and endpoint pick, sent as soon as the key is known (or guessed, with
+ * the login beside them), before the exit is asked: HTTP asks at once, SOCKS5 once its client
+ * names the target. Until `open` succeeds the reservation owns a hold and leased bytes, and every
+ * way out gives them back (`giveBack`, idempotent).
+ */
+export class Reservation {
+  readonly #ctx: GatewayContext;
+  readonly #requestId: string;
+  readonly #log: Logger;
+  readonly #meter: TunnelMeter;
+  readonly #leased: Promise<boolean>;
+  readonly #started = performance.now();
+  readonly #failed: string[] = [];
+  #who: Principal;
+  #asked: ReturnType<typeof selection>;
+  #firstPick: Promise<SelectResult>;
+  #given: Promise<void> | undefined;
+  /** settles once the login confirmed the guess (or at once without one); rejects with its refusal */
+  readonly confirmed: Promise<void>;
+
+  constructor(ctx: GatewayContext, principal: Principal, requestId: string, login?: Promise<Principal>) {
+    this.#ctx = ctx;
+    this.#requestId = requestId;
+    this.#who = principal;
+    this.#log = ctx.log.child({ requestId, keyId: principal.keyId });
+    this.#meter = this.#newMeter(principal.keyId);
+    this.#asked = selection(ctx.config, principal);
+    // The byte lease and the first pick go out together (and beside the login, given one), one
+    // round trip rather than two; a refused lease gives the pick's hold straight back.
+    this.#firstPick = this.#select();
+    this.#leased = this.#meter.start();
+    this.#leased.catch(() => {}); // awaited by open; never an unhandled rejection meanwhile
+    this.confirmed = login ? this.#confirm(login) : Promise.resolve();
+    this.confirmed.catch(() => {});
   }
-  // Resolved once per request, and only if a modem is picked (peers resolve and check on their side).
-  let modemTarget: Promise<Target> | undefined;
-  const meter = new TunnelMeter(
-    {
-      redis: ctx.redis,
-      now: ctx.now,
-      leaseBytes: ctx.config.GATEWAY_BYTE_LEASE,
-      maxLeaseBytes: ctx.config.GATEWAY_BYTE_LEASE_MAX,
-      flushMs: ctx.config.GATEWAY_FLUSH_MS,
-      log,
-    },
-    who.keyId,
-    `${ctx.config.GATEWAY_ID}:${requestId}`,
-  );
-  const failed: string[] = [];
-  let asked = selection(ctx.config, who);
-  const select = async () => {
+
+  #newMeter(keyId: string): TunnelMeter {
+    const c = this.#ctx.config;
+    return new TunnelMeter(
+      {
+        redis: this.#ctx.redis,
+        now: this.#ctx.now,
+        leaseBytes: c.GATEWAY_BYTE_LEASE,
+        maxLeaseBytes: c.GATEWAY_BYTE_LEASE_MAX,
+        flushMs: c.GATEWAY_FLUSH_MS,
+        log: this.#log,
+      },
+      keyId,
+      `${c.GATEWAY_ID}:${this.#requestId}`,
+    );
+  }
+
+  #select(): Promise<SelectResult> {
+    const ctx = this.#ctx;
+    const asked = this.#asked;
     const selectStarted = performance.now();
-    const picked = await selectEndpoint(ctx.redis, {
+    const picked = selectEndpoint(ctx.redis, {
       ...asked,
       now: ctx.now(),
       leaseMs: ctx.config.GATEWAY_HOLD_LEASE_MS,
-      exclude: failed,
+      exclude: this.#failed,
+    }).then((r) => {
+      ctx.metrics.selectEndpointSeconds.observe(
+        { pool: asked.pool },
+        (performance.now() - selectStarted) / 1000,
+      );
+      return r;
     });
-    ctx.metrics.selectEndpointSeconds.observe(
-      { pool: asked.pool },
-      (performance.now() - selectStarted) / 1000,
-    );
+    picked.catch(() => {}); // awaited by open or giveBack
     return picked;
-  };
-  // The byte lease and the first pick go out together (and beside the login, given one), one round
-  // trip rather than two; a refused lease gives the pick's hold straight back.
-  let firstPick = select();
-  firstPick.catch(() => {}); // awaited below; never an unhandled rejection while the lease is out
-  const giveBack = () =>
-    firstPick.then((p) => (p.ok ? releaseHold(ctx.redis, p.hold, ctx.now()) : false)).catch(() => false);
-  const leased = meter.start();
-  leased.catch(() => {});
-  const giveAllBack = () =>
-    Promise.all([giveBack(), leased.then((ok) => (ok ? meter.close() : undefined)).catch(() => {})]);
-  if (login) {
+  }
+
+  #giveBackPick(): Promise<unknown> {
+    const ctx = this.#ctx;
+    return this.#firstPick
+      .then((p) => (p.ok ? releaseHold(ctx.redis, p.hold, ctx.now()) : false))
+      .catch(() => false);
+  }
+
+  async #confirm(login: Promise<Principal>): Promise<void> {
+    const metrics = this.#ctx.metrics;
     let confirmed: Principal;
     try {
       confirmed = await login;
     } catch (err) {
       // Refused after all: nothing of what went out beside the login may stay.
-      ctx.metrics.loginGuesses.refused++;
-      await giveAllBack();
+      metrics.loginGuesses.refused++;
+      await this.giveBack();
       throw err;
     }
-    const fresh = selection(ctx.config, confirmed);
-    if (fresh.keyId !== asked.keyId) {
-      // Never expected (a secret names one key for good); start over under the key Redis names.
-      await giveAllBack();
-      return pickAndOpen(ctx, confirmed, target, requestId, log);
+    const fresh = selection(this.#ctx.config, confirmed);
+    if (fresh.keyId !== this.#asked.keyId) {
+      // Never expected (a secret names one key for good): the lease is another key's.
+      await this.giveBack();
+      throw new GatewayError("E_INTERNAL", "the key changed under its secret; retry");
     }
-    who = confirmed;
-    if (sameSelection(fresh, asked)) ctx.metrics.loginGuesses.confirmed++;
-    else {
-      // Its pool or limits changed since the last login: pick again by what Redis says now.
-      ctx.metrics.loginGuesses.repicked++;
-      await giveBack();
-      asked = fresh;
-      firstPick = select();
-      firstPick.catch(() => {});
+    this.#who = confirmed;
+    if (sameSelection(fresh, this.#asked)) {
+      metrics.loginGuesses.confirmed++;
+      return;
     }
+    // Its pool or limits changed since the last login: pick again by what Redis says now.
+    metrics.loginGuesses.repicked++;
+    await this.#giveBackPick();
+    this.#asked = fresh;
+    this.#firstPick = this.#select();
   }
-  const route = who.route;
-  let started: boolean;
-  try {
-    started = await leased;
-  } catch (err) {
-    await giveBack();
-    throw err;
+
+  /** Gives back the hold and the leased bytes; for a reservation that will not be opened. */
+  giveBack(): Promise<void> {
+    this.#given ??= Promise.all([
+      this.#giveBackPick(),
+      this.#leased.then((ok) => (ok ? this.#meter.close() : undefined)).catch(() => {}),
+    ]).then(() => {});
+    return this.#given;
   }
-  if (!started) {
-    await giveBack();
-    throw new GatewayError("E_CAP_EXCEEDED", "traffic cap reached; top up to continue");
-  }
-  // Built only when an exit fails: an Error's stack trace is not free on every request.
-  let last: GatewayError | undefined;
-  const noneLeft = () => last ?? new GatewayError("E_NO_STOCK", "no endpoint available");
-  try {
-    for (let attempt = 0; attempt < MAX_EXIT_ATTEMPTS; attempt++) {
-      const picked = attempt === 0 ? await firstPick : await select();
-      if (!picked.ok) {
-        if (attempt > 0 && picked.code === "E_NO_STOCK") throw noneLeft();
-        throw new GatewayError(
-          picked.code,
-          picked.message,
-          picked.code === "E_NO_CAPACITY" ? { retryAfterS: ctx.config.GATEWAY_RETRY_AFTER_S } : {},
-        );
+
+  /** Opens the exit to a checked target; the setup histogram counts from the reservation. */
+  async open(checked: CheckedTarget): Promise<Tunnel> {
+    const ctx = this.#ctx;
+    const pool = this.#who.route.pool;
+    const observe = (result: string) =>
+      ctx.metrics.tunnelSetupSeconds.observe({ pool, result }, (performance.now() - this.#started) / 1000);
+    await this.confirmed; // a refused login is answered as such, and is no setup
+    try {
+      if (this.#given) throw new GatewayError("E_INTERNAL", "this tunnel's reservation was given back");
+      if (ctx.draining) {
+        await this.giveBack();
+        throw new GatewayError("E_INTERNAL", "gateway is draining; retry");
       }
-      let exitTarget: Target = { host: checked.host, port: checked.port };
-      if (picked.endpoint.kind === "modem") {
-        modemTarget ??= resolveForExit(checked, policy, ctx.lookup);
-        try {
-          exitTarget = await modemTarget;
-        } catch (err) {
-          await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
-          throw err;
+      // From here #open gives back what it does not use (each failed pick, the meter).
+      this.#given = Promise.resolve();
+      const tunnel = await this.#open(checked);
+      observe("ok");
+      return tunnel;
+    } catch (err) {
+      observe(err instanceof GatewayError ? err.code : "E_INTERNAL");
+      throw err; // logged once, with the request id, where it is answered (countError)
+    }
+  }
+
+  async #open(checked: CheckedTarget): Promise<Tunnel> {
+    const ctx = this.#ctx;
+    const who = this.#who;
+    const meter = this.#meter;
+    const log = this.#log;
+    const route = who.route;
+    const policy = targetPolicy(ctx.config);
+    // Resolved once per request, and only if a modem is picked (peers resolve and check on their side).
+    let modemTarget: Promise<Target> | undefined;
+    let started: boolean;
+    try {
+      started = await this.#leased;
+    } catch (err) {
+      await this.#giveBackPick();
+      throw err;
+    }
+    if (!started) {
+      await this.#giveBackPick();
+      throw new GatewayError("E_CAP_EXCEEDED", "traffic cap reached; top up to continue");
+    }
+    // Built only when an exit fails: an Error's stack trace is not free on every request.
+    let last: GatewayError | undefined;
+    const noneLeft = () => last ?? new GatewayError("E_NO_STOCK", "no endpoint available");
+    try {
+      for (let attempt = 0; attempt < MAX_EXIT_ATTEMPTS; attempt++) {
+        const picked = attempt === 0 ? await this.#firstPick : await this.#select();
+        if (!picked.ok) {
+          if (attempt > 0 && picked.code === "E_NO_STOCK") throw noneLeft();
+          throw new GatewayError(
+            picked.code,
+            picked.message,
+            picked.code === "E_NO_CAPACITY" ? { retryAfterS: ctx.config.GATEWAY_RETRY_AFTER_S } : {},
+          );
         }
-      }
-      const exit = await openExit(picked.endpoint, exitTarget, {
-        relaySecret: ctx.config.RELAY_SHARED_SECRET,
-        timeoutMs: ctx.config.GATEWAY_CONNECT_TIMEOUT_MS,
-        requestId,
-        buyerAccountId: who.accountId,
-        modemUpstreamKey: ctx.config.MODEM_UPSTREAM_KEY,
-      });
-      if (exit.ok) {
-        return new Tunnel(ctx, {
-          principal: who,
-          endpoint: picked.endpoint,
-          hold: picked.hold,
-          meter,
-          exit: exit.socket,
-          head: exit.head,
-          exitReads: exit.onRead,
-          log: log.child({
-            endpointId: picked.endpoint.endpointId,
-            deviceId: picked.endpoint.deviceId,
-            pool: picked.endpoint.pool,
-            target: `${checked.host}:${checked.port}`,
-          }),
+        let exitTarget: Target = { host: checked.host, port: checked.port };
+        if (picked.endpoint.kind === "modem") {
+          modemTarget ??= resolveForExit(checked, policy, ctx.lookup);
+          try {
+            exitTarget = await modemTarget;
+          } catch (err) {
+            await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
+            throw err;
+          }
+        }
+        const exit = await openExit(picked.endpoint, exitTarget, {
+          relaySecret: ctx.config.RELAY_SHARED_SECRET,
+          timeoutMs: ctx.config.GATEWAY_CONNECT_TIMEOUT_MS,
+          requestId: this.#requestId,
+          buyerAccountId: who.accountId,
+          modemUpstreamKey: ctx.config.MODEM_UPSTREAM_KEY,
         });
+        if (exit.ok) {
+          return new Tunnel(ctx, {
+            principal: who,
+            endpoint: picked.endpoint,
+            hold: picked.hold,
+            meter,
+            exit: exit.socket,
+            head: exit.head,
+            exitReads: exit.onRead,
+            log: log.child({
+              endpointId: picked.endpoint.endpointId,
+              deviceId: picked.endpoint.deviceId,
+              pool: picked.endpoint.pool,
+              target: `${checked.host}:${checked.port}`,
+            }),
+          });
+        }
+        await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
+        void reportFailure(ctx, picked.endpoint, exit.reason);
+        log.warn(
+          { endpointId: picked.endpoint.endpointId, deviceId: picked.endpoint.deviceId, reason: exit.reason },
+          "exit failed",
+        );
+        last = exit.error;
+        this.#failed.push(picked.endpoint.endpointId);
+        // A target the exit cannot reach will not be reachable from the next one either; a session
+        // pins one device, so moving it silently would break the customer's stickiness; and a
+        // dedicated key has no other endpoint to move to.
+        if (exit.side === "target" || route.sid !== undefined || who.endpointId || route.pinDevice) break;
       }
-      await releaseHold(ctx.redis, picked.hold, ctx.now()).catch(() => {});
-      void reportFailure(ctx, picked.endpoint, exit.reason);
-      log.warn(
-        { endpointId: picked.endpoint.endpointId, deviceId: picked.endpoint.deviceId, reason: exit.reason },
-        "exit failed",
-      );
-      last = exit.error;
-      failed.push(picked.endpoint.endpointId);
-      // A target the exit cannot reach will not be reachable from the next one either; a session
-      // pins one device, so moving it silently would break the customer's stickiness; and a
-      // dedicated key has no other endpoint to move to.
-      if (exit.side === "target" || route.sid !== undefined || who.endpointId || route.pinDevice) break;
+      throw noneLeft();
+    } catch (err) {
+      await meter.close();
+      throw err;
     }
-    throw noneLeft();
-  } catch (err) {
-    await meter.close();
-    throw err;
   }
 }
 
