@@ -270,9 +270,11 @@ export function openConnectTunnel(
   port: number,
   auth: { username: string; secret: string },
   targetPort: number,
+  /** the customer's own address (any of 127/8): its failed-login count is its own */
+  localAddress?: string,
 ): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = connect(port, "127.0.0.1");
+    const s = connect({ port, host: "127.0.0.1", localAddress });
     const basic = Buffer.from(`${auth.username}:${auth.secret}`).toString("base64");
     s.write(`CONNECT 127.0.0.1:${targetPort} HTTP/1.1\r\nProxy-Authorization: Basic ${basic}\r\n\r\n`);
     let head = "";

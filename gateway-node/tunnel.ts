@@ -452,6 +452,7 @@ export class Reservation {
     // Its pool or limits changed since the last login: pick again by what Redis says now.
     metrics.loginGuesses.repicked++;
     await this.#giveBackPick();
+    if (this.#given) return; // given back meanwhile (the SOCKS5 client left): no new hold
     this.#asked = fresh;
     this.#firstPick = this.#select();
   }
@@ -468,10 +469,10 @@ export class Reservation {
   /** Opens the exit to a checked target; the setup histogram counts from the reservation. */
   async open(checked: CheckedTarget): Promise<Tunnel> {
     const ctx = this.#ctx;
+    await this.confirmed; // a refused login is answered as such, and is no setup
     const pool = this.#who.route.pool;
     const observe = (result: string) =>
       ctx.metrics.tunnelSetupSeconds.observe({ pool, result }, (performance.now() - this.#started) / 1000);
-    await this.confirmed; // a refused login is answered as such, and is no setup
     try {
       if (this.#given) throw new GatewayError("E_INTERNAL", "this tunnel's reservation was given back");
       if (ctx.draining) {
