@@ -4,7 +4,7 @@
 // it is missing; the table prints that reason.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -84,8 +84,17 @@ export async function startDanteAnchor(): Promise<Anchor> {
     ].join("\n"),
   );
   const svc = startProcess("danted", "/usr/sbin/danted", ["-f", conf, "-N", "2"]);
-  await listening(port, svc, "danted");
-  return { ok: true, route: { kind: "socks5", port }, stop: async () => void (await svc.stop()) };
+  const stop = async () => {
+    await svc.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await listening(port, svc, "danted");
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { ok: true, route: { kind: "socks5", port }, stop };
 }
 
 /**
@@ -154,18 +163,23 @@ export async function startRatholeAnchor(
     "--client",
     join(dir, "client.toml"),
   ]);
+  // The config directory goes with the processes.
+  const stop = async () => {
+    await Promise.all([server.stop(), client.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  };
   try {
     await listening(service, server, "rathole server");
     // The service port listens before the client's control channel is up: wait for the handshake.
     await client.waitFor(/Control channel established/i, 15_000);
   } catch (err) {
-    await Promise.all([server.stop(), client.stop()]);
+    await stop();
     return { ok: false, why: `rathole ${transport}: ${(err as Error).message.split("\n")[0]}` };
   }
   return {
     ok: true,
     route: { kind: "direct", port: service },
-    stop: async () => void (await Promise.all([server.stop(), client.stop()])),
+    stop,
     pids: [server.child.pid!, client.child.pid!],
   };
 }
