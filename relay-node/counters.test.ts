@@ -55,4 +55,25 @@ describe("device byte counters", () => {
       await redis.raw.srem(keys.unsettledDevices(), deviceId);
     }
   });
+
+  it("stamps a device's counters' since with Redis's clock, not the host's", async () => {
+    const deviceId = `dev_since_${crypto.randomUUID().slice(0, 8)}`;
+    // On a host two hours fast, Redis's clock reads two hours behind the host's.
+    const twoHoursAgo = Date.now() - 2 * 3600_000;
+    const counters = createByteCounters({
+      redis,
+      flushMs: 60_000,
+      log: memoryLogger([]),
+      sharedNow: () => twoHoursAgo,
+    });
+    try {
+      counters.add(deviceId, 5, 5);
+      await counters.flush();
+      expect(await redis.raw.hget(keys.deviceBytes(deviceId), "since")).toBe(String(twoHoursAgo));
+    } finally {
+      await redis.del(keys.deviceBytes(deviceId), keys.deviceBytesFlushSeq(deviceId));
+      await redis.raw.srem(keys.servedDevices(), deviceId);
+      await redis.raw.srem(keys.unsettledDevices(), deviceId);
+    }
+  });
 });

@@ -22,7 +22,13 @@ export function createByteCounters(deps: {
   log: Logger;
   /** Called with each flush's duration in seconds (the relay's flush histogram). */
   onFlush?: (seconds: number) => void;
+  /**
+   * Redis's clock as this host reads it (shared/clock.ts; default the host's): it stamps a
+   * device's counters' `since`, which the API's settlement reads on another host.
+   */
+  sharedNow?: () => number;
 }): ByteCounters {
+  const sharedNow = deps.sharedNow ?? Date.now;
   let pending = new Map<string, { up: number; down: number }>();
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<void> = Promise.resolve();
@@ -59,7 +65,7 @@ export function createByteCounters(deps: {
               keys.unsettledDevices(),
               keys.deviceBytesFlushSeq(deviceId),
             ],
-            [c.up, c.down, deviceId, Date.now(), writer, c.seq],
+            [c.up, c.down, deviceId, sharedNow(), writer, c.seq],
           );
           unacked.delete(deviceId);
         } catch (err) {

@@ -92,6 +92,7 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
       flushMs: config.COUNTER_FLUSH_MS,
       log,
       onFlush: (s) => metrics.counterFlushSeconds.observe(s),
+      sharedNow: sharedClock.now,
     }),
     devices: new Map(),
     sessions: new Map(),
