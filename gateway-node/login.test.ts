@@ -326,6 +326,37 @@ describe("a returning key's CONNECT", () => {
     expect(gw.ctx.metrics.loginGuesses.repicked).toBeGreaterThan(0);
   });
 
+  it("is refused for another account's username, however its secret logged in before", async () => {
+    const mine = await makeCredential(redis);
+    const other = await makeCredential(redis);
+    await timedConnect(mine);
+    // The remembered secret with the other account's name: no guess, and the login refuses it.
+    const crossed = { ...mine, username: other.username };
+    expect(await refusal(crossed)).toMatch(/^HTTP\/1\.1 407[\s\S]*E_AUTH_INVALID/);
+    await nothingHeld(mine);
+    await nothingHeld(other);
+  });
+
+  it("never lets concurrent CONNECTs of a returning key past its connection limit", async () => {
+    const cred = await makeCredential(redis, { maxConnections: 2 });
+    await timedConnect(cred);
+    const tries = await Promise.allSettled(
+      Array.from({ length: 6 }, () =>
+        openConnectTunnel(gw.httpPort, user(cred), exit.targets.httpPort, CUSTOMER),
+      ),
+    );
+    const open = tries.flatMap((t) => (t.status === "fulfilled" ? [t.value] : []));
+    const refused = tries.flatMap((t) => (t.status === "rejected" ? [String(t.reason)] : []));
+    try {
+      expect(open).toHaveLength(2);
+      for (const r of refused) expect(r).toMatch(/429[\s\S]*E_RATE_LIMITED/);
+      expect(await redis.raw.zcard(keys.credentialConns(cred.keyId))).toBe(2);
+    } finally {
+      for (const s of open) s.destroy();
+    }
+    await nothingHeld(cred);
+  });
+
   it("is refused from an address over its failed-login limit, with nothing held", async () => {
     const cred = await makeCredential(redis);
     await timedConnect(cred);
