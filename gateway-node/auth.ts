@@ -57,11 +57,16 @@ export function routeFor(route: RouteRequest, tier: Pool): RouteRequest {
  */
 export async function authenticate(
   deps: { redis: AuthRedis; now: () => number; authFailLimit: number },
-  input: { credentials: { username: string; password: string } | undefined; clientIp: string },
+  input: {
+    credentials: { username: string; password: string } | undefined;
+    clientIp: string;
+    /** the password's secretHash when the caller computed it already (login.ts) */
+    hash?: string;
+  },
 ): Promise<Principal> {
   const window = Math.floor(deps.now() / WINDOW_MS);
   const failKey = keys.rateLimit("gwauth", input.clientIp, String(window));
-  const hash = secretHash(input.credentials?.password ?? "");
+  const hash = input.hash ?? secretHash(input.credentials?.password ?? "");
   const wellFormed = hash !== undefined;
   // One round trip on the CONNECT path: the failure counter, the secret's key and the key's cached
   // credential, read together (shared/lua/cred_auth.lua). The checks below still run in their

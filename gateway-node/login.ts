@@ -70,7 +70,7 @@ export function startLogin(
   const hash = input.credentials ? secretHash(input.credentials.password) : undefined;
   const login = authenticate(
     { redis: ctx.redis, now: ctx.now, authFailLimit: ctx.config.GATEWAY_AUTH_FAIL_LIMIT },
-    input,
+    { ...input, hash },
   ).then(
     (principal) => {
       if (hash) ctx.logins.remember(hash, principal);
