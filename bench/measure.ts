@@ -307,8 +307,21 @@ function statCpuSeconds(stat: string): number {
  * metrics (nodejs_gc_duration_seconds) do not count.
  */
 export function threadCpu(pid: number): { main: number; others: number } {
-  const main = statCpuSeconds(readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8"));
-  return { main, others: statCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8")) - main };
+  // Each thread read on its own and summed: the process's total less the main thread's, read a
+  // moment apart in whole clock ticks, went a tick below zero on a short stretch.
+  let main = 0;
+  let others = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let cpu: number;
+    try {
+      cpu = statCpuSeconds(readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8"));
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    if (tid === String(pid)) main = cpu;
+    else others += cpu;
+  }
+  return { main, others };
 }
 
 /** A process's resident memory (KiB) and CPU time (s) from /proc. */
