@@ -145,8 +145,16 @@ const ratholeBuilt =
 const inspect = {
   NODE_OPTIONS: `--inspect=127.0.0.1:0${process.env.BENCH_PERF_DIR ? " --perf-basic-prof-only-functions" : ""}`,
 };
-// As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml); the bare-ws anchor too.
-const deployedMalloc = { MALLOC_ARENA_MAX: "2" };
+// As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml): jemalloc preloaded,
+// two arenas should the process fall back to glibc's malloc; the bare-ws anchor too (docs/adr/0034).
+// BENCH_RELAY_MALLOC=glibc leaves the preload out, for an A/B of the allocator.
+const deployedMalloc: Record<string, string> =
+  process.env.BENCH_RELAY_MALLOC === "glibc"
+    ? { MALLOC_ARENA_MAX: "2" }
+    : { LD_PRELOAD: "libjemalloc.so.2", MALLOC_ARENA_MAX: "2" };
+/** The malloc a process runs on, from its mappings: a preload the loader could not find leaves glibc's. */
+const allocatorOf = (pid: number) =>
+  /\/libjemalloc\.so/.test(readFileSync(`/proc/${pid}/maps`, "utf8")) ? "jemalloc" : "glibc malloc";
 // BENCH_RELAY_NODE_OPTIONS adds to the relays' NODE_OPTIONS, e.g. "--cpu-prof --cpu-prof-dir=DIR"
 // (a profile per relay process, written when it stops: the restarted relay of fault a included);
 // BENCH_GATEWAY_NODE_OPTIONS the same for the gateways.
@@ -715,11 +723,12 @@ const bare = await bareWsFigure([base.sockets, ...memSteps.map((m) => m.sockets)
   log(`bare ws anchor failed: ${err.message}`);
   return undefined;
 });
+const relayMalloc = allocatorOf(relayPid);
 memSteps.forEach((m, i) => {
   const anchor = bare?.steps[i];
   rows.push({
     figure: `relay memory per idle peer socket (${m.sockets.toLocaleString("en")} sockets): RSS growth / after a full GC (V8 heap after it)`,
-    value: fmtStep(m),
+    value: `${fmtStep(m)}, ${relayMalloc}`,
     anchor: anchor ? `${fmtStep(anchor)} bare ws, ${anchor.sockets.toLocaleString("en")} sockets` : "-",
     ratio: anchor ? ratio(m.gcPerSocketKiB, anchor.gcPerSocketKiB) : "-",
     goal: "<= 4 KB at 16,000+",
@@ -734,7 +743,7 @@ if (m1 && m2 && m2.sockets > m1.sockets) {
   const anchor = bare && b1 && b2 && b2.sockets > b1.sockets ? marginal(b1, b2, bare.base) : undefined;
   rows.push({
     figure: `relay memory per idle peer socket, marginal from ${m1.sockets.toLocaleString("en")} to ${m2.sockets.toLocaleString("en")}: RSS / after a full GC (V8 heap after it)`,
-    value: fmtStep(m),
+    value: `${fmtStep(m)}, ${relayMalloc}`,
     anchor: anchor ? `${fmtStep(anchor)} bare ws` : "-",
     ratio: anchor ? ratio(m.gcPerSocketKiB, anchor.gcPerSocketKiB) : "-",
     goal: "<= 4 KB",

@@ -37,6 +37,11 @@ for cmd in "${!APT[@]}"; do
     missing+=("${APT[$cmd]}")
   fi
 done
+# The relay is deployed on jemalloc (deploy/, docs/adr/0034); the bench runs it so and a deploy test
+# checks the loader finds it. A library, not a command: asked of the loader's cache.
+if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so\.2 '; then
+  missing+=(libjemalloc2)
+fi
 # The OpenAPI fuzz test installs schemathesis (PyPI) into a venv: python3 with venv and ensurepip.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3 python3-venv)

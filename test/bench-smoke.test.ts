@@ -31,6 +31,10 @@ describe("npm run bench -- --smoke", () => {
     const row = (figure: RegExp) => md.split("\n").find((l) => figure.test(l)) ?? "";
     // Every socket the fleet opened reached the relay and was measured (20 devices x 2 sockets).
     expect(row(/relay memory per idle peer socket \(4[0-9] sockets\)/)).toMatch(/\d+\.\d+ \/ -?\d+\.\d+ KiB/);
+    // ... by a relay on the allocator it is deployed with (deploy/: jemalloc preloaded).
+    expect(row(/relay memory per idle peer socket \(4[0-9] sockets\)/)).toMatch(
+      /KiB \(heap -?\d+\.\d+\), jemalloc/,
+    );
     // ... beside its anchor: a bare ws server holding as many sockets, measured the same way.
     expect(row(/relay memory per idle peer socket \(4[0-9] sockets\)/)).toMatch(
       /KiB \(heap -?\d+\.\d+\) bare ws/,

@@ -135,6 +135,26 @@ describe("deploy files", () => {
     expect(text).toMatch(/--omit=dev/);
   });
 
+  it("the relay runs on jemalloc wherever it is deployed: one library name, installed in the image, found by the loader", () => {
+    const unit = readFileSync(join(root, "deploy/systemd/peerproxy-relay.service"), "utf8");
+    const fromUnit = unit.match(/^Environment=LD_PRELOAD=(\S+)$/m)?.[1];
+    const fromFly = readToml(join(root, "deploy/fly/relay.toml")).env.LD_PRELOAD;
+    expect(fromUnit).toBe("libjemalloc.so.2");
+    expect(fromFly).toBe(fromUnit);
+    expect(readFileSync(join(root, "deploy/Dockerfile"), "utf8")).toMatch(
+      /apt-get install .*\blibjemalloc2\b/,
+    );
+    // A bare name (no directory) so one file serves every architecture: the loader must find it.
+    const child = spawnSync(
+      process.execPath,
+      ["-e", "process.stdout.write(require('node:fs').readFileSync('/proc/self/maps', 'utf8'))"],
+      { env: { ...process.env, LD_PRELOAD: fromUnit }, encoding: "utf8" },
+    );
+    expect(child.stderr).not.toMatch(/cannot be preloaded/);
+    expect(child.status).toBe(0);
+    expect(child.stdout).toMatch(/\/libjemalloc\.so\.2$/m);
+  });
+
   it("the systemd units are hardened, restart on failure but not on a configuration error, and name their env files", () => {
     for (const name of ["relay", "gateway", "prober"]) {
       const text = readFileSync(join(root, `deploy/systemd/peerproxy-${name}.service`), "utf8");
