@@ -145,11 +145,11 @@ const ratholeBuilt =
 const inspect = {
   NODE_OPTIONS: `--inspect=127.0.0.1:0${process.env.BENCH_PERF_DIR ? " --perf-basic-prof-only-functions" : ""}`,
 };
-// As deployed (deploy/systemd/, deploy/fly/): relays and gateways on jemalloc, with two arenas
-// should a process fall back to glibc's malloc; figure 1's bare-ws anchor too (docs/adr/0034).
-// BENCH_MALLOC=glibc leaves the preload out, for an A/B of the allocator.
+// As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml): jemalloc preloaded,
+// two arenas should the process fall back to glibc's malloc; the bare-ws anchor too (docs/adr/0034).
+// BENCH_RELAY_MALLOC=glibc leaves the preload out, for an A/B of the allocator.
 const deployedMalloc: Record<string, string> =
-  process.env.BENCH_MALLOC === "glibc"
+  process.env.BENCH_RELAY_MALLOC === "glibc"
     ? { MALLOC_ARENA_MAX: "2" }
     : { LD_PRELOAD: "libjemalloc.so.2", MALLOC_ARENA_MAX: "2" };
 /** The malloc a process runs on, from its mappings: a preload the loader could not find leaves glibc's. */
@@ -163,7 +163,6 @@ const net: BenchNetwork = await startBenchNetwork({
   relayEnv: { ...inspect, NODE_OPTIONS: relayNodeOptions, ...deployedMalloc },
   gatewayEnv: {
     NODE_OPTIONS: `${inspect.NODE_OPTIONS} ${process.env.BENCH_GATEWAY_NODE_OPTIONS ?? ""}`.trim(),
-    ...deployedMalloc,
   },
   relays: only === "--memory-only" ? 1 : 2,
   gateways: only === "--memory-only" ? 1 : 2,
