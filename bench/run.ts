@@ -90,6 +90,9 @@ const cfg = {
   pacedSeconds: num("BENCH_PACED_SECONDS", 20, 3),
   idleSeconds: num("BENCH_IDLE_SECONDS", 30, 2),
   tunnelMiB: num("BENCH_TUNNEL_MIB", 100, 4),
+  // Figure 3's headline: this many one-tunnel runs of the lone device, each followed by one of
+  // rathole's websocket anchor (interleaved pairs: the host's load drifts within a minute).
+  tunnelPairs: num("BENCH_TUNNEL_PAIRS", 3, 1),
   fleetProcs: num("BENCH_FLEET_PROCS", 2, 1),
   misbehaving: num("BENCH_MISBEHAVING", 0.05, 0.2),
   onlyDevices: num("BENCH_ONLY_DEVICES", 50, 10),
@@ -145,13 +148,14 @@ const ratholeBuilt =
 const inspect = {
   NODE_OPTIONS: `--inspect=127.0.0.1:0${process.env.BENCH_PERF_DIR ? " --perf-basic-prof-only-functions" : ""}`,
 };
-// As deployed (deploy/systemd/peerproxy-relay.service, deploy/fly/relay.toml): jemalloc preloaded,
-// two arenas should the process fall back to glibc's malloc; the bare-ws anchor too (docs/adr/0034).
-// BENCH_RELAY_MALLOC=glibc leaves the preload out, for an A/B of the allocator.
+// As deployed (deploy/systemd/, deploy/fly/): relays and gateways on jemalloc, which purges freed
+// pages on a background thread, with two arenas should a process fall back to glibc's malloc;
+// figure 1's bare-ws anchor too (docs/adr/0034). BENCH_MALLOC=glibc leaves the preload out, for an
+// A/B of the allocator.
 const deployedMalloc: Record<string, string> =
-  process.env.BENCH_RELAY_MALLOC === "glibc"
+  process.env.BENCH_MALLOC === "glibc"
     ? { MALLOC_ARENA_MAX: "2" }
-    : { LD_PRELOAD: "libjemalloc.so.2", MALLOC_ARENA_MAX: "2" };
+    : { LD_PRELOAD: "libjemalloc.so.2", MALLOC_CONF: "background_thread:true", MALLOC_ARENA_MAX: "2" };
 /** The malloc a process runs on, from its mappings: a preload the loader could not find leaves glibc's. */
 const allocatorOf = (pid: number) =>
   /\/libjemalloc\.so/.test(readFileSync(`/proc/${pid}/maps`, "utf8")) ? "jemalloc" : "glibc malloc";
@@ -163,6 +167,7 @@ const net: BenchNetwork = await startBenchNetwork({
   relayEnv: { ...inspect, NODE_OPTIONS: relayNodeOptions, ...deployedMalloc },
   gatewayEnv: {
     NODE_OPTIONS: `${inspect.NODE_OPTIONS} ${process.env.BENCH_GATEWAY_NODE_OPTIONS ?? ""}`.trim(),
+    ...deployedMalloc,
   },
   relays: only === "--memory-only" ? 1 : 2,
   gateways: only === "--memory-only" ? 1 : 2,
@@ -991,53 +996,79 @@ async function throughputFigure(
   ];
   const tput: Record<string, { one: number; many: number }> = {};
   const oneTunnelCpu: Record<string, string> = {};
+  /** Each name's one-tunnel runs: its rate and CPU row are the median run's. */
+  const oneRuns: Record<string, { rate: number; cpu: string }[]> = {};
   // A tunnel's worth of the path before each measured one: the relay, gateway and SDK run their
   // data path optimized (JIT) when measured, as they do in service; the anchors are native code.
   const warmUp = (route: Route) =>
     throughput({ route, target: routes.target, tunnels: 1, bytesEach: Math.ceil(bytes1 / 4) });
+  /** One tunnel of `bytes1` on a quiet machine; for peerproxy (`fleetPids` given) on a warm path. */
+  const measureOne = async (name: string, route: Route, fleetPids?: number[], profile?: string) => {
+    const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
+    const ours = fleetPids !== undefined;
+    await quiet(`one tunnel, ${name}`);
+    if (ours) await warmUp(route);
+    const cpu = ours
+      ? cpuMeter(undefined, undefined, fleetPids.length ? fleetPids : undefined)
+      : cpuMeter(own?.ok ? (own.pids ?? []) : []);
+    const gc = ours ? await gcClock() : undefined;
+    const grown = ours ? await windowsGrown() : undefined;
+    const steal = stealMeter();
+    const one = await profiled(profile, () =>
+      throughput({ route, target: routes.target, tunnels: 1, bytesEach: bytes1 }),
+    );
+    const row = cpu.perGB(bytes1) + (gc && grown ? `; ${await gc.perGB(bytes1)}; ${await grown()}` : "");
+    log(
+      `${name}: 1 tunnel ${fmtRate(one.bytesPerSecond)}${one.firstError ? ` (${one.firstError})` : ""}; CPU per GB ${row}; steal ${(steal.stolen() * 100).toFixed(1)} %`,
+    );
+    oneRuns[name] = [...(oneRuns[name] ?? []), { rate: one.bytesPerSecond, cpu: row }];
+  };
+  const median = (name: string) => {
+    const runs = [...(oneRuns[name] ?? [])].sort((a, b) => a.rate - b.rate);
+    return runs[(runs.length - 1) >> 1];
+  };
+  // The headline pairs, lone device then anchor: a ratio per pair, the median pair's reported.
+  const pairRatios: number[] = [];
   if (lone) {
     // The device alone in its process, as a real one runs the SDK: no simulator heap of thousands
     // of sockets whose every collection (set off by the buffers a fast tunnel turns over) costs more.
-    await quiet("one tunnel, to a device alone");
-    await warmUp(pinTo(lone.id));
-    const cpu = cpuMeter(undefined, undefined, [lone.pid]);
-    const gc = await gcClock();
-    const grown = await windowsGrown();
-    const steal = stealMeter();
-    const one = await profiled("one-tunnel-lone", () =>
-      throughput({ route: pinTo(lone.id), target: routes.target, tunnels: 1, bytesEach: bytes1 }),
-    );
-    oneTunnelCpu.lone = `${cpu.perGB(bytes1)}; ${await gc.perGB(bytes1)}; ${await grown()}`;
-    tput.lone = { one: one.bytesPerSecond, many: Number.NaN };
-    log(
-      `peerproxy, a device alone: 1 tunnel ${fmtRate(one.bytesPerSecond)}; CPU per GB ${oneTunnelCpu.lone}; steal ${(steal.stolen() * 100).toFixed(1)} %`,
-    );
+    for (let i = 0; i < cfg.tunnelPairs; i++) {
+      await measureOne(
+        "peerproxy, a device alone",
+        pinTo(lone.id),
+        [lone.pid],
+        i ? undefined : "one-tunnel-lone",
+      );
+      if (!rathole.websocket.ok) continue;
+      await measureOne("rathole websocket", rathole.websocket.route);
+      const runs = [oneRuns["peerproxy, a device alone"]!, oneRuns["rathole websocket"]!];
+      pairRatios.push(runs[0]!.at(-1)!.rate / runs[1]!.at(-1)!.rate);
+    }
+    const m = median("peerproxy, a device alone")!;
+    oneTunnelCpu.lone = m.cpu;
+    tput.lone = { one: m.rate, many: Number.NaN };
   }
   for (const [name, route] of tputRoutes) {
     if (!route) continue;
     const manyRoute = name === "peerproxy" ? routes.viaGateway : route;
-    const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
-    await quiet(`one tunnel, ${name}`);
-    if (name === "peerproxy") await warmUp(route);
-    const cpu = cpuMeter(name === "peerproxy" ? undefined : own?.ok ? (own.pids ?? []) : []);
-    const gc = name === "peerproxy" ? await gcClock() : undefined;
-    const grown = name === "peerproxy" ? await windowsGrown() : undefined;
-    const steal = stealMeter();
-    const one = await profiled(name === "peerproxy" ? "one-tunnel" : undefined, () =>
-      throughput({ route, target: routes.target, tunnels: 1, bytesEach: bytes1 }),
-    );
-    oneTunnelCpu[name] =
-      cpu.perGB(bytes1) + (gc && grown ? `; ${await gc.perGB(bytes1)}; ${await grown()}` : "");
-    log(`${name}: one tunnel CPU per GB ${oneTunnelCpu[name]}; steal ${(steal.stolen() * 100).toFixed(1)} %`);
+    if (!oneRuns[name])
+      await measureOne(
+        name,
+        route,
+        name === "peerproxy" ? [] : undefined,
+        name === "peerproxy" ? "one-tunnel" : undefined,
+      );
+    const m = median(name)!;
+    oneTunnelCpu[name] = m.cpu;
     const many = await throughput({
       route: manyRoute,
       target: routes.target,
       tunnels: 64,
       bytesEach: bytes64,
     });
-    tput[name] = { one: one.bytesPerSecond, many: many.bytesPerSecond };
+    tput[name] = { one: m.rate, many: many.bytesPerSecond };
     log(
-      `${name}: 1 tunnel ${fmtRate(one.bytesPerSecond)}, 64 tunnels ${fmtRate(many.bytesPerSecond)}${(one.firstError ?? many.firstError) ? ` (${one.firstError ?? many.firstError})` : ""}`,
+      `${name}: 1 tunnel ${fmtRate(m.rate)}${oneRuns[name]!.length > 1 ? ` (median of ${oneRuns[name]!.length})` : ""}, 64 tunnels ${fmtRate(many.bytesPerSecond)}${many.firstError ? ` (${many.firstError})` : ""}`,
     );
   }
   const tAnchor = tput["rathole websocket"] ? "rathole websocket" : "direct loopback";
@@ -1057,11 +1088,21 @@ async function throughputFigure(
       ratio: "-",
       goal: "reported",
     });
+    const paired = key === "lone" && pairRatios.length > 1;
+    const rates = (name: string) => {
+      const runs = oneRuns[name] ?? [];
+      return runs.length > 1
+        ? ` (median of ${runs.map((r) => fmtRate(r.rate).replace(" MB/s", "")).join(", ")})`
+        : "";
+    };
+    const sorted = [...pairRatios].sort((a, b) => a - b);
     out.push({
-      figure: `one tunnel${label}, ${cfg.tunnelMiB} MiB`,
-      value: fmtRate(tput[key]!.one),
-      anchor: `${tAnchor} ${fmtRate(tput[tAnchor]!.one)}`,
-      ratio: ratio(tput[key]!.one, tput[tAnchor]!.one),
+      figure: `one tunnel${label}, ${cfg.tunnelMiB} MiB${paired ? `, ${pairRatios.length} pairs run in turn with the anchor (ratio: the median pair's)` : ""}`,
+      value: fmtRate(tput[key]!.one) + (key === "lone" ? rates("peerproxy, a device alone") : ""),
+      anchor: `${tAnchor} ${fmtRate(tput[tAnchor]!.one)}${rates(tAnchor)}`,
+      ratio: paired
+        ? `${sorted[(sorted.length - 1) >> 1]!.toFixed(2)}x (pairs ${pairRatios.map((r) => r.toFixed(2)).join(", ")})`
+        : ratio(tput[key]!.one, tput[tAnchor]!.one),
       goal: key === "lone" || !lone ? ">= 0.5x rathole websocket" : "reported",
     });
   }

@@ -135,24 +135,41 @@ describe("deploy files", () => {
     expect(text).toMatch(/--omit=dev/);
   });
 
-  it("the relay runs on jemalloc wherever it is deployed: one library name, installed in the image, found by the loader", () => {
-    const unit = readFileSync(join(root, "deploy/systemd/peerproxy-relay.service"), "utf8");
-    const fromUnit = unit.match(/^Environment=LD_PRELOAD=(\S+)$/m)?.[1];
-    const fromFly = readToml(join(root, "deploy/fly/relay.toml")).env.LD_PRELOAD;
-    expect(fromUnit).toBe("libjemalloc.so.2");
-    expect(fromFly).toBe(fromUnit);
+  it("the relay and the gateway run on jemalloc wherever deployed, purging from its background thread: one setting, installed in the image, found by the loader", () => {
+    const settings = ["relay", "gateway"].flatMap((name) => {
+      const unit = readFileSync(join(root, `deploy/systemd/peerproxy-${name}.service`), "utf8");
+      const fly = readToml(join(root, `deploy/fly/${name}.toml`)).env;
+      return [
+        [
+          unit.match(/^Environment=LD_PRELOAD=(\S+)$/m)?.[1],
+          unit.match(/^Environment=MALLOC_CONF=(\S+)$/m)?.[1],
+        ],
+        [fly.LD_PRELOAD, fly.MALLOC_CONF],
+      ];
+    });
+    expect(settings).toEqual(Array(4).fill(["libjemalloc.so.2", "background_thread:true"]));
     expect(readFileSync(join(root, "deploy/Dockerfile"), "utf8")).toMatch(
       /apt-get install .*\blibjemalloc2\b/,
     );
-    // A bare name (no directory) so one file serves every architecture: the loader must find it.
+    // A bare name (no directory) so one file serves every architecture: the loader must find it,
+    // and the setting must start jemalloc's purging thread (a misspelt one only warns on stderr).
+    const [LD_PRELOAD, MALLOC_CONF] = settings[0]!;
     const child = spawnSync(
       process.execPath,
-      ["-e", "process.stdout.write(require('node:fs').readFileSync('/proc/self/maps', 'utf8'))"],
-      { env: { ...process.env, LD_PRELOAD: fromUnit }, encoding: "utf8" },
+      [
+        "-e",
+        `const fs = require("node:fs");
+        setTimeout(() => {
+          const threads = fs.readdirSync("/proc/self/task").map((t) => fs.readFileSync("/proc/self/task/" + t + "/comm", "utf8"));
+          process.stdout.write(fs.readFileSync("/proc/self/maps", "utf8") + threads.join(""));
+        }, 200);`,
+      ],
+      { env: { ...process.env, LD_PRELOAD, MALLOC_CONF }, encoding: "utf8" },
     );
-    expect(child.stderr).not.toMatch(/cannot be preloaded/);
+    expect(child.stderr).toBe("");
     expect(child.status).toBe(0);
     expect(child.stdout).toMatch(/\/libjemalloc\.so\.2$/m);
+    expect(child.stdout).toMatch(/^jemalloc_bg_thd$/m);
   });
 
   it("the systemd units are hardened, restart on failure but not on a configuration error, and name their env files", () => {
