@@ -42,6 +42,10 @@ done
 if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so\.2 '; then
   missing+=(libjemalloc2)
 fi
+# The clock-skew tests run a real process with its host clock moved (libfaketime, preloaded by path).
+if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
+  missing+=(libfaketime)
+fi
 # The OpenAPI fuzz test installs schemathesis (PyPI) into a venv: python3 with venv and ensurepip.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3 python3-venv)
