@@ -15,7 +15,8 @@
 // Knobs (environment): BENCH_DEVICES (2000), BENCH_SOCKETS (8 per device), BENCH_STAGE1_DEVICES
 // (625: the 5,000-socket step), BENCH_CONCURRENCY (1000), BENCH_REQUESTS (3000),
 // BENCH_THINK_SECONDS (4: the paced customers' mean pause), BENCH_PACED_SECONDS (20), BENCH_IDLE_SECONDS
-// (30), BENCH_TUNNEL_MIB (100), BENCH_FLEET_PROCS (2), BENCH_MISBEHAVING (0.05: share of devices
+// (30), BENCH_TUNNEL_MIB (100), BENCH_TUNNEL_PAIRS (3: figure 3 headline runs, each
+// beside one of its anchor), BENCH_FLEET_PROCS (2), BENCH_MISBEHAVING (0.05: share of devices
 // with a slow, stalling or TLS-dropping exit, or flapping, in the listing figure).
 // Soak: BENCH_SOAK_TUNNELS (10000), BENCH_SOAK_CONCURRENCY (64), BENCH_SOAK_KIB (64: largest
 // payload each way), BENCH_SOAK_SETTLE_SECONDS (32), BENCH_ONLY_DEVICES (50: the fleet of a
