@@ -11,6 +11,7 @@ import type { Deps } from "../deps.ts";
 import { authenticateApiKey, hasScope } from "./auth.ts";
 import { earningsPerGB } from "./earnings.ts";
 import { getSetting } from "./settings.ts";
+import { sharedNow } from "./shared-clock.ts";
 
 export const REFRESH_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000;
 const DEFAULT_LIMITS = { maxDevices: 200_000, maxUnproven: 20_000 };
@@ -102,11 +103,12 @@ export async function pickRelay(
   if (!first) throw new Error("settings.relay_regions has no default region");
   const urls = [...new Set(ordered.map((r) => r.relayUrl))];
   // Liveness only refines the choice: with Redis away the device still gets its region's relay.
+  // Relays stamp their entries by Redis's clock, so they are read by it too.
   const picked = await runScript(
     deps.redis,
     relayPick,
     [keys.relaysAlive()],
-    [deps.now().getTime(), ...urls.map(normaliseRelayUrl)],
+    [await sharedNow(deps), ...urls.map(normaliseRelayUrl)],
   ).then(Number, () => 0);
   return picked > 0 ? (urls[picked - 1] ?? first.relayUrl) : first.relayUrl;
 }
@@ -125,7 +127,8 @@ async function issueJwt(
   gen: number,
   client: ClientInfo,
 ): Promise<string> {
-  const iat = Math.floor(deps.now().getTime() / 1000);
+  // Relays check the expiry by Redis's clock: a token stamped by a slow API host would arrive dead.
+  const iat = Math.floor((await sharedNow(deps)) / 1000);
   const claims: PeerClaims = {
     sub: deviceId,
     acct: accountId,

@@ -13,6 +13,7 @@ import { jobs } from "../jobs/registry.ts";
 import { appendAudit } from "./audit.ts";
 import { hitRateLimit } from "./rate-limit.ts";
 import { getSetting } from "./settings.ts";
+import { sharedNow } from "./shared-clock.ts";
 
 export const OPS_ACTIONS = ["delist", "relist", "reprobe", "pause", "resume", "delete"] as const;
 export type OpsAction = (typeof OPS_ACTIONS)[number];
@@ -96,10 +97,11 @@ export async function relistDevice(deps: Deps, actor: string, deviceId: string):
 
 /** Makes an exit's next probe due now (the prober claims it on its next tick). */
 export async function reprobe(deps: Deps, actor: string, id: string): Promise<void> {
+  // Due by Redis's clock, which the prober schedules by.
   await deps.redis.eval(
     "return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])",
     [keys.probeDue()],
-    [String(deps.now().getTime()), id],
+    [String(await sharedNow(deps)), id],
   );
   await appendAudit(deps.db, { actor, action: "device.reprobe", subject: id, detail: {} });
 }

@@ -66,8 +66,13 @@ export function computeRollup(snapshot: SnapshotEntry[], registered: Map<string,
  * then stand until the next minute's run: stale by a minute at worst, where refusing older runs
  * would let one row stamped ahead of the clock (a hand insert, a skewed writer) freeze the table.
  */
-export async function refreshRollup(deps: { redis: RedisClient; db: Pool }, now: Date): Promise<RollupRow[]> {
-  const snapshot = await readPoolSnapshot(deps.redis, now.getTime());
+export async function refreshRollup(
+  deps: { redis: RedisClient; db: Pool },
+  now: Date,
+  /** Redis's time in ms, for the presence cut-off (relays stamp presence by Redis's clock). */
+  redisNowMs = now.getTime(),
+): Promise<RollupRow[]> {
+  const snapshot = await readPoolSnapshot(deps.redis, redisNowMs);
   const reg = await deps.db.query<{ country: string; n: string }>(
     "SELECT lower(country_hint) AS country, count(*) AS n FROM devices WHERE country_hint IS NOT NULL GROUP BY 1",
   );
