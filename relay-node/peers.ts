@@ -161,6 +161,7 @@ export function createPeerServer(state: RelayState): PeerServer {
         conns: new Set(),
         nextConn: 0,
         presenceWrite: undefined,
+        presenceStale: false,
       };
       state.devices.set(device.id, device);
     }

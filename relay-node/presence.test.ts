@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomHex } from "../shared/ids.ts";
 import { keys } from "../shared/keys.ts";
-import { presenceRefresh } from "../shared/lua/scripts.gen.ts";
+import { presenceKeepalive, presenceRefresh } from "../shared/lua/scripts.gen.ts";
 import { type TcpRedis, tcpRedis } from "../shared/redis.node.ts";
 import { normaliseRelayUrl } from "../shared/relay-url.ts";
 import { stateEnv } from "../test/helpers/env.ts";
@@ -237,5 +237,108 @@ describe("presence in Redis", () => {
     expect(Date.now() - score).toBeGreaterThan(2_000);
     await redis.raw.zrem(keys.onlineDevices(), id);
     await redis.del(keys.relayInfo(relay.relayId));
+  });
+});
+
+describe("the periodic presence refresh", () => {
+  let c: TestRelay;
+  beforeAll(async () => {
+    c = await startTestRelay({ PRESENCE_REFRESH_MS: "300", PRESENCE_TTL_SECONDS: "5" });
+  });
+  afterAll(() => c?.close());
+
+  /** Counts the relay's presence scripts (keep-alives, and full writes of `ids`); `fail` rejects a full write. */
+  function countScripts(ids: string[], fail: (id: string) => boolean = () => false) {
+    const redisOfRelay = c.relay.state.redis;
+    const evalsha = redisOfRelay.evalsha;
+    const counts = { keepalive: 0, full: 0, failed: 0 };
+    redisOfRelay.evalsha = (sha, keyList, args) => {
+      if (sha === presenceKeepalive.sha) counts.keepalive++;
+      const id = ids.find((i) => keyList[0] === keys.presence(i));
+      if (sha === presenceRefresh.sha && id) {
+        counts.full++;
+        if (fail(id)) {
+          counts.failed++;
+          return Promise.reject(new Error("injected: Redis refused the write"));
+        }
+      }
+      return evalsha(sha, keyList, args);
+    };
+    const restore = () => {
+      redisOfRelay.evalsha = evalsha;
+    };
+    return { counts, restore };
+  }
+
+  async function connected(n: number) {
+    const ids = Array.from({ length: n }, () => c.newDeviceId());
+    const peers = await Promise.all(
+      ids.map(async (id) => connectPeer({ url: c.relay.wsUrl, token: await c.token(id) })),
+    );
+    await Promise.all(peers.map((p) => p.waitFor("connected")));
+    for (const id of ids)
+      await expect.poll(async () => (await redis.hgetall(keys.presence(id))).sockets).toBe("1");
+    return { ids, peers };
+  }
+
+  it("keeps every device alive with one call per tick for all of them, not a full write per device", async () => {
+    const { ids, peers } = await connected(3);
+    const score = Number(await redis.raw.zscore(keys.onlineDevices(), ids[0]!));
+    const { counts, restore } = countScripts(ids);
+    try {
+      await new Promise((r) => setTimeout(r, 1_000));
+    } finally {
+      restore();
+    }
+    // About three ticks of 300 ms, each one call for the three devices.
+    expect(counts.keepalive).toBeGreaterThanOrEqual(2);
+    expect(counts.keepalive).toBeLessThanOrEqual(5);
+    expect(counts.full).toBe(0);
+    for (const id of ids) {
+      expect(Number(await redis.raw.zscore(keys.onlineDevices(), id))).toBeGreaterThan(score);
+      expect(await redis.raw.pttl(keys.presence(id))).toBeGreaterThan(4_000);
+      expect(await redis.hgetall(keys.presence(id))).toMatchObject({
+        relayId: c.relay.relayId,
+        sockets: "1",
+      });
+    }
+    for (const p of peers) p.close();
+  });
+
+  it("writes a device in full again when Redis lost its presence, or it names another relay", async () => {
+    const { ids, peers } = await connected(2);
+    const [lost, taken] = ids as [string, string];
+    await redis.del(keys.presence(lost));
+    await redis.raw.zrem(keys.onlineDevices(), lost);
+    await redis.hset(keys.presence(taken), { relayId: "relay_elsewhere" });
+    for (const id of ids)
+      await expect
+        .poll(() => redis.hgetall(keys.presence(id)), { timeout: 2_000 })
+        .toMatchObject({ relayId: c.relay.relayId, relayInternal: c.relay.internalUrl, sockets: "1" });
+    expect(await redis.raw.zscore(keys.onlineDevices(), lost)).not.toBeNull();
+    for (const p of peers) p.close();
+  });
+
+  it("a full write that failed is made again in full at a later tick, not only kept alive", async () => {
+    const { ids, peers } = await connected(1);
+    const id = ids[0]!;
+    // The second socket's write (and device_info's) fail: Redis keeps saying one socket.
+    let failing = true;
+    const { counts, restore } = countScripts(ids, () => failing);
+    try {
+      const second = await connectPeer({ url: c.relay.wsUrl, token: await c.token(id) });
+      await second.waitFor("connected");
+      peers.push(second);
+      await expect.poll(() => counts.failed).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 700));
+      expect((await redis.hgetall(keys.presence(id))).sockets).toBe("1");
+      failing = false;
+      await expect
+        .poll(async () => (await redis.hgetall(keys.presence(id))).sockets, { timeout: 2_000 })
+        .toBe("2");
+    } finally {
+      restore();
+    }
+    for (const p of peers) p.close();
   });
 });

@@ -4,7 +4,12 @@ import { type AsnTable, parseAsnTable } from "../shared/asn.ts";
 import { type SharedClock, startSharedClock } from "../shared/clock.ts";
 import { listen } from "../shared/listen.node.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
-import { deviceBytesFlush, presenceRefresh, presenceRemove } from "../shared/lua/scripts.gen.ts";
+import {
+  deviceBytesFlush,
+  presenceKeepalive,
+  presenceRefresh,
+  presenceRemove,
+} from "../shared/lua/scripts.gen.ts";
 import type { TcpRedis } from "../shared/redis.node.ts";
 import type { RelayConfig } from "./config.ts";
 import { createByteCounters } from "./counters.ts";
@@ -74,7 +79,9 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
   // Preloading makes EVALSHA hit on the first call, so commands keep their issue order (the
   // NOSCRIPT fallback would re-issue a script after later commands).
   await Promise.all(
-    [presenceRefresh, presenceRemove, deviceBytesFlush].map((s) => deps.redis.scriptLoad(s.source)),
+    [presenceRefresh, presenceKeepalive, presenceRemove, deviceBytesFlush].map((s) =>
+      deps.redis.scriptLoad(s.source),
+    ),
   );
 
   const sharedClock =

@@ -41,6 +41,8 @@ export interface Device {
    * a device's sockets reconnecting together cost two writes, not two per socket.
    */
   presenceWrite: "busy" | "again" | undefined;
+  /** Its last full presence write failed: the next tick writes it in full, not only keeps it alive. */
+  presenceStale: boolean;
 }
 
 /** A peer's WebSocket (wire.ts), carrying its connection once authenticated. */
