@@ -528,6 +528,17 @@ async function memoryOf(service: Service, sockets: () => Promise<number>): Promi
 }
 const relayMemory = () => memoryOf(relay.service, relaySockets);
 
+/** A process's RSS once a second for `seconds` (KiB): what it holds through a stretch, its own GCs and all. */
+async function rssThrough(pid: number, seconds: number): Promise<{ median: number; peak: number }> {
+  const samples: number[] = [];
+  for (let i = 0; i < seconds; i++) {
+    await settle(1000);
+    samples.push(procStats(pid).rssKiB);
+  }
+  samples.sort((a, b) => a - b);
+  return { median: samples[(samples.length - 1) >> 1] ?? Number.NaN, peak: samples.at(-1) ?? Number.NaN };
+}
+
 /** The failover-event files (FLEET_EVENTS_FILE) of one fleet's processes. */
 const fleetEventFiles = (dir: string, prefix: string) =>
   readdirSync(dir)
@@ -674,13 +685,20 @@ await step();
 const stage2 = await startFleetProcs("s2", cfg.devices - cfg.stage1Devices, cfg.fleetProcs);
 await step();
 const cpu0 = procStats(relayPid).cpuSeconds;
-await settle(cfg.idleSeconds * 1000);
+// The idle stretch starts right after the last step's full GC; the relay's own collections,
+// heartbeats and presence refreshes run through it.
+const idleRss = await rssThrough(relayPid, cfg.idleSeconds);
 const idleCpu = (procStats(relayPid).cpuSeconds - cpu0) / cfg.idleSeconds;
+log(`relay idle for ${cfg.idleSeconds} s: RSS median ${idleRss.median} KiB, peak ${idleRss.peak} KiB`);
 
 /** The anchor: the same socket counts on a bare ws server, after the relay's figures (no overlap). */
-async function bareWsFigure(
-  counts: number[],
-): Promise<{ steps: MemoryStep[]; idleCpu: number; base: number }> {
+async function bareWsFigure(counts: number[]): Promise<{
+  steps: MemoryStep[];
+  idleCpu: number;
+  base: number;
+  baseGcRssKiB: number;
+  idleRss: { median: number; peak: number };
+}> {
   const script = join(root, "bench", "bare-ws.ts");
   const server = startProcess("bare-ws", process.execPath, ["--inspect=127.0.0.1:0", script, "server"], {
     cwd: root,
@@ -718,8 +736,14 @@ async function bareWsFigure(
     }
     const pid = server.child.pid!;
     const c0 = procStats(pid).cpuSeconds;
-    await settle(cfg.idleSeconds * 1000);
-    return { steps, idleCpu: (procStats(pid).cpuSeconds - c0) / cfg.idleSeconds, base: bareBase.sockets };
+    const idleRss = await rssThrough(pid, cfg.idleSeconds);
+    return {
+      steps,
+      idleCpu: (procStats(pid).cpuSeconds - c0) / cfg.idleSeconds,
+      base: bareBase.sockets,
+      baseGcRssKiB: bareBase.gcRssKiB,
+      idleRss,
+    };
   } finally {
     for (const c of clients) await c.stop();
     await server.stop();
@@ -753,6 +777,29 @@ if (m1 && m2 && m2.sockets > m1.sockets) {
     anchor: anchor ? `${fmtStep(anchor)} bare ws` : "-",
     ratio: anchor ? ratio(m.gcPerSocketKiB, anchor.gcPerSocketKiB) : "-",
     goal: "<= 4 KB",
+  });
+}
+// Through the idle stretch: what the relay holds in service, between its own collections.
+const last = memSteps.at(-1);
+if (last) {
+  const per = (kib: number, baseKiB: number, base0: number) => (kib - baseKiB) / (last.sockets - base0);
+  const relayIdle = [
+    per(idleRss.median, base.gcRssKiB, base.sockets),
+    per(idleRss.peak, base.gcRssKiB, base.sockets),
+  ];
+  const bareIdle = bare
+    ? [
+        per(bare.idleRss.median, bare.baseGcRssKiB, bare.base),
+        per(bare.idleRss.peak, bare.baseGcRssKiB, bare.base),
+      ]
+    : undefined;
+  const fmt = ([median, peak]: number[]) => `${median!.toFixed(2)} / ${peak!.toFixed(2)} KiB`;
+  rows.push({
+    figure: `relay memory per idle peer socket (${last.sockets.toLocaleString("en")} sockets) through the ${cfg.idleSeconds} s idle stretch after: RSS median / peak of 1 s samples, growth over the baseline after a full GC`,
+    value: `${fmt(relayIdle)}, ${relayMalloc}`,
+    anchor: bareIdle ? `${fmt(bareIdle)} bare ws` : "-",
+    ratio: bareIdle ? ratio(relayIdle[0]!, bareIdle[0]!) : "-",
+    goal: "<= 4 KB at 16,000+",
   });
 }
 rows.push({

@@ -39,6 +39,10 @@ describe("npm run bench -- --smoke", () => {
     expect(row(/relay memory per idle peer socket \(4[0-9] sockets\)/)).toMatch(
       /KiB \(heap -?\d+\.\d+\) bare ws/,
     );
+    // ... and through the idle stretch after it, the relay's own collections included.
+    expect(
+      row(/relay memory per idle peer socket \(4[0-9] sockets\) through the \d+ s idle stretch/),
+    ).toMatch(/\| -?\d+\.\d+ \/ -?\d+\.\d+ KiB, jemalloc +\| -?\d+\.\d+ \/ -?\d+\.\d+ KiB bare ws/);
     expect(row(/endpoints verified by the prober and listed/)).toContain("20 of 20");
     expect(row(/CONNECT setup p50, concurrency 4/)).toMatch(/\| \d+(\.\d+)? ms +\| direct/);
     // ... and for paced customers (a pause between streams), beside the same customers going direct.
