@@ -46,7 +46,7 @@ export async function refreshPresence(state: RelayState, device: Device): Promis
 }
 
 /** Devices per presence_keepalive call: a few ms of Redis time per call at most. */
-export const KEEPALIVE_BATCH = 500;
+const KEEPALIVE_BATCH = 500;
 
 /**
  * The periodic refresh of every device: their presence was written in full at their last change,

@@ -9,8 +9,9 @@
  * minute per isolate (one TIME round trip) and read locally otherwise, as long-lived processes do
  * with shared/clock.ts (whose timer a Worker cannot keep).
  *
- * Dates kept in Postgres (credentials, refresh tokens, sessions) stay on the API's clock and
- * Postgres's: nothing outside the API compares them with Redis's.
+ * Dates kept in Postgres (refresh tokens, sessions) stay on the API's clock. A credential's
+ * `expiresAt` does too, though gateways check it by Redis's: it is days long, so a skewed API
+ * host moves it by its skew (ADR 0031).
  */
 import type { RedisClient } from "../../../shared/redis.ts";
 import type { Deps } from "../deps.ts";
