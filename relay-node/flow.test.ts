@@ -273,6 +273,45 @@ describe("flow control: no buffer grows without bound", () => {
     peer.close();
   });
 
+  it("a data frame that spans the relay's reads (as a 64 KiB one in a stream does) leaves for the gateway in one system call", async () => {
+    const { peer, sid, res } = await openManual();
+    const gw = t.relay.state.sessions.get(sid)!.gw as Socket & {
+      _write: (...a: unknown[]) => void;
+      _writev: (chunks: unknown[], cb: unknown) => void;
+    };
+    // What the gateway leg hands the kernel: one _write or _writev is one write system call.
+    const calls = { write: 0, writev: 0, chunks: 0 };
+    const write = gw._write.bind(gw);
+    const writev = gw._writev.bind(gw);
+    gw._write = (...a) => {
+      calls.write++;
+      calls.chunks++;
+      write(...a);
+    };
+    gw._writev = (chunks, cb) => {
+      calls.writev++;
+      calls.chunks += chunks.length;
+      writev(chunks, cb);
+    };
+    let arrived = res.early.length;
+    res.socket.on("data", (c: Buffer) => (arrived += c.length));
+    res.socket.resume();
+    // One frame at a time, each read by the customer before the next goes: nothing queues on the
+    // gateway leg, so any joining of parts is the relay's own. A frame sent alone starts a read, so
+    // it is made longer than one (64 KiB) to arrive in parts, as frames in a stream do.
+    const frames = 12;
+    const payload = Buffer.alloc(96 * 1024, 7);
+    for (let i = 1; i <= frames; i++) {
+      peer.ws.send(encodeFrame(FRAME_DATA, sid, payload));
+      await waitUntil(async () => arrived === i * payload.length, 5_000, `frame ${i} to reach the customer`);
+    }
+    console.log(`[measure] ${frames} frames of 96 KiB to the gateway leg: ${JSON.stringify(calls)}`);
+    expect(calls.chunks).toBeGreaterThan(frames); // the frames did arrive in parts
+    expect(calls.write + calls.writev).toBe(frames);
+    res.socket.destroy();
+    peer.close();
+  });
+
   it("flow-v1: a peer that sends past its window loses the session and the customer socket is cut", async () => {
     const { peer, sid, res } = await openManual();
     const errorsBefore = t.relay.state.metrics.frameErrors;

@@ -14,6 +14,7 @@ import { maybeRedirect } from "./redirect.ts";
 import type { Device, PeerConn, RelayState } from "./state.ts";
 import {
   fromPeer,
+  fromPeerParts,
   onPeerClosed,
   onPeerConnected,
   onPeerEnd,
@@ -56,8 +57,8 @@ export function onBinary(state: RelayState, conn: PeerConn, data: Buffer) {
 
 /**
  * A binary message that arrived over several reads (wire.ts binaryParts). A data frame's payload
- * is written on part by part, uncopied, as if it had come as that many frames; anything else (or a
- * header cut between parts) is joined and read as one message.
+ * is written on part by part, uncopied, as if it had come as that many frames (in one system call);
+ * anything else (or a header cut between parts) is joined and read as one message.
  */
 export function onBinaryParts(state: RelayState, conn: PeerConn, parts: Buffer[]) {
   const first = parts[0]!;
@@ -71,9 +72,8 @@ export function onBinaryParts(state: RelayState, conn: PeerConn, parts: Buffer[]
     state.metrics.frameErrors++;
     return;
   }
-  const sessionId = head.frame.sessionId;
-  if (headEnd < first.length) fromPeer(state, conn, sessionId, first.subarray(headEnd));
-  for (let i = 1; i < parts.length; i++) fromPeer(state, conn, sessionId, parts[i]!);
+  parts[0] = first.subarray(headEnd);
+  fromPeerParts(state, conn, head.frame.sessionId, parts);
 }
 
 export function onText(state: RelayState, conn: PeerConn, data: Buffer) {

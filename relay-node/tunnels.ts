@@ -252,6 +252,18 @@ function pumpToPeer(state: RelayState, s: Session) {
   }
 }
 
+/**
+ * One data frame's payload in the parts it arrived in (empty parts allowed): each is taken as a
+ * frame of its own, and the gateway leg stays corked until the last, so the parts leave in one
+ * writev rather than a write each (a 64 KiB frame always spans two reads).
+ */
+export function fromPeerParts(state: RelayState, conn: PeerConn, sessionId: string, parts: Buffer[]) {
+  const gw = state.sessions.get(sessionId)?.gw;
+  gw?.cork();
+  for (const part of parts) fromPeer(state, conn, sessionId, part);
+  gw?.uncork();
+}
+
 /** Bytes from the peer for a session (binary 0x01 or legacy tunnel_data). */
 export function fromPeer(state: RelayState, conn: PeerConn, sessionId: string, bytes: Buffer) {
   const s = state.sessions.get(sessionId);
