@@ -1044,6 +1044,8 @@ async function throughputFigure(
   ];
   const tput: Record<string, { one: number; many: number }> = {};
   const oneTunnelCpu: Record<string, string> = {};
+  /** The same for the 64 tunnels at once (peerproxy's with redis-server, which leases their bytes). */
+  const manyTunnelsCpu: Record<string, string> = {};
   /** Each name's one-tunnel runs: its rate and CPU row are the median run's. */
   const oneRuns: Record<string, { rate: number; cpu: string }[]> = {};
   // A tunnel's worth of the path before each measured one: the relay, gateway and SDK run their
@@ -1108,12 +1110,19 @@ async function throughputFigure(
       );
     const m = median(name)!;
     oneTunnelCpu[name] = m.cpu;
+    const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
+    const manyCpu =
+      name === "peerproxy" ? cpuMeter(undefined, await redisPid()) : own?.ok ? cpuMeter(own.pids ?? []) : undefined;
     const many = await throughput({
       route: manyRoute,
       target: routes.target,
       tunnels: 64,
       bytesEach: bytes64,
     });
+    if (manyCpu) {
+      manyTunnelsCpu[name] = manyCpu.perGB(64 * bytes64);
+      log(`${name}: 64 tunnels, CPU per GB ${manyTunnelsCpu[name]}`);
+    }
     tput[name] = { one: m.rate, many: many.bytesPerSecond };
     log(
       `${name}: 1 tunnel ${fmtRate(m.rate)}${oneRuns[name]!.length > 1 ? ` (median of ${oneRuns[name]!.length})` : ""}, 64 tunnels ${fmtRate(many.bytesPerSecond)}${many.firstError ? ` (${many.firstError})` : ""}`,
@@ -1154,6 +1163,14 @@ async function throughputFigure(
       goal: key === "lone" || !lone ? ">= 0.5x rathole websocket" : "reported",
     });
   }
+  if (manyTunnelsCpu.peerproxy)
+    out.push({
+      figure: "64 tunnels at once over the pool: CPU seconds per GB moved, by process; write system calls per MB",
+      value: manyTunnelsCpu.peerproxy,
+      anchor: manyTunnelsCpu[tAnchor] ? `${tAnchor} ${manyTunnelsCpu[tAnchor]}` : "-",
+      ratio: "-",
+      goal: "reported",
+    });
   out.push({
     figure: `64 tunnels, ${(bytes64 / 1048576).toFixed(1)} MiB each (aggregate)`,
     value: fmtRate(tput.peerproxy!.many),
