@@ -3,9 +3,14 @@
 // Environment= lines), in production mode, against a Redis that speaks only TLS (as Upstash does) with
 // a throwaway CA; one customer request goes gateway -> relay -> peer -> target. A CA the processes do
 // not trust, or a plain server behind rediss://, stops them with a message that says so.
+//
+// With PEERPROXY_TEST_IMAGE set (scripts/check-image.sh), each process runs in that image of
+// deploy/Dockerfile instead, with the unit's command, environment and this machine's loopback (host
+// network): the same checks, made of the image that Fly runs. Without Docker the variable stays
+// unset and the processes run from the checkout.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type Service, startProcess, waitUntil } from "../dev/proc.ts";
 import { curl, listPeer, makeCredential, startTargets, type Targets } from "../gateway-node/testing.ts";
@@ -18,6 +23,12 @@ import { stateEnv } from "./helpers/env.ts";
 
 const root = join(import.meta.dirname, "..");
 const tmp = mkdtempSync(join(stateEnv().PEERPROXY_TEST_TMP, "prod-"));
+const image = process.env.PEERPROXY_TEST_IMAGE;
+/** Containers this file started, removed at the end whatever became of their `docker run`. */
+const containers: string[] = [];
+/** How long a process gets to start, and a test to run: a container may take seconds to create. */
+const START_MS = image ? 120_000 : 20_000;
+const TEST_MS = image ? 600_000 : 90_000;
 
 /** A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`. */
 function makeCa(dir: string) {
@@ -117,6 +128,30 @@ function startUnit(name: string, over: Record<string, string>): Service {
   // Only the variables a process reads: a clean environment, as systemd gives a unit.
   const env: Record<string, string | undefined> = {};
   for (const k of Object.keys(process.env)) env[k] = undefined;
+  if (image) {
+    // The image's entry point is node, its working directory the app: the unit's arguments as they are.
+    const container = `peerproxy-test-${name}-${randomHex(4)}`;
+    containers.push(container);
+    const vars = { ...envFile(example), ...u.env, ...over };
+    return startProcess(
+      `image-${name}`,
+      "docker",
+      [
+        "run",
+        "--rm",
+        "--name",
+        container,
+        "--network",
+        "host",
+        // The certificates this test made, where the variables name them (read-only).
+        ...[tmp, dirname(targets.caFile)].flatMap((d) => ["-v", `${d}:${d}:ro`]),
+        ...Object.entries(vars).flatMap(([k, v]) => ["-e", `${k}=${v}`]),
+        image,
+        ...u.args,
+      ],
+      { cwd: root },
+    );
+  }
   return startProcess(`unit-${name}`, process.execPath, u.args, {
     cwd: root,
     env: { PATH: process.env.PATH, HOME: tmp, ...env, ...envFile(example), ...u.env, ...over },
@@ -166,10 +201,19 @@ beforeAll(async () => {
     "redis-server (TLS)",
   );
   targets = await startTargets();
+  // The image runs as its unprivileged user: the certificates must be readable to it (not the keys).
+  if (image)
+    for (const f of [tmp, join(tmp, "trusted"), join(tmp, "stranger"), dirname(targets.caFile)]) chmodSync(f, 0o755);
 }, 60_000);
 
 afterAll(async () => {
   for (const s of started.reverse()) await s.stop();
+  for (const c of containers)
+    try {
+      execFileSync("docker", ["rm", "-f", c], { stdio: "ignore" });
+    } catch {
+      // Already gone with its `docker run --rm`.
+    }
   await targets?.stop();
   await plainRedis?.close();
   await redisSrv?.stop();
@@ -193,7 +237,16 @@ describe("relay, gateway and prober as deployed", () => {
       RELAY_INTERNAL_URL: `http://127.0.0.1:${relayInternal}`,
     });
     started.push(relay);
-    await relay.waitFor(/relay ready/, 20_000);
+    await relay.waitFor(/relay ready/, START_MS);
+    if (image) {
+      // What the Dockerfile promises: node is PID 1 (it gets SIGTERM and drains), runs as the
+      // unprivileged user, and has jemalloc loaded (the unit's LD_PRELOAD finds the image's copy).
+      const inside = (cmd: string) =>
+        execFileSync("docker", ["exec", containers.at(-1)!, "sh", "-c", cmd], { encoding: "utf8" }).trim();
+      expect(inside("tr '\\0' ' ' < /proc/1/cmdline")).toBe("node relay-node/main.ts");
+      expect(inside("id -u")).toBe("1000");
+      expect(inside("grep -c libjemalloc /proc/1/maps")).not.toBe("0");
+    }
 
     const target = `127.0.0.1:${targets.httpPort}`;
     const gateway = startUnit("gateway", {
@@ -208,7 +261,7 @@ describe("relay, gateway and prober as deployed", () => {
     started.push(gateway);
     const ready = await gateway.waitFor(
       /"http":(\d+),"socks":(\d+),"admin":(\d+),"msg":"gateway ready"/,
-      20_000,
+      START_MS,
     );
     const [httpPort, , adminPort] = [ready[1], ready[2], ready[3]];
 
@@ -222,7 +275,7 @@ describe("relay, gateway and prober as deployed", () => {
       PROBE_ENDPOINT_PREFIX: "agent_prodtest_",
     });
     started.push(prober);
-    const proberReady = await prober.waitFor(/"admin":(\d+),"msg":"prober ready"/, 20_000);
+    const proberReady = await prober.waitFor(/"admin":(\d+),"msg":"prober ready"/, START_MS);
 
     // Each process's health endpoint answers from its admin port, as the Fly checks ask it.
     for (const port of [relayInternal, Number(adminPort), Number(proberReady[1])]) {
@@ -267,7 +320,7 @@ describe("relay, gateway and prober as deployed", () => {
       peer?.close();
       await delistEndpoint(plainRedis, deviceId);
     }
-  }, 90_000);
+  }, TEST_MS);
 
   it.each(["relay", "gateway", "prober"])(
     "the %s refuses a Redis whose certificate it does not trust, naming the certificate and never the password",
@@ -287,14 +340,14 @@ describe("relay, gateway and prober as deployed", () => {
       started.push(svc);
       const code = await Promise.race([
         svc.exited,
-        new Promise((r) => setTimeout(() => r("running"), 20_000)),
+        new Promise((r) => setTimeout(() => r("running"), START_MS)),
       ]);
       expect(code, svc.output()).toBe(1);
       expect(svc.output()).toMatch(/TLS certificate is not trusted \([A-Z_]+\)/);
       expect(svc.output()).toContain(`rediss://127.0.0.1:${tlsPort}`);
       expect(svc.output()).not.toContain(password);
     },
-    30_000,
+    TEST_MS,
   );
 
   it.each([
@@ -308,12 +361,12 @@ describe("relay, gateway and prober as deployed", () => {
       started.push(svc);
       const code = await Promise.race([
         svc.exited,
-        new Promise((r) => setTimeout(() => r("running"), 20_000)),
+        new Promise((r) => setTimeout(() => r("running"), START_MS)),
       ]);
       expect(code, svc.output()).toBe(2);
       expect(svc.output()).toContain(`${variable}: development only`);
     },
-    30_000,
+    TEST_MS,
   );
 
   it("a plain-text Redis behind rediss:// is named as a TLS handshake failure", async () => {
@@ -325,8 +378,8 @@ describe("relay, gateway and prober as deployed", () => {
       RELAY_INTERNAL_PORT: "0",
     });
     started.push(svc);
-    const code = await Promise.race([svc.exited, new Promise((r) => setTimeout(() => r("running"), 20_000))]);
+    const code = await Promise.race([svc.exited, new Promise((r) => setTimeout(() => r("running"), START_MS))]);
     expect(code, svc.output()).toBe(1);
     expect(svc.output()).toMatch(/cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: .*TLS/);
-  }, 30_000);
+  }, TEST_MS);
 });
