@@ -1112,7 +1112,11 @@ async function throughputFigure(
     oneTunnelCpu[name] = m.cpu;
     const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
     const manyCpu =
-      name === "peerproxy" ? cpuMeter(undefined, await redisPid()) : own?.ok ? cpuMeter(own.pids ?? []) : undefined;
+      name === "peerproxy"
+        ? cpuMeter(undefined, await redisPid())
+        : own?.ok
+          ? cpuMeter(own.pids ?? [])
+          : undefined;
     const many = await throughput({
       route: manyRoute,
       target: routes.target,
@@ -1165,7 +1169,8 @@ async function throughputFigure(
   }
   if (manyTunnelsCpu.peerproxy)
     out.push({
-      figure: "64 tunnels at once over the pool: CPU seconds per GB moved, by process; write system calls per MB",
+      figure:
+        "64 tunnels at once over the pool: CPU seconds per GB moved, by process; write system calls per MB",
       value: manyTunnelsCpu.peerproxy,
       anchor: manyTunnelsCpu[tAnchor] ? `${tAnchor} ${manyTunnelsCpu[tAnchor]}` : "-",
       ratio: "-",

@@ -203,7 +203,8 @@ beforeAll(async () => {
   targets = await startTargets();
   // The image runs as its unprivileged user: the certificates must be readable to it (not the keys).
   if (image)
-    for (const f of [tmp, join(tmp, "trusted"), join(tmp, "stranger"), dirname(targets.caFile)]) chmodSync(f, 0o755);
+    for (const f of [tmp, join(tmp, "trusted"), join(tmp, "stranger"), dirname(targets.caFile)])
+      chmodSync(f, 0o755);
 }, 60_000);
 
 afterAll(async () => {
@@ -220,107 +221,111 @@ afterAll(async () => {
 });
 
 describe("relay, gateway and prober as deployed", () => {
-  it("start from their systemd units in production mode against rediss:// and carry a customer request end to end", async () => {
-    const jwtSecret = `jwt-${randomHex(16)}`;
-    const sharedSecret = `rss-${randomHex(16)}`;
-    const rediss = `rediss://127.0.0.1:${tlsPort}`;
-    const tls = { REDIS_URL: rediss, NODE_EXTRA_CA_CERTS: trusted.ca, RELAY_SHARED_SECRET: sharedSecret };
-    const relayPort = await freePort();
-    const relayInternal = await freePort();
-    const relay = startUnit("relay", {
-      ...tls,
-      JWT_SECRET: jwtSecret,
-      RELAY_ID: `relay_prod_${randomHex(4)}`,
-      RELAY_PORT: String(relayPort),
-      RELAY_INTERNAL_PORT: String(relayInternal),
-      RELAY_PUBLIC_URL: `ws://127.0.0.1:${relayPort}`,
-      RELAY_INTERNAL_URL: `http://127.0.0.1:${relayInternal}`,
-    });
-    started.push(relay);
-    await relay.waitFor(/relay ready/, START_MS);
-    if (image) {
-      // What the Dockerfile promises: node is PID 1 (it gets SIGTERM and drains), runs as the
-      // unprivileged user, and has jemalloc loaded (the unit's LD_PRELOAD finds the image's copy).
-      const inside = (cmd: string) =>
-        execFileSync("docker", ["exec", containers.at(-1)!, "sh", "-c", cmd], { encoding: "utf8" }).trim();
-      expect(inside("tr '\\0' ' ' < /proc/1/cmdline")).toBe("node relay-node/main.ts");
-      expect(inside("id -u")).toBe("1000");
-      expect(inside("grep -c libjemalloc /proc/1/maps")).not.toBe("0");
-    }
-
-    const target = `127.0.0.1:${targets.httpPort}`;
-    const gateway = startUnit("gateway", {
-      ...tls,
-      GATEWAY_HOST: "127.0.0.1",
-      GATEWAY_HTTP_PORT: "0",
-      GATEWAY_SOCKS_PORT: "0",
-      GATEWAY_ADMIN_PORT: "0",
-      // A private deployment's exact allow-list: the one loopback target of this test, nothing else.
-      GATEWAY_TARGET_HOSTS: target,
-    });
-    started.push(gateway);
-    const ready = await gateway.waitFor(
-      /"http":(\d+),"socks":(\d+),"admin":(\d+),"msg":"gateway ready"/,
-      START_MS,
-    );
-    const [httpPort, , adminPort] = [ready[1], ready[2], ready[3]];
-
-    const prober = startUnit("prober", {
-      ...tls,
-      DATABASE_URL: "", // probe history off: this test has no Postgres of its own
-      PROBE_TARGET_HOST: "127.0.0.1",
-      PROBE_TARGET_PORT: String(targets.httpsPort),
-      PROBE_TARGET_CA: targets.caFile,
-      PROBER_ADMIN_PORT: "0",
-      PROBE_ENDPOINT_PREFIX: "agent_prodtest_",
-    });
-    started.push(prober);
-    const proberReady = await prober.waitFor(/"admin":(\d+),"msg":"prober ready"/, START_MS);
-
-    // Each process's health endpoint answers from its admin port, as the Fly checks ask it.
-    for (const port of [relayInternal, Number(adminPort), Number(proberReady[1])]) {
-      const r = await fetch(`http://127.0.0.1:${port}/health`);
-      expect(r.status, `health on ${port}`).toBe(200);
-    }
-
-    // A peer on the relay, listed in a pool; a customer reaches the one allowed target through it.
-    const deviceId = `agent_prodtest_${randomHex(4)}`;
-    let peer: TestPeer | undefined;
-    try {
-      peer = await connectPeer({
-        url: `ws://127.0.0.1:${relayPort}`,
-        token: await peerToken(deviceId, jwtSecret),
+  it(
+    "start from their systemd units in production mode against rediss:// and carry a customer request end to end",
+    async () => {
+      const jwtSecret = `jwt-${randomHex(16)}`;
+      const sharedSecret = `rss-${randomHex(16)}`;
+      const rediss = `rediss://127.0.0.1:${tlsPort}`;
+      const tls = { REDIS_URL: rediss, NODE_EXTRA_CA_CERTS: trusted.ca, RELAY_SHARED_SECRET: sharedSecret };
+      const relayPort = await freePort();
+      const relayInternal = await freePort();
+      const relay = startUnit("relay", {
+        ...tls,
+        JWT_SECRET: jwtSecret,
+        RELAY_ID: `relay_prod_${randomHex(4)}`,
+        RELAY_PORT: String(relayPort),
+        RELAY_INTERNAL_PORT: String(relayInternal),
+        RELAY_PUBLIC_URL: `ws://127.0.0.1:${relayPort}`,
+        RELAY_INTERNAL_URL: `http://127.0.0.1:${relayInternal}`,
       });
-      await peer.waitFor("connected");
-      const country = "qp";
-      await listPeer(plainRedis, { deviceId, country, relayInternal: `http://127.0.0.1:${relayInternal}` });
-      const cred = await makeCredential(plainRedis);
-      const r = await curl([
-        "-x",
-        `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`,
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{size_download}",
-        `http://${target}/bytes/65536`,
-      ]);
-      expect(r.stdout, r.stderr).toBe("200 65536");
-      // Any other target is refused in production, loopback or not.
-      const other = await curl([
-        "-x",
-        `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`,
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        `http://127.0.0.1:${targets.http6Port}/`,
-      ]);
-      expect(other.stdout).toBe("403");
-    } finally {
-      peer?.close();
-      await delistEndpoint(plainRedis, deviceId);
-    }
-  }, TEST_MS);
+      started.push(relay);
+      await relay.waitFor(/relay ready/, START_MS);
+      if (image) {
+        // What the Dockerfile promises: node is PID 1 (it gets SIGTERM and drains), runs as the
+        // unprivileged user, and has jemalloc loaded (the unit's LD_PRELOAD finds the image's copy).
+        const inside = (cmd: string) =>
+          execFileSync("docker", ["exec", containers.at(-1)!, "sh", "-c", cmd], { encoding: "utf8" }).trim();
+        expect(inside("tr '\\0' ' ' < /proc/1/cmdline")).toBe("node relay-node/main.ts");
+        expect(inside("id -u")).toBe("1000");
+        expect(inside("grep -c libjemalloc /proc/1/maps")).not.toBe("0");
+      }
+
+      const target = `127.0.0.1:${targets.httpPort}`;
+      const gateway = startUnit("gateway", {
+        ...tls,
+        GATEWAY_HOST: "127.0.0.1",
+        GATEWAY_HTTP_PORT: "0",
+        GATEWAY_SOCKS_PORT: "0",
+        GATEWAY_ADMIN_PORT: "0",
+        // A private deployment's exact allow-list: the one loopback target of this test, nothing else.
+        GATEWAY_TARGET_HOSTS: target,
+      });
+      started.push(gateway);
+      const ready = await gateway.waitFor(
+        /"http":(\d+),"socks":(\d+),"admin":(\d+),"msg":"gateway ready"/,
+        START_MS,
+      );
+      const [httpPort, , adminPort] = [ready[1], ready[2], ready[3]];
+
+      const prober = startUnit("prober", {
+        ...tls,
+        DATABASE_URL: "", // probe history off: this test has no Postgres of its own
+        PROBE_TARGET_HOST: "127.0.0.1",
+        PROBE_TARGET_PORT: String(targets.httpsPort),
+        PROBE_TARGET_CA: targets.caFile,
+        PROBER_ADMIN_PORT: "0",
+        PROBE_ENDPOINT_PREFIX: "agent_prodtest_",
+      });
+      started.push(prober);
+      const proberReady = await prober.waitFor(/"admin":(\d+),"msg":"prober ready"/, START_MS);
+
+      // Each process's health endpoint answers from its admin port, as the Fly checks ask it.
+      for (const port of [relayInternal, Number(adminPort), Number(proberReady[1])]) {
+        const r = await fetch(`http://127.0.0.1:${port}/health`);
+        expect(r.status, `health on ${port}`).toBe(200);
+      }
+
+      // A peer on the relay, listed in a pool; a customer reaches the one allowed target through it.
+      const deviceId = `agent_prodtest_${randomHex(4)}`;
+      let peer: TestPeer | undefined;
+      try {
+        peer = await connectPeer({
+          url: `ws://127.0.0.1:${relayPort}`,
+          token: await peerToken(deviceId, jwtSecret),
+        });
+        await peer.waitFor("connected");
+        const country = "qp";
+        await listPeer(plainRedis, { deviceId, country, relayInternal: `http://127.0.0.1:${relayInternal}` });
+        const cred = await makeCredential(plainRedis);
+        const r = await curl([
+          "-x",
+          `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`,
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code} %{size_download}",
+          `http://${target}/bytes/65536`,
+        ]);
+        expect(r.stdout, r.stderr).toBe("200 65536");
+        // Any other target is refused in production, loopback or not.
+        const other = await curl([
+          "-x",
+          `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`,
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code}",
+          `http://127.0.0.1:${targets.http6Port}/`,
+        ]);
+        expect(other.stdout).toBe("403");
+      } finally {
+        peer?.close();
+        await delistEndpoint(plainRedis, deviceId);
+      }
+    },
+    TEST_MS,
+  );
 
   it.each(["relay", "gateway", "prober"])(
     "the %s refuses a Redis whose certificate it does not trust, naming the certificate and never the password",
@@ -369,17 +374,24 @@ describe("relay, gateway and prober as deployed", () => {
     TEST_MS,
   );
 
-  it("a plain-text Redis behind rediss:// is named as a TLS handshake failure", async () => {
-    const plainPort = plainRedis.raw.options.port;
-    const svc = startUnit("relay", {
-      REDIS_URL: `rediss://127.0.0.1:${plainPort}`,
-      NODE_EXTRA_CA_CERTS: trusted.ca,
-      RELAY_PORT: "0",
-      RELAY_INTERNAL_PORT: "0",
-    });
-    started.push(svc);
-    const code = await Promise.race([svc.exited, new Promise((r) => setTimeout(() => r("running"), START_MS))]);
-    expect(code, svc.output()).toBe(1);
-    expect(svc.output()).toMatch(/cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: .*TLS/);
-  }, TEST_MS);
+  it(
+    "a plain-text Redis behind rediss:// is named as a TLS handshake failure",
+    async () => {
+      const plainPort = plainRedis.raw.options.port;
+      const svc = startUnit("relay", {
+        REDIS_URL: `rediss://127.0.0.1:${plainPort}`,
+        NODE_EXTRA_CA_CERTS: trusted.ca,
+        RELAY_PORT: "0",
+        RELAY_INTERNAL_PORT: "0",
+      });
+      started.push(svc);
+      const code = await Promise.race([
+        svc.exited,
+        new Promise((r) => setTimeout(() => r("running"), START_MS)),
+      ]);
+      expect(code, svc.output()).toBe(1);
+      expect(svc.output()).toMatch(/cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: .*TLS/);
+    },
+    TEST_MS,
+  );
 });
