@@ -24,9 +24,14 @@ let exitServer: Server;
 const held = new Set<Socket>();
 let gw: Gateway;
 
+/** What this file's customers ask for: the fake modem counts only these tunnels as its own. */
+const TARGET = "127.0.0.1:9";
+
 /**
  * A modem stand-in that is its own target: it answers CONNECT with 200, then on `spend(n)` writes n
  * bytes in 16 KiB chunks down every tunnel it holds (tinyproxy allows 64 clients; this test needs 101).
+ * Its endpoints sit in the shared Redis pool, where another file's customer asking for any country
+ * may land: such a tunnel is answered but not held, so the counts below stay this file's.
  */
 function startFakeModem(): Promise<Server> {
   const srv = createServer((s) => {
@@ -37,6 +42,7 @@ function startFakeModem(): Promise<Server> {
       if (!head.includes("\r\n\r\n")) return;
       s.off("data", onData);
       s.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (!head.startsWith(`CONNECT ${TARGET} `)) return;
       held.add(s);
       s.on("close", () => held.delete(s));
       s.resume();
@@ -123,7 +129,7 @@ function openTunnel(
       got += d.length;
     });
     s.write(
-      `CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
+      `CONNECT ${TARGET} HTTP/1.1\r\nHost: ${TARGET}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
     );
   });
 }
