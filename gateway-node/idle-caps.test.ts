@@ -128,9 +128,7 @@ function openTunnel(
       }
       got += d.length;
     });
-    s.write(
-      `CONNECT ${TARGET} HTTP/1.1\r\nHost: ${TARGET}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
-    );
+    s.write(`CONNECT ${TARGET} HTTP/1.1\r\nHost: ${TARGET}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
   });
 }
 

@@ -158,6 +158,11 @@ function startUnit(name: string, over: Record<string, string>): Service {
   });
 }
 
+/** The process's exit code, or "running" if it is still up after START_MS. */
+function exitWithin(svc: Service): Promise<unknown> {
+  return Promise.race([svc.exited, new Promise((r) => setTimeout(() => r("running"), START_MS))]);
+}
+
 let plainRedis: TcpRedis;
 let tlsPort: number;
 let redisSrv: Service;
@@ -298,26 +303,13 @@ describe("relay, gateway and prober as deployed", () => {
         const country = "qp";
         await listPeer(plainRedis, { deviceId, country, relayInternal: `http://127.0.0.1:${relayInternal}` });
         const cred = await makeCredential(plainRedis);
-        const r = await curl([
-          "-x",
-          `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`,
-          "-o",
-          "/dev/null",
-          "-w",
-          "%{http_code} %{size_download}",
-          `http://${target}/bytes/65536`,
-        ]);
+        const proxy = `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`;
+        const via = (format: string, url: string) =>
+          curl(["-x", proxy, "-o", "/dev/null", "-w", format, url]);
+        const r = await via("%{http_code} %{size_download}", `http://${target}/bytes/65536`);
         expect(r.stdout, r.stderr).toBe("200 65536");
         // Any other target is refused in production, loopback or not.
-        const other = await curl([
-          "-x",
-          `http://${cred.username(`peer-${country}`)}:${cred.secret}@127.0.0.1:${httpPort}`,
-          "-o",
-          "/dev/null",
-          "-w",
-          "%{http_code}",
-          `http://127.0.0.1:${targets.http6Port}/`,
-        ]);
+        const other = await via("%{http_code}", `http://127.0.0.1:${targets.http6Port}/`);
         expect(other.stdout).toBe("403");
       } finally {
         peer?.close();
@@ -343,10 +335,7 @@ describe("relay, gateway and prober as deployed", () => {
         DATABASE_URL: "",
       });
       started.push(svc);
-      const code = await Promise.race([
-        svc.exited,
-        new Promise((r) => setTimeout(() => r("running"), START_MS)),
-      ]);
+      const code = await exitWithin(svc);
       expect(code, svc.output()).toBe(1);
       expect(svc.output()).toMatch(/TLS certificate is not trusted \([A-Z_]+\)/);
       expect(svc.output()).toContain(`rediss://127.0.0.1:${tlsPort}`);
@@ -364,10 +353,7 @@ describe("relay, gateway and prober as deployed", () => {
     async (name, variable, value) => {
       const svc = startUnit(name, { REDIS_URL: `rediss://127.0.0.1:${tlsPort}`, [variable]: value });
       started.push(svc);
-      const code = await Promise.race([
-        svc.exited,
-        new Promise((r) => setTimeout(() => r("running"), START_MS)),
-      ]);
+      const code = await exitWithin(svc);
       expect(code, svc.output()).toBe(2);
       expect(svc.output()).toContain(`${variable}: development only`);
     },
@@ -385,10 +371,7 @@ describe("relay, gateway and prober as deployed", () => {
         RELAY_INTERNAL_PORT: "0",
       });
       started.push(svc);
-      const code = await Promise.race([
-        svc.exited,
-        new Promise((r) => setTimeout(() => r("running"), START_MS)),
-      ]);
+      const code = await exitWithin(svc);
       expect(code, svc.output()).toBe(1);
       expect(svc.output()).toMatch(/cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+: .*TLS/);
     },
