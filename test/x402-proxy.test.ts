@@ -344,6 +344,10 @@ describe("x402 dedicated port on anvil", () => {
 
   it("12 concurrent redemptions (no Redis guard) for 3 free modems reserve each modem once; the 9 refused consume nothing", async () => {
     const country = "xt";
+    // A retry starts from none: a failed attempt may have left modems of this country free.
+    await db.query("UPDATE modem_exits SET deleted_at = now() WHERE country = $1 AND deleted_at IS NULL", [
+      country,
+    ]);
     const free = [
       await registerModem({ country }),
       await registerModem({ country }),
