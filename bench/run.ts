@@ -1042,6 +1042,8 @@ async function throughputFigure(
     ["rathole websocket", rathole.websocket.ok ? rathole.websocket.route : undefined],
     ["rathole tcp", rathole.tcp.ok ? rathole.tcp.route : undefined],
   ];
+  /** The rathole anchor a route name ("rathole websocket", "rathole tcp") stands for, if any. */
+  const ratholeNamed = (name: string) => Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
   const tput: Record<string, { one: number; many: number }> = {};
   const oneTunnelCpu: Record<string, string> = {};
   /** The same for the 64 tunnels at once (peerproxy's with redis-server, which leases their bytes). */
@@ -1054,7 +1056,7 @@ async function throughputFigure(
     throughput({ route, target: routes.target, tunnels: 1, bytesEach: Math.ceil(bytes1 / 4) });
   /** One tunnel of `bytes1` on a quiet machine; for peerproxy (`fleetPids` given) on a warm path. */
   const measureOne = async (name: string, route: Route, fleetPids?: number[], profile?: string) => {
-    const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
+    const own = ratholeNamed(name);
     const ours = fleetPids !== undefined;
     await quiet(`one tunnel, ${name}`);
     if (ours) await warmUp(route);
@@ -1110,7 +1112,7 @@ async function throughputFigure(
       );
     const m = median(name)!;
     oneTunnelCpu[name] = m.cpu;
-    const own = Object.entries(rathole).find(([t]) => name === `rathole ${t}`)?.[1];
+    const own = ratholeNamed(name);
     const manyCpu =
       name === "peerproxy"
         ? cpuMeter(undefined, await redisPid())
